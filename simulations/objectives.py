@@ -1,0 +1,110 @@
+"""The two training objectives of MODEL.md, as chunked, jit-compiled JAX functions.
+
+Pre-training (on ``S``, or on ``W`` with ``S_W = WᵀW/(√κ D)``):
+
+    L(S) = (1/(2D)) Σ_μ ‖Y_μ − σ(H(S; X_μ))‖²_F          (+ λ Tr S, handled by the prox)
+    F(W) = (1/(2D)) Σ_μ ‖Y_μ − σ(H(S_W; X_μ))‖²_F + λ/(√κ D) ‖W‖²_F
+
+Fine-tuning (rank-one LoRA on the frozen ``Ŝ``, logits ``c Ĥ_ν + z_ν z_νᵀ − (‖u‖²/D) I``,
+``z_ν = X'_ν u/√D``, ``c = 1`` unless recalibrating):
+
+    L'(u, c) = (1/2) Σ_ν ‖Y'_ν − σ(c Ĥ_ν + z_ν z_νᵀ − (‖u‖²/D) I)‖²_F + (λ'/2) ‖u‖²
+
+Sums over samples run in chunks (``lax.scan`` with per-chunk ``value_and_grad``:
+gradient accumulation), so memory is bounded by one chunk whatever ``n``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from solvable_attention.activations import apply_activation
+from solvable_attention.attention import attention_logits, factorized_logits
+
+
+def chunk_samples(X, Y, chunk: int):
+    """Pad ``(X, Y)`` to a multiple of ``chunk`` and reshape to ``(n_chunks, chunk, ...)``.
+
+    Returns ``(Xc, Yc, weights)`` with weight 0 on padded samples.
+    """
+    n = X.shape[0]
+    chunk = max(1, min(chunk, n))
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    w = jnp.concatenate([jnp.ones(n, X.dtype), jnp.zeros(pad, X.dtype)])
+    Xp = jnp.concatenate([X, jnp.zeros((pad, *X.shape[1:]), X.dtype)])
+    Yp = jnp.concatenate([Y, jnp.zeros((pad, *Y.shape[1:]), Y.dtype)])
+    return (Xp.reshape(n_chunks, chunk, *X.shape[1:]), Yp.reshape(n_chunks, chunk, *Y.shape[1:]),
+            w.reshape(n_chunks, chunk))
+
+
+def _squared_residual(logits, Y, w, activation, beta):
+    r = Y - apply_activation(logits, activation, beta)
+    return jnp.sum(w * jnp.sum(r * r, axis=(-1, -2)))
+
+
+@partial(jax.jit, static_argnames=("activation",))
+def pretrain_loss(S, Xc, Yc, wc, activation, beta):
+    """``L(S) = (1/(2D)) Σ_μ ‖Y_μ − σ(H(S; X_μ))‖²_F`` (data term only)."""
+    D = S.shape[0]
+
+    def body(acc, batch):
+        X, Y, w = batch
+        return acc + _squared_residual(attention_logits(S, X), Y, w, activation, beta), None
+
+    total, _ = jax.lax.scan(body, jnp.zeros((), S.dtype), (Xc, Yc, wc))
+    return total / (2 * D)
+
+
+@partial(jax.jit, static_argnames=("activation",))
+def pretrain_loss_and_grad(S, Xc, Yc, wc, activation, beta):
+    """``(L(S), ∇L(S))`` with the gradient symmetrised (the gradient on ``Sym(D)``)."""
+    D = S.shape[0]
+
+    def chunk_loss(S_, X, Y, w):
+        return _squared_residual(attention_logits(S_, X), Y, w, activation, beta) / (2 * D)
+
+    vg = jax.value_and_grad(chunk_loss)
+
+    def body(acc, batch):
+        v, g = vg(S, *batch)
+        return (acc[0] + v, acc[1] + g), None
+
+    (val, grad), _ = jax.lax.scan(body, (jnp.zeros((), S.dtype), jnp.zeros_like(S)), (Xc, Yc, wc))
+    return val, 0.5 * (grad + grad.T)
+
+
+def factorized_objective(W, Xc, Yc, wc, activation, beta, lam, kappa):
+    """``F(W)`` including the weight decay ``λ/(√κ D) ‖W‖²_F`` (= ``λ Tr S_W``)."""
+    D = W.shape[1]
+
+    def body(acc, batch):
+        X, Y, w = batch
+        return acc + _squared_residual(factorized_logits(W, X, kappa), Y, w, activation, beta), None
+
+    total, _ = jax.lax.scan(body, jnp.zeros((), W.dtype), (Xc, Yc, wc))
+    return total / (2 * D) + lam / (jnp.sqrt(kappa) * D) * jnp.sum(W * W)
+
+
+def lora_logits(params, H_hat, X):
+    """``c Ĥ + z zᵀ − (‖u‖²/D) I`` with ``z = X u/√D``; ``params = (u, c)``."""
+    u, c = params
+    D = X.shape[-1]
+    T = X.shape[-2]
+    z = X @ u / jnp.sqrt(D)
+    return c * H_hat + z[..., :, None] * z[..., None, :] - (u @ u / D) * jnp.eye(T, dtype=u.dtype)
+
+
+def lora_objective(params, H_hat, X, Y, activation, beta, lam_prime):
+    """``L'(u, c) = (1/2) Σ_ν ‖Y'_ν − σ(c Ĥ_ν + z zᵀ − (‖u‖²/D) I)‖²_F + (λ'/2)‖u‖²``."""
+    u, _ = params
+    r = Y - apply_activation(lora_logits(params, H_hat, X), activation, beta)
+    return 0.5 * jnp.sum(r * r) + 0.5 * lam_prime * (u @ u)
+
+
+def pretrain_logits_all(S, X, chunk: int = 8192):
+    """``H(S; X_μ)`` for all samples (chunked)."""
+    return jnp.concatenate([attention_logits(S, X[i:i + chunk]) for i in range(0, X.shape[0], chunk)])

@@ -1,0 +1,145 @@
+"""Pre-training ERM at finite ``D`` (MODEL.md §2).
+
+    Ŝ = argmin_{S ⪰ 0, rank S ≤ κD}  L(S) + λ Tr S,   L(S) = (1/(2D)) Σ_μ ‖Y_μ − σ(H(S; X_μ))‖²_F
+
+Two minimisers:
+
+* :func:`fit_proximal` — the reference: accelerated proximal gradient (FISTA with
+  backtracking and adaptive restart). The prox of ``t λ Tr S`` on the PSD cone
+  with the rank constraint is the eigenvalue map ``U · top_R(relu(Λ − t λ)) · Uᵀ``
+  (:func:`nuclear_prox`).
+* :func:`fit_factorized` — what an attention layer really trains: ``W ∈ R^{R×D}``,
+  ``S_W = WᵀW/(√κ D)`` with weight decay ``λ/(√κ D)‖W‖²_F`` (= ``λ Tr S_W``),
+  optimised by optax L-BFGS from a small random initialisation.
+
+For the identity activation the problem is convex and both reach the global
+minimiser; for the softmax they reach a stationary point from a small
+initialisation (the one the state evolution describes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache, partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .lbfgs import minimize_lbfgs
+from .objectives import (chunk_samples, factorized_objective, pretrain_loss,
+                         pretrain_loss_and_grad)
+
+
+@dataclass(frozen=True)
+class FitInfo:
+    """Outcome of one ERM solve: objective, stationarity residual, iterations, status."""
+
+    objective: float
+    residual: float
+    iterations: int
+    converged: bool
+
+
+@partial(jax.jit, static_argnames=("rank",))
+def nuclear_prox(A, threshold, rank):
+    """``argmin_{S ⪰ 0, rank ≤ R} ‖S − A‖²_F/2 + threshold · Tr S`` = ``U top_R(relu(Λ_A − threshold)) Uᵀ``."""
+    lam, U = jnp.linalg.eigh(0.5 * (A + A.T))
+    shrunk = jnp.maximum(lam - threshold, 0.0)
+    D = A.shape[0]
+    if rank < D:  # eigh sorts ascending: keep the top R
+        shrunk = jnp.where(jnp.arange(D) >= D - rank, shrunk, 0.0)
+    return (U * shrunk) @ U.T
+
+
+def student_rank(D: int, kappa: float) -> int:
+    """``R = round(κ D)`` capped to ``[1, D]`` (the constraint is inactive for ``R ≥ D``)."""
+    return int(min(D, max(1, round(kappa * D))))
+
+
+def fit_proximal(X, Y, *, lam, activation, beta, kappa=1.0, chunk=4096, tol=1e-7, max_iter=5000,
+                 S_init=None, progress=None) -> tuple[jax.Array, FitInfo]:
+    """FISTA with backtracking and adaptive (function-value) restart.
+
+    Stops when the prox-gradient mapping ``G = (Y_k − prox(Y_k − ∇L/L_k))·L_k`` satisfies
+    ``‖G‖_F ≤ tol · max(‖∇L(0)‖_F, 1)``: the first-order optimality condition of the composite
+    problem, scaled by the gradient at the origin.
+    """
+    D = X.shape[-1]
+    R = student_rank(D, kappa)
+    Xc, Yc, wc = chunk_samples(X, Y, chunk)
+    loss = lambda S: pretrain_loss(S, Xc, Yc, wc, activation, beta)  # noqa: E731
+    loss_grad = lambda S: pretrain_loss_and_grad(S, Xc, Yc, wc, activation, beta)  # noqa: E731
+    F = lambda S, l_val: float(l_val) + lam * float(jnp.trace(S))  # noqa: E731
+
+    S = jnp.zeros((D, D), X.dtype) if S_init is None else S_init
+    _, g0 = loss_grad(jnp.zeros_like(S))
+    scale = max(float(jnp.linalg.norm(g0)), 1.0)
+    Lip = 1.0
+    Yk, t = S, 1.0
+    F_S = F(S, loss(S))
+    residual, it, converged = np.inf, 0, False
+    for it in range(1, max_iter + 1):
+        fY, gY = loss_grad(Yk)
+        while True:
+            S_new = nuclear_prox(Yk - gY / Lip, lam / Lip, R)
+            diff = S_new - Yk
+            f_new = loss(S_new)
+            if float(f_new) <= float(fY) + float(jnp.sum(gY * diff)) + 0.5 * Lip * float(jnp.sum(diff * diff)) \
+                    + 1e-12 * abs(float(fY)):
+                break
+            Lip *= 2.0
+        residual = Lip * float(jnp.linalg.norm(diff)) / scale
+        F_new = F(S_new, f_new)
+        if F_new > F_S:  # adaptive restart: drop the momentum
+            t_next, Yk_next = 1.0, S_new
+        else:
+            t_next = 0.5 * (1 + np.sqrt(1 + 4 * t * t))
+            Yk_next = S_new + ((t - 1) / t_next) * (S_new - S)
+        S, F_S, t, Yk = S_new, F_new, t_next, Yk_next
+        Lip *= 0.9  # let the step grow back
+        if progress is not None:
+            progress(it, F_S, residual)
+        if residual <= tol:
+            converged = True
+            break
+    return S, FitInfo(objective=F_S, residual=residual, iterations=it, converged=converged)
+
+
+def prox_gradient_residual(S, X, Y, *, lam, activation, beta, kappa=1.0, step=None, chunk=4096) -> float:
+    """``‖S − prox_{tλTr}(S − t∇L(S))‖_F / t`` — zero exactly at a stationary point of ``L + λ Tr``."""
+    D = X.shape[-1]
+    Xc, Yc, wc = chunk_samples(X, Y, chunk)
+    _, g = pretrain_loss_and_grad(S, Xc, Yc, wc, activation, beta)
+    t = 1e-2 if step is None else step
+    S_plus = nuclear_prox(S - t * g, t * lam, student_rank(D, kappa))
+    return float(jnp.linalg.norm(S - S_plus) / t)
+
+
+@lru_cache(maxsize=None)
+def _factorized_fun(activation: str):
+    """``F(W)`` as ``fun(W, args)`` for :func:`minimize_lbfgs` (one stable function per activation)."""
+    def fun(W, args):
+        Xc, Yc, wc, beta, lam, kappa = args
+        return factorized_objective(W, Xc, Yc, wc, activation, beta, lam, kappa)
+    return fun
+
+
+def fit_factorized(X, Y, key, *, lam, activation, beta, kappa=1.0, chunk=4096, init_scale=1e-2,
+                   gtol=1e-8, max_iter=5000) -> tuple[jax.Array, jax.Array, FitInfo]:
+    """Train ``W`` (``R × D``) with optax L-BFGS on ``F(W)``; returns ``(S_W, W, info)``.
+
+    Initialisation ``W ~ init_scale · N(0, 1)`` (small: ``W = 0`` is a saddle point).
+    Runs until ``‖∇F‖_F ≤ (gtol/10) · max(|F|, 1)`` (or the line search stalls); reports
+    ``converged`` when ``‖∇F‖_F ≤ gtol · max(|F|, 1)``.
+    """
+    D = X.shape[-1]
+    R = student_rank(D, kappa)
+    Xc, Yc, wc = chunk_samples(X, Y, chunk)
+    W0 = init_scale * jax.random.normal(key, (R, D), X.dtype)
+    args = (Xc, Yc, wc, beta, lam, kappa)
+    W, value, gnorm, it = minimize_lbfgs(_factorized_fun(activation), W0, args, max_iter, gtol / 10)
+    converged = bool(float(gnorm) <= gtol * max(abs(float(value)), 1.0))
+    S = W.T @ W / (np.sqrt(kappa) * D)
+    return S, W, FitInfo(objective=float(value), residual=float(gnorm), iterations=int(it),
+                         converged=converged)

@@ -1,0 +1,212 @@
+"""``simulate``: both stages of the model trained at finite ``D`` (MODEL.md §2–4).
+
+One call draws the teachers and data from a seed, pre-trains ``Ŝ`` (nuclear-norm
+ERM), adapts a rank-one LoRA ``û`` on fresh (or reused) fine-tuning data, and
+measures every metric of MODEL.md §4 exactly at this ``D``. Same seed → same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from solvable_attention.activations import apply_activation
+from solvable_attention.data import sample_inputs, sample_labels, sample_teacher
+from solvable_attention.metrics import matrix_overlaps, test_error, vector_overlaps
+from solvable_attention.params import FinetuneParams, PretrainParams, check_dimension, make_params
+
+from .finetune import fit_lora
+from .objectives import pretrain_logits_all
+from .pretrain import fit_factorized, fit_proximal
+
+METHODS = ("proximal", "factorized")
+
+# Independent streams of one seed (jax.random.fold_in tags).
+_TEACHER, _PRE_X, _PRE_NOISE, _PRE_INIT, _FT_X, _FT_NOISE, _FT_INIT, _PRE_TEST, _FT_TEST, _REUSE = range(10)
+
+
+class _AsDict:
+    def to_dict(self) -> dict:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _plain(x):
+    if hasattr(x, "to_dict"):
+        return x.to_dict()
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return x
+
+
+@dataclass(frozen=True)
+class PretrainSimulation(_AsDict):
+    """Pre-training metrics at finite ``D``.
+
+    ``m = Tr(ŜS0)/D``, ``q = Tr(Ŝ²)/D``, ``ρ0 = Tr(S0²)/D``, ``mse_S = ‖Ŝ−S0‖²/D``;
+    ``test_error`` = ``E_X‖σ(H(Ŝ)) − σ(H(S0))‖²_F`` (± ``test_error_se``, Monte Carlo);
+    ``train_loss`` = ``(1/n) Σ_μ ‖Y_μ − σ(H(Ŝ; X_μ))‖²_F``; ``objective`` = the ERM
+    objective at ``Ŝ``; ``rank_fraction`` = ``rank(Ŝ)/D``.
+    """
+
+    m: float
+    q: float
+    rho0: float
+    mse_S: float
+    test_error: float
+    test_error_se: float
+    train_loss: float
+    objective: float
+    rank_fraction: float
+    converged: bool
+    iterations: int
+    residual: float
+
+
+@dataclass(frozen=True)
+class FinetuneSimulation(_AsDict):
+    """Fine-tuning metrics at finite ``D``.
+
+    ``m = û·v/D``, ``q = ‖û‖²/D``, ``ρ_v = ‖v‖²/D``, ``alignment = |m|/√(q ρ_v)``;
+    ``test_error`` = ``E'``, ``test_error_baseline`` = ``E'_0`` (``û = 0``, ``c = 1``),
+    both on the same fresh test inputs; ``c`` the recalibration scalar (1 if not trained).
+    """
+
+    m: float
+    q: float
+    rho_v: float
+    alignment: float
+    test_error: float
+    test_error_se: float
+    test_error_baseline: float
+    test_error_baseline_se: float
+    c: float
+    objective: float
+    converged: bool
+    iterations: int
+
+
+@dataclass(frozen=True)
+class SimulationResult(_AsDict):
+    """Outcome of :func:`simulate`: settings, ``D``, seed, both stages' metrics and timings (s)."""
+
+    D: int
+    seed: int
+    method: str
+    pretrain_params: PretrainParams
+    finetune_params: FinetuneParams
+    pretrain: PretrainSimulation
+    finetune: FinetuneSimulation
+    timings: dict = field(default_factory=dict)
+
+
+def simulate(D, alpha, alpha_prime, delta, lam, *, seed=0, lam_prime=1.0, T=3, beta=1.0, kappa0=1.0,
+             kappa=1.0, gamma=1.0, activation="softmax", delta_prime=None, method="proximal",
+             noise="logits", reuse=False, recalibrate=False, n_test=20000, x64=True,
+             pretrain_tol=1e-7, chunk=4096, progress=None) -> SimulationResult:
+    """Train both stages at dimension ``D`` and measure every metric of MODEL.md §4.
+
+    Args mirror MODEL.md §5 (``delta_prime`` defaults to ``delta``; ``lam_prime=inf``: no
+    adaptation). ``method``: ``"proximal"`` (FISTA on ``S``, the reference) or
+    ``"factorized"`` (L-BFGS on ``W``). ``reuse``: fine-tuning inputs taken from the
+    pre-training set. ``recalibrate``: train ``c`` in ``cŜ + uuᵀ/√D``. ``n_test``: fresh
+    samples for each test error. ``x64``: float64 (default, for validation).
+    ``progress``: optional callback ``(iteration, objective, residual)`` of pre-training.
+    """
+    D = check_dimension(D)
+    pre, fine = make_params(alpha, alpha_prime, delta, lam, lam_prime=lam_prime, T=T, beta=beta,
+                            kappa0=kappa0, kappa=kappa, gamma=gamma, activation=activation,
+                            delta_prime=delta_prime, noise=noise, reuse=reuse, recalibrate=recalibrate)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if int(n_test) < 1:
+        raise ValueError(f"n_test must be a positive integer, got {n_test!r}")
+    with jax.enable_x64(bool(x64)):
+        return _simulate(D, pre, fine, int(seed), method, int(n_test), pretrain_tol, chunk, progress)
+
+
+def _simulate(D, pre: PretrainParams, fine: FinetuneParams, seed, method, n_test, tol, chunk, progress):
+    timings = {}
+    key = jax.random.PRNGKey(seed)
+    k = lambda tag: jax.random.fold_in(key, tag)  # noqa: E731
+    dtype = jnp.result_type(float)
+    t0 = time.perf_counter()
+    teacher = sample_teacher(k(_TEACHER), D, pre.kappa0, fine.gamma, dtype)
+    n = max(1, int(round(pre.alpha * D * D)))
+    X = sample_inputs(k(_PRE_X), n, pre.T, D, dtype)
+    Y = sample_labels(k(_PRE_NOISE), teacher.S0, X, pre.delta, pre.activation, pre.beta, pre.noise)
+    timings["data"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if method == "proximal":
+        S_hat, info = fit_proximal(X, Y, lam=pre.lam, activation=pre.activation, beta=pre.beta,
+                                   kappa=pre.kappa, chunk=chunk, tol=tol, progress=progress)
+    else:
+        S_hat, _, info = fit_factorized(X, Y, k(_PRE_INIT), lam=pre.lam, activation=pre.activation,
+                                        beta=pre.beta, kappa=pre.kappa, chunk=chunk)
+    S_hat.block_until_ready()
+    timings["pretrain"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    pre_result = _pretrain_metrics(S_hat, teacher, X, Y, pre, info, k(_PRE_TEST), n_test)
+    timings["pretrain_metrics"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    n_ft = max(1, int(round(fine.alpha_prime * D)))
+    if fine.reuse:
+        if n_ft > n:
+            raise ValueError(f"reuse=True needs n' = {n_ft} <= n = {n} pre-training inputs")
+        Xf = X[jax.random.permutation(k(_REUSE), n)[:n_ft]]
+    else:
+        Xf = sample_inputs(k(_FT_X), n_ft, pre.T, D, dtype)
+    del X, Y
+    S1 = teacher.S1
+    Yf = sample_labels(k(_FT_NOISE), S1, Xf, fine.delta_prime, pre.activation, pre.beta, pre.noise)
+    H_hat = pretrain_logits_all(S_hat, Xf)
+    fit = fit_lora(H_hat, Xf, Yf, k(_FT_INIT), lam_prime=fine.lam_prime, activation=pre.activation,
+                   beta=pre.beta, recalibrate=fine.recalibrate)
+    timings["finetune"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ft_result = _finetune_metrics(S_hat, teacher, fit, pre, k(_FT_TEST), n_test)
+    timings["finetune_metrics"] = time.perf_counter() - t0
+    return SimulationResult(D=D, seed=seed, method=method, pretrain_params=pre, finetune_params=fine,
+                            pretrain=pre_result, finetune=ft_result, timings=timings)
+
+
+def _pretrain_metrics(S_hat, teacher, X, Y, pre, info, key, n_test) -> PretrainSimulation:
+    D = S_hat.shape[0]
+    ov = matrix_overlaps(S_hat, teacher.S0)
+    E, E_se = test_error(key, S_hat, teacher.S0, T=pre.T, activation=pre.activation, beta=pre.beta,
+                         n_test=n_test)
+    residuals = [Y[i:i + 8192] - apply_activation(pretrain_logits_all(S_hat, X[i:i + 8192]),
+                                                  pre.activation, pre.beta)
+                 for i in range(0, X.shape[0], 8192)]
+    train_loss = float(sum(jnp.sum(r * r) for r in residuals) / X.shape[0])
+    eig = np.linalg.eigvalsh(np.asarray(S_hat))
+    rank = int(np.sum(eig > 1e-9 * max(eig.max(), 1e-300)))
+    return PretrainSimulation(**ov, test_error=E, test_error_se=E_se, train_loss=train_loss,
+                              objective=info.objective, rank_fraction=rank / D,
+                              converged=info.converged, iterations=info.iterations,
+                              residual=info.residual)
+
+
+def _finetune_metrics(S_hat, teacher, fit, pre, key, n_test) -> FinetuneSimulation:
+    D = S_hat.shape[0]
+    ov = vector_overlaps(fit.u, teacher.v)
+    S_ft = fit.c * S_hat + jnp.outer(fit.u, fit.u) / jnp.sqrt(D)
+    S1 = teacher.S1
+    kw = dict(T=pre.T, activation=pre.activation, beta=pre.beta, n_test=n_test)
+    E0, E0_se = test_error(key, S_hat, S1, **kw)
+    if math.isnan(fit.objective):  # lam_prime = inf: no adaptation, E' = E'_0 exactly
+        E, E_se = E0, E0_se
+    else:
+        E, E_se = test_error(key, S_ft, S1, **kw)
+    return FinetuneSimulation(**ov, test_error=E, test_error_se=E_se, test_error_baseline=E0,
+                              test_error_baseline_se=E0_se, c=fit.c, objective=fit.objective,
+                              converged=fit.converged, iterations=fit.iterations)

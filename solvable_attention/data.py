@@ -1,0 +1,72 @@
+"""Teachers, inputs and labels of both tasks (MODEL.md §2–3).
+
+* inputs ``X ∈ R^{T×D}`` i.i.d. ``N(0, 1)``;
+* labels ``Y = σ(H(S*; X) + √Δ Ξ)`` (``noise="logits"``, ``Ξ`` GOE) or
+  ``Y = σ(H(S*; X)) + √Δ Ξ`` (``noise="output"``, ``Ξ`` i.i.d. ``N(0,1)``);
+* pre-training teacher ``S0`` (Wishart, :func:`random_matrices.wishart_teacher`),
+  fine-tuning teacher ``S1 = S0 + γ v vᵀ/√D`` with ``v`` i.i.d. ``N(0, 1)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from .activations import apply_activation
+from .attention import attention_logits
+from .random_matrices import goe, wishart_teacher
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """Both teachers: ``S0`` (pre-training), direction ``v`` and ``S1 = S0 + γ v vᵀ/√D``."""
+
+    S0: jax.Array
+    v: jax.Array
+    gamma: float
+
+    @property
+    def S1(self):
+        D = self.v.shape[0]
+        return self.S0 + self.gamma * jnp.outer(self.v, self.v) / jnp.sqrt(D)
+
+
+def sample_teacher(key, D: int, kappa0: float = 1.0, gamma: float = 1.0, dtype=None) -> Teacher:
+    """Draw ``S0`` (Wishart, width ratio ``κ0``) and ``v ~ N(0, I_D)``."""
+    dtype = dtype or jnp.result_type(float)
+    k0, kv = jax.random.split(key)
+    return Teacher(S0=wishart_teacher(k0, D, kappa0, dtype), v=jax.random.normal(kv, (D,), dtype),
+                   gamma=float(gamma))
+
+
+def sample_inputs(key, n: int, T: int, D: int, dtype=None):
+    """``n`` inputs ``X_μ ∈ R^{T×D}`` with i.i.d. ``N(0,1)`` entries, shape ``(n, T, D)``."""
+    dtype = dtype or jnp.result_type(float)
+    return jax.random.normal(key, (n, T, D), dtype=dtype)
+
+
+def noisy_labels(key, H_teacher, delta: float, activation: str, beta: float, noise: str):
+    """Labels from teacher logits ``H_teacher`` (shape ``(n, T, T)``) with noise variance ``Δ``."""
+    shape = H_teacher.shape[:-2]
+    T = H_teacher.shape[-1]
+    if noise == "logits":
+        Xi = goe(key, shape, T, H_teacher.dtype)
+        return apply_activation(H_teacher + jnp.sqrt(delta) * Xi, activation, beta)
+    if noise == "output":
+        Xi = jax.random.normal(key, H_teacher.shape, H_teacher.dtype)
+        return apply_activation(H_teacher, activation, beta) + jnp.sqrt(delta) * Xi
+    raise ValueError(f"noise must be one of ('logits', 'output'), got {noise!r}")
+
+
+def sample_labels(key, S_teacher, X, delta: float, activation: str, beta: float, noise: str,
+                  chunk: int = 8192):
+    """``Y_μ`` for inputs ``X`` from teacher ``S_teacher`` (computed in chunks of samples)."""
+    n = X.shape[0]
+    keys = jax.random.split(key, max(1, -(-n // chunk)))
+    parts = []
+    for i, start in enumerate(range(0, n, chunk)):
+        H = attention_logits(S_teacher, X[start:start + chunk])
+        parts.append(noisy_labels(keys[i], H, delta, activation, beta, noise))
+    return jnp.concatenate(parts, axis=0)

@@ -1,0 +1,71 @@
+"""Exact finite-``D`` metrics of MODEL.md §4, shared by simulation and validation.
+
+Pre-training: ``m = Tr(Ŝ S0)/D``, ``q = Tr(Ŝ²)/D``, ``ρ0 = Tr(S0²)/D``,
+``mse_S = ‖Ŝ − S0‖²_F/D = ρ0 − 2m + q``, test error
+``E = E_X ‖σ(H(Ŝ; X)) − σ(H(S0; X))‖²_F`` (noise-free, fresh ``X``).
+Fine-tuning: ``m' = û·v/D``, ``q' = ‖û‖²/D``, ``ρ_v = ‖v‖²/D``,
+alignment ``|m'|/√(q' ρ_v)``, ``E' = E_X ‖σ(H(S(û))) − σ(H(S1))‖²_F``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .activations import apply_activation
+from .attention import attention_logits
+
+
+def matrix_overlaps(S_hat, S0) -> dict:
+    """``m, q, ρ0, mse_S`` (``/D``-normalised traces) of an estimate ``Ŝ`` of ``S0``."""
+    D = S0.shape[0]
+    m = float(jnp.sum(S_hat * S0) / D)
+    q = float(jnp.sum(S_hat * S_hat) / D)
+    rho0 = float(jnp.sum(S0 * S0) / D)
+    mse = float(jnp.sum((S_hat - S0) ** 2) / D)
+    return dict(m=m, q=q, rho0=rho0, mse_S=mse)
+
+
+def vector_overlaps(u, v) -> dict:
+    """``m' = u·v/D``, ``q' = ‖u‖²/D``, ``ρ_v = ‖v‖²/D`` and the alignment ``|m'|/√(q'ρ_v)`` (0 if ``u = 0``)."""
+    D = v.shape[0]
+    m = float(u @ v / D)
+    q = float(u @ u / D)
+    rho_v = float(v @ v / D)
+    alignment = abs(m) / np.sqrt(q * rho_v) if q > 0 else 0.0
+    return dict(m=m, q=q, rho_v=rho_v, alignment=float(alignment))
+
+
+@partial(jax.jit, static_argnames=("n", "T", "activation"))
+def _chunk_error(key, S_a, S_b, n, T, activation, beta):
+    D = S_a.shape[0]
+    X = jax.random.normal(key, (n, T, D), dtype=S_a.dtype)
+    diff = apply_activation(attention_logits(S_a, X), activation, beta) - \
+        apply_activation(attention_logits(S_b, X), activation, beta)
+    per_sample = jnp.sum(diff * diff, axis=(-1, -2))
+    return jnp.sum(per_sample), jnp.sum(per_sample ** 2)
+
+
+def test_error(key, S_student, S_teacher, *, T: int, activation: str, beta: float = 1.0,
+               n_test: int = 20000, chunk: int = 2048) -> tuple[float, float]:
+    """``E_X ‖σ(H(S_student; X)) − σ(H(S_teacher; X))‖²_F`` on ``n_test`` fresh samples.
+
+    Returns ``(mean, standard error)``. Memory is bounded by ``chunk`` samples at a time.
+    """
+    total = total_sq = 0.0
+    n_done = 0
+    for i, start in enumerate(range(0, n_test, chunk)):
+        n = min(chunk, n_test - start)
+        s, s2 = _chunk_error(jax.random.fold_in(key, i), S_student, S_teacher, n, T, activation, beta)
+        total += float(s)
+        total_sq += float(s2)
+        n_done += n
+    mean = total / n_done
+    var = max(total_sq / n_done - mean ** 2, 0.0)
+    return mean, float(np.sqrt(var / n_done))
+
+
+test_error.__test__ = False  # not a pytest test despite its name

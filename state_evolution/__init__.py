@@ -1,0 +1,11 @@
+"""Asymptotic (D → ∞) theory of the solvable attention model: the state evolution.
+
+Prior (spectral) side: :mod:`state_evolution.spectral_prior` (+ :mod:`free_probability`);
+output channels: :mod:`channel_identity` (closed form), :mod:`channel_softmax` (Monte Carlo);
+fixed-point solver: :mod:`fixed_point`; stages: :mod:`pretraining`.
+"""
+
+from .fixed_point import ConvergenceWarning
+from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraining
+
+__all__ = ["solve_pretraining", "sweep_pretraining", "PretrainingSolution", "ConvergenceWarning"]

@@ -1,0 +1,167 @@
+"""The pre-training state evolution: the six-parameter ERM fixed point (docs/theory.md §2).
+
+    prior side    (m, q, V)    = P(m̂, q̂, V̂; λ, κ0, κ)   spectral denoiser of B = m̂ S0 + √q̂ Z
+    channel side  (m̂, q̂, V̂)   = C(m, q, V; α, Δ, T, β)  proximal map of the T×T output channel
+
+solved by damped iteration on ``x = (m, q, V)`` (:mod:`state_evolution.fixed_point`).
+Then ``mse_S = ρ0 − 2m + q`` and the test error ``E = E‖σ(H_Ŝ) − σ(H0)‖²_F`` over the GOE
+pair with covariance ``[[q, m], [m, ρ0]]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from solvable_attention.params import PretrainParams
+
+from .channels import make_channel
+from .fixed_point import solve_fixed_point, warn_if_not_converged
+from .spectral_prior import prior_overlaps_free, prior_overlaps_matrix
+
+
+@dataclass(frozen=True)
+class PretrainingSolution:
+    """The pre-training fixed point and its metrics (names as the simulator's).
+
+    ``m, q, V`` overlaps and response; ``m_hat, q_hat, V_hat`` conjugates (with Monte Carlo
+    standard errors ``*_se`` for sampled channels); ``mse_S = ρ0 − 2m + q``; ``test_error``
+    ± ``test_error_se``; ``train_loss`` (mean of ``‖Y − σ(H*)‖²_F`` over training samples);
+    ``rank_fraction`` of ``Ŝ``; ``converged``, ``iterations``, ``residual``; ``prox_residual``
+    (how well the channel's per-sample prox was solved).
+    """
+
+    params: PretrainParams
+    m: float
+    q: float
+    V: float
+    m_hat: float
+    q_hat: float
+    V_hat: float
+    rho0: float
+    mse_S: float
+    test_error: float
+    test_error_se: float
+    train_loss: float
+    train_loss_se: float
+    rank_fraction: float
+    converged: bool
+    iterations: int
+    residual: float
+    m_hat_se: float = 0.0
+    q_hat_se: float = 0.0
+    V_hat_se: float = 0.0
+    prox_residual: float = 0.0
+    seconds: float = 0.0
+    method: str = "damped"
+    history: tuple = field(default=(), repr=False)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("history",)}
+        d["params"] = self.params.to_dict()
+        return d
+
+    @property
+    def overlaps(self) -> np.ndarray:
+        """``(m, q, V)``: pass as ``init`` to warm-start a nearby solve."""
+        return np.array([self.m, self.q, self.V])
+
+
+def prior_map(params: PretrainParams, m_hat, q_hat, V_hat, draws=None):
+    """``(m, q, V, rank)`` of the spectral denoiser: free probability, or explicit ``draws`` if given."""
+    kappa = min(params.kappa, 1.0)
+    if q_hat <= 0 or m_hat <= 0:  # no information from the channel: Ŝ = 0
+        from .spectral_prior import PriorOverlaps
+        return PriorOverlaps(0.0, 0.0, 0.0, 0.0)
+    if draws is None:
+        return prior_overlaps_free(m_hat, q_hat, V_hat, params.lam, kappa0=params.kappa0, kappa=kappa)
+    return prior_overlaps_matrix(m_hat, q_hat, V_hat, params.lam, draws, kappa=kappa)
+
+
+def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0, activation="softmax",
+                      noise="logits", init=None, tol=None, max_iter=400, damping=0.7, n_samples=2 ** 14,
+                      n_test_samples=2 ** 17, seed=0, channel=None, prior_draws=None,
+                      warn=True) -> PretrainingSolution:
+    """Solve the pre-training state evolution at one setting (MODEL.md §2, D → ∞).
+
+    Args:
+        alpha, delta, lam, T, beta, kappa0, kappa, activation, noise: the setting (validated).
+        init: starting ``(m, q, V)`` (e.g. ``previous.overlaps`` along a sweep); default ``0``, the
+            small initialisation of gradient training.
+        tol: relative residual tolerance (default 1e-10 identity, 1e-8 Monte Carlo channels).
+        n_samples, n_test_samples, seed: fixed Monte Carlo samples of a sampled channel.
+        channel: reuse an existing channel object (same ``α, Δ, T, β, activation, noise``).
+        prior_draws: explicit matrices (:func:`spectral_prior.draw_prior_matrices`) instead of
+            free probability for the prior side (reference route, for tests).
+        warn: emit a :class:`ConvergenceWarning` when not converged.
+    """
+    params = PretrainParams(alpha=alpha, delta=delta, lam=lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa,
+                            activation=activation, noise=noise)
+    if channel is None:
+        channel = make_channel(params, n_samples=n_samples, n_test_samples=n_test_samples, seed=seed)
+    else:
+        _check_channel(channel, params)
+    return _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn)
+
+
+def _check_channel(channel, params: PretrainParams) -> None:
+    keys = ("alpha", "delta", "T", "beta", "activation", "noise", "kappa0")
+    a, b = channel.params, params
+    bad = [k for k in keys if getattr(a, k) != getattr(b, k)]
+    if bad:
+        raise ValueError(f"channel was built for a different setting ({', '.join(bad)} differ)")
+
+
+def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn) -> PretrainingSolution:
+    t0 = time.perf_counter()
+    sampled = params.activation != "identity" or not hasattr(channel, "weight")
+    tol = (1e-8 if sampled else 1e-10) if tol is None else float(tol)
+    state = {"warm": None, "conj": None, "eval": None}
+
+    def F(x):
+        m, q, V = (float(v) for v in x)
+        ev = channel.evaluate(m, q, max(V, 0.0), warm=state["warm"])
+        state["warm"], state["eval"] = ev.warm, ev
+        c = ev.conjugates
+        pr = prior_map(params, c.m_hat, c.q_hat, c.V_hat, prior_draws)
+        return np.array([pr.m, pr.q, pr.V])
+
+    x0 = np.zeros(3) if init is None else np.asarray(init, float)
+    if x0.shape != (3,) or not np.all(np.isfinite(x0)):
+        raise ValueError(f"init must be a finite (m, q, V) triple, got {init!r}")
+    project = lambda x: np.array([x[0], max(x[1], 0.0), max(x[2], 0.0)])  # noqa: E731
+    sol = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=project)
+    if warn:
+        warn_if_not_converged("pre-training state evolution", sol, tol)
+    m, q, V = (float(v) for v in sol.value)
+    ev = channel.evaluate(m, q, V, warm=state["warm"])
+    c = ev.conjugates
+    pr = prior_map(params, c.m_hat, c.q_hat, c.V_hat, prior_draws)
+    E, E_se = channel.test_error(m, q)
+    return PretrainingSolution(
+        params=params, m=m, q=q, V=V, m_hat=c.m_hat, q_hat=c.q_hat, V_hat=c.V_hat, rho0=params.rho0,
+        mse_S=params.rho0 - 2 * m + q, test_error=E, test_error_se=E_se, train_loss=ev.train_loss[0],
+        train_loss_se=ev.train_loss[1], rank_fraction=pr.rank_fraction, converged=sol.converged,
+        iterations=sol.iterations, residual=sol.residual, m_hat_se=c.m_hat_se, q_hat_se=c.q_hat_se,
+        V_hat_se=c.V_hat_se, prox_residual=ev.prox_residual, seconds=time.perf_counter() - t0,
+        method=sol.method, history=sol.history)
+
+
+def sweep_pretraining(lams, alpha, delta, *, progress=True, **kwargs) -> list[PretrainingSolution]:
+    """Solve along a sequence of ``λ`` with warm starts (one channel, same fixed samples)."""
+    from tqdm.auto import tqdm
+
+    lams = list(lams)
+    if not lams:
+        return []
+    first = solve_pretraining(alpha, delta, lams[0], **kwargs)
+    out = [first]
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("init", "channel")}
+    channel = make_channel(first.params, n_samples=kwargs.get("n_samples", 2 ** 14),
+                           n_test_samples=kwargs.get("n_test_samples", 2 ** 17), seed=kwargs.get("seed", 0))
+    for lam in tqdm(lams[1:], disable=not progress, desc="λ sweep"):
+        out.append(solve_pretraining(alpha, delta, lam, init=out[-1].overlaps, channel=channel, **kwargs))
+    return out

@@ -118,25 +118,45 @@ def simulate(D, alpha, alpha_prime, delta, lam, *, seed=0, lam_prime=1.0, T=3, b
     samples for each test error. ``x64``: float64 (default, for validation).
     ``progress``: optional callback ``(iteration, objective, residual)`` of pre-training.
     """
+    return simulate_variants(D, alpha, alpha_prime, delta, lam, variants=[dict(lam_prime=lam_prime,
+                             reuse=reuse, recalibrate=recalibrate)], seed=seed, T=T, beta=beta, kappa0=kappa0,
+                             kappa=kappa, gamma=gamma, activation=activation, delta_prime=delta_prime,
+                             method=method, noise=noise, n_test=n_test, x64=x64, pretrain_tol=pretrain_tol,
+                             chunk=chunk, progress=progress)[0]
+
+
+def simulate_variants(D, alpha, alpha_prime, delta, lam, *, variants, seed=0, T=3, beta=1.0, kappa0=1.0,
+                      kappa=1.0, gamma=1.0, activation="softmax", delta_prime=None, method="proximal",
+                      noise="logits", n_test=20000, x64=True, pretrain_tol=1e-7, chunk=4096,
+                      progress=None) -> list[SimulationResult]:
+    """One pre-training, several fine-tunings of it: ``variants`` is a list of dicts with keys among
+    ``lam_prime, reuse, recalibrate`` (defaults 1.0, False, False). Same data, teacher and test inputs
+    for every variant (common random numbers), so differences between variants are sharp."""
     D = check_dimension(D)
-    pre, fine = make_params(alpha, alpha_prime, delta, lam, lam_prime=lam_prime, T=T, beta=beta,
-                            kappa0=kappa0, kappa=kappa, gamma=gamma, activation=activation,
-                            delta_prime=delta_prime, noise=noise, reuse=reuse, recalibrate=recalibrate)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if int(n_test) < 1:
         raise ValueError(f"n_test must be a positive integer, got {n_test!r}")
+    settings = []
+    for v in variants:
+        unknown = set(v) - {"lam_prime", "reuse", "recalibrate"}
+        if unknown:
+            raise ValueError(f"variants may only set lam_prime, reuse, recalibrate; got {sorted(unknown)}")
+        settings.append(make_params(alpha, alpha_prime, delta, lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa,
+                                    gamma=gamma, activation=activation, delta_prime=delta_prime, noise=noise,
+                                    **v))
     with jax.enable_x64(bool(x64)):
-        return _simulate(D, pre, fine, int(seed), method, int(n_test), pretrain_tol, chunk, progress)
+        return _simulate(D, settings, int(seed), method, int(n_test), pretrain_tol, chunk, progress)
 
 
-def _simulate(D, pre: PretrainParams, fine: FinetuneParams, seed, method, n_test, tol, chunk, progress):
-    timings = {}
+def _simulate(D, settings, seed, method, n_test, tol, chunk, progress):
+    pre = settings[0][0]
     key = jax.random.PRNGKey(seed)
     k = lambda tag: jax.random.fold_in(key, tag)  # noqa: E731
     dtype = jnp.result_type(float)
+    timings = {}
     t0 = time.perf_counter()
-    teacher = sample_teacher(k(_TEACHER), D, pre.kappa0, fine.gamma, dtype)
+    teacher = sample_teacher(k(_TEACHER), D, pre.kappa0, settings[0][1].gamma, dtype)
     n = max(1, int(round(pre.alpha * D * D)))
     X = sample_inputs(k(_PRE_X), n, pre.T, D, dtype)
     Y = sample_labels(k(_PRE_NOISE), teacher.S0, X, pre.delta, pre.activation, pre.beta, pre.noise)
@@ -156,27 +176,28 @@ def _simulate(D, pre: PretrainParams, fine: FinetuneParams, seed, method, n_test
     pre_result = _pretrain_metrics(S_hat, teacher, X, Y, pre, info, k(_PRE_TEST), n_test)
     timings["pretrain_metrics"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    n_ft = max(1, int(round(fine.alpha_prime * D)))
-    if fine.reuse:
-        if n_ft > n:
-            raise ValueError(f"reuse=True needs n' = {n_ft} <= n = {n} pre-training inputs")
-        Xf = X[jax.random.permutation(k(_REUSE), n)[:n_ft]]
-    else:
-        Xf = sample_inputs(k(_FT_X), n_ft, pre.T, D, dtype)
-    del X, Y
-    S1 = teacher.S1
-    Yf = sample_labels(k(_FT_NOISE), S1, Xf, fine.delta_prime, pre.activation, pre.beta, pre.noise)
-    H_hat = pretrain_logits_all(S_hat, Xf)
-    fit = fit_lora(H_hat, Xf, Yf, k(_FT_INIT), lam_prime=fine.lam_prime, activation=pre.activation,
-                   beta=pre.beta, recalibrate=fine.recalibrate)
-    timings["finetune"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    ft_result = _finetune_metrics(S_hat, teacher, fit, pre, k(_FT_TEST), n_test)
-    timings["finetune_metrics"] = time.perf_counter() - t0
-    return SimulationResult(D=D, seed=seed, method=method, pretrain_params=pre, finetune_params=fine,
-                            pretrain=pre_result, finetune=ft_result, timings=timings)
+    results = []
+    for pre_v, fine in settings:
+        t_ft = dict(timings)
+        t0 = time.perf_counter()
+        n_ft = max(1, int(round(fine.alpha_prime * D)))
+        if fine.reuse:
+            if n_ft > n:
+                raise ValueError(f"reuse=True needs n' = {n_ft} <= n = {n} pre-training inputs")
+            Xf = X[jax.random.permutation(k(_REUSE), n)[:n_ft]]
+        else:
+            Xf = sample_inputs(k(_FT_X), n_ft, pre.T, D, dtype)
+        Yf = sample_labels(k(_FT_NOISE), teacher.S1, Xf, fine.delta_prime, pre.activation, pre.beta, pre.noise)
+        H_hat = pretrain_logits_all(S_hat, Xf)
+        fit = fit_lora(H_hat, Xf, Yf, k(_FT_INIT), lam_prime=fine.lam_prime, activation=pre.activation,
+                       beta=pre.beta, recalibrate=fine.recalibrate)
+        t_ft["finetune"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ft_result = _finetune_metrics(S_hat, teacher, fit, pre, k(_FT_TEST), n_test)
+        t_ft["finetune_metrics"] = time.perf_counter() - t0
+        results.append(SimulationResult(D=D, seed=seed, method=method, pretrain_params=pre_v, finetune_params=fine,
+                                        pretrain=pre_result, finetune=ft_result, timings=t_ft))
+    return results
 
 
 def _pretrain_metrics(S_hat, teacher, X, Y, pre, info, key, n_test) -> PretrainSimulation:

@@ -6,6 +6,9 @@ fixed-point solver: :mod:`fixed_point`; stages: :mod:`pretraining`.
 """
 
 from .fixed_point import ConvergenceWarning
+from .finetuning import (FinetuningSolution, StateEvolutionSolution, solve_finetuning,
+                         solve_state_evolution)
 from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraining
 
-__all__ = ["solve_pretraining", "sweep_pretraining", "PretrainingSolution", "ConvergenceWarning"]
+__all__ = ["solve_state_evolution", "solve_finetuning", "FinetuningSolution", "StateEvolutionSolution",
+           "solve_pretraining", "sweep_pretraining", "PretrainingSolution", "ConvergenceWarning"]

@@ -6,7 +6,8 @@ is deterministic), with ``K = T(T+1)/2`` whitened coordinates:
 
     ω = √q ξ0,   h0 = (m/√q) ξ0 + √(ρ0 − m²/q) ξ1,
     Y = σ(H(h0) + √Δ Ξ)  (logits noise, Ξ GOE)   or   σ(H(h0)) + √Δ Ξ  (output noise),
-    g* solves  g + ∇ℓ(Y, ω + V g) = 0   (the prox h* = ω + V g* of ‖h − ω‖²/(2V) + ℓ),
+    g* solves  g + ∇ℓ(Y, ω + V g) = 0   (the prox h* = ω + V g* of ‖h − ω‖²/(2V) + ℓ;
+                                         :mod:`state_evolution.prox_newton`),
 
 found by a modified Newton method on ``g`` (Hessian ``J = I + V ∇²ℓ`` shifted to be
 positive definite, step chosen among {1, ½, …} to decrease ``V‖g‖²/2 + ℓ(ω + Vg)``);
@@ -33,53 +34,12 @@ from solvable_attention.params import PretrainParams
 from .channels import ChannelEvaluation, Conjugates
 from .goe_coordinates import from_coordinates, n_free_entries
 from .loss_derivatives import loss_derivatives, loss_value
-
-_STEPS = jnp.asarray([1.0, 0.5, 0.25, 0.125, 0.0625, 0.0])
-
+from .prox_newton import solve_prox
 
 def per_sample_loss(h, Y, T, activation, beta):
     """``ℓ(Y, h) = ½ ‖Y − σ(H(h))‖²_F`` for whitened logits ``h`` (one sample; used as autodiff oracle)."""
     r = Y - apply_activation(from_coordinates(h, T), activation, beta)
     return 0.5 * jnp.sum(r * r)
-
-
-def solve_prox(omega, Y, V, g_init, T, activation, beta, max_newton, tol=1e-11):
-    """Batched modified Newton for ``g + ∇ℓ(Y, ω + Vg) = 0`` (the prox), from ``g_init``.
-
-    Pure Newton where ``J = I + V∇²ℓ`` is positive definite (Cholesky succeeds), else ``J``
-    shifted by a Gershgorin bound; the step length is the longest of ``{1, ½, …, 1/16, 0}`` that does not
-    increase the merit ``V‖g‖²/2 + ℓ(ω + Vg)``. Returns ``(g, ∇²ℓ(h*), max residual, iterations)``.
-    """
-    n, K = omega.shape
-    eye = jnp.eye(K, dtype=omega.dtype)
-
-    def merit(g):
-        return 0.5 * V * jnp.sum(g * g, axis=-1) + loss_value(omega + V * g, Y, T, activation, beta)
-
-    def newton(carry):
-        g, k, _ = carry
-        grad, hess = loss_derivatives(omega + V * g, Y, T, activation, beta)
-        F = g + grad
-        J = eye + V * hess
-        pd = jnp.all(jnp.isfinite(jnp.linalg.cholesky(J)), axis=(-1, -2))
-        off = jnp.sum(jnp.abs(J), axis=-1) - jnp.abs(jnp.diagonal(J, axis1=-2, axis2=-1))
-        low = jnp.min(jnp.diagonal(J, axis1=-2, axis2=-1) - off, axis=-1)
-        shift = jnp.where(pd, 0.0, jnp.maximum(0.0, 1e-2 - low))
-        step = -jnp.linalg.solve(J + shift[:, None, None] * eye, F[..., None])[..., 0]
-        cand = g[None] + _STEPS[:, None, None] * step[None]
-        vals = jax.vmap(merit)(cand)  # (steps, n); the last candidate is t = 0
-        # Armijo-like: the longest step that does not increase the merit beyond round-off
-        ok = vals <= vals[-1] + 1e-13 * (jnp.abs(vals[-1]) + 1.0)
-        best = jnp.argmax(ok, axis=0)
-        return jnp.take_along_axis(cand, best[None, :, None], axis=0)[0], k + 1, jnp.max(jnp.abs(F))
-
-    def not_done(carry):
-        _, k, err = carry
-        return (k < max_newton) & (err > tol)
-
-    g, k, _ = jax.lax.while_loop(not_done, newton, (g_init, 0, jnp.asarray(jnp.inf, omega.dtype)))
-    grad, hess = loss_derivatives(omega + V * g, Y, T, activation, beta)
-    return g, hess, jnp.max(jnp.abs(g + grad)), k
 
 
 def _fields(m, q, rho0, xi0, xi1):
@@ -105,7 +65,9 @@ def _channel_statistics(m, q, V, rho0, delta, beta, xi0, xi1, noise_draw, g_init
     """Per-sample terms whose means are ``q̂/2α, V̂/2α, m̂/2α`` and the train loss; plus ``g*``."""
     omega, h0, c1 = _fields(m, q, rho0, xi0, xi1)
     Y = channel_labels(h0, noise_draw, delta, T, activation, beta, noise)
-    g, hess, residual, iters = solve_prox(omega, Y, V, g_init, T, activation, beta, max_newton)
+    loss = lambda h: loss_value(h, Y, T, activation, beta)  # noqa: E731
+    derivs = lambda h: loss_derivatives(h, Y, T, activation, beta)  # noqa: E731
+    g, hess, residual, iters = solve_prox(omega, V, g_init, loss, derivs, max_newton)
     K = xi0.shape[-1]
     A = jnp.linalg.inv(jnp.eye(K, dtype=g.dtype) + V * hess)
     q_term = jnp.sum(g * g, axis=-1)

@@ -1,0 +1,75 @@
+"""Mean ± standard error over seeds of finite-``D`` simulation results.
+
+:func:`summarize` takes the per-seed outcomes of :func:`simulations.simulate` (the
+:class:`~simulations.simulate.SimulationResult` objects, their ``to_dict()``, or the
+same dicts read back from a JSON file) and returns, for every numeric metric, its
+mean over seeds and the standard error of that mean, ``s.e. = std(ddof=1)/√n``
+(``nan`` with a single seed). Keys are dotted paths such as ``"pretrain.m"``,
+``"finetune.alignment"`` or ``"timings.pretrain"``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+SECTIONS = ("pretrain", "finetune", "timings")
+
+
+def flatten_numeric(tree: Mapping, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested mapping as ``{"a.b": value}`` (booleans and non-numbers skipped)."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_numeric(value, name + "."))
+        elif _is_number(value):
+            flat[name] = float(value)
+    return flat
+
+
+def _is_number(value) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    return isinstance(value, np.ndarray) and value.ndim == 0 and np.issubdtype(value.dtype, np.number)
+
+
+def mean_se(values: Iterable[float]) -> dict[str, float]:
+    """``{"mean", "se", "n"}`` of ``values``; ``se = std(ddof=1)/√n`` (``nan`` when ``n < 2``)."""
+    x = np.asarray(list(values), dtype=float)
+    n = x.size
+    if n == 0:
+        return {"mean": math.nan, "se": math.nan, "n": 0}
+    se = float(np.std(x, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    return {"mean": float(np.mean(x)), "se": se, "n": n}
+
+
+def summarize(results, sections: Iterable[str] = SECTIONS) -> dict[str, dict[str, float]]:
+    """Mean and standard error over ``results`` of every numeric metric in ``sections``.
+
+    ``results``: sequence of ``SimulationResult`` or of (nested) dicts with the same layout.
+    Returns ``{"<section>.<metric>": {"mean": ..., "se": ..., "n": ...}}``; a metric missing
+    from some results is summarised over those that have it. Non-finite values are kept
+    (a ``nan`` metric gives a ``nan`` mean).
+    """
+    flats = [_flat_sections(r, tuple(sections)) for r in results]
+    names = list(dict.fromkeys(name for flat in flats for name in flat))
+    return {name: mean_se(flat[name] for flat in flats if name in flat) for name in names}
+
+
+def _flat_sections(result, sections) -> dict[str, float]:
+    tree = result.to_dict() if hasattr(result, "to_dict") else result
+    return flatten_numeric({s: tree[s] for s in sections if isinstance(tree.get(s), Mapping)})
+
+
+def format_mean_se(stats: Mapping[str, float], digits: int = 6) -> str:
+    """``"mean ± se"`` (the mean alone when there is a single value or no finite s.e.)."""
+    mean, se = stats["mean"], stats["se"]
+    if stats.get("n", 0) < 2 or not math.isfinite(se):
+        return f"{mean:.{digits}g}"
+    return f"{mean:.{digits}g} ± {se:.2g}"

@@ -1,0 +1,191 @@
+"""The fine-tuning (rank-one LoRA) state evolution on top of the pre-training fixed point.
+
+Unknowns ``x = (m', q', V')`` (and ``c`` when recalibrating). Channel side
+(:mod:`state_evolution.channel_lora`) gives ``(m̂', q̂', V̂')`` and the ridge shift; the ridge prior
+is closed form (docs/theory.md §4):
+
+    λ_eff = λ' + 2α' E[∂ℓ/∂q'],   m' = m̂' ρ_v/(λ_eff + V̂'),   q' = (m̂'² ρ_v + q̂')/(λ_eff + V̂')²,
+    V' = 1/(λ_eff + V̂'),
+
+and ``c ← c − E[∂ℓ/∂c]/E[∂²ℓ/∂c²]`` (stationarity of the unregularised scalar). ``λ' = ∞``: ``û = 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from solvable_attention.params import FinetuneParams
+
+from .channel_lora import LoraChannel
+from .fixed_point import solve_fixed_point, warn_if_not_converged
+from .pretraining import PretrainingSolution, solve_pretraining
+
+
+@dataclass(frozen=True)
+class FinetuningSolution:
+    """The fine-tuning fixed point and its metrics (names as the simulator's).
+
+    ``m = û·v/D``, ``q = ‖û‖²/D``, ``V`` response, ``rho_v = 1``, ``alignment = |m|/√(q ρ_v)``;
+    ``test_error`` = ``E'``, ``test_error_baseline`` = ``E'_0`` (``λ' = ∞``), with Monte Carlo s.e.;
+    ``lam_eff`` = ``λ'`` + the self-consistent shift from the diagonal centring; ``c`` recalibration;
+    ``effective_noise`` = ``Δ' + mse_S`` (logit units; ``Δ' + (β/T)² mse_S`` for the identity with
+    output noise), ``effective_noise_recalibrated`` = ``Δ' + ρ0 − m²/q``.
+    """
+
+    params: FinetuneParams
+    m: float
+    q: float
+    V: float
+    m_hat: float
+    q_hat: float
+    V_hat: float
+    rho_v: float
+    alignment: float
+    test_error: float
+    test_error_se: float
+    test_error_baseline: float
+    test_error_baseline_se: float
+    train_loss: float
+    lam_eff: float
+    c: float
+    effective_noise: float
+    effective_noise_recalibrated: float
+    converged: bool
+    iterations: int
+    residual: float
+    prox_residual: float = 0.0
+    seconds: float = 0.0
+    history: tuple = field(default=(), repr=False)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "history"}
+        d["params"] = self.params.to_dict()
+        return d
+
+
+@dataclass(frozen=True)
+class StateEvolutionSolution:
+    """Both stages: ``.pretrain`` (:class:`PretrainingSolution`) and ``.finetune`` (:class:`FinetuningSolution`)."""
+
+    pretrain: PretrainingSolution
+    finetune: FinetuningSolution
+
+    @property
+    def converged(self) -> bool:
+        return self.pretrain.converged and self.finetune.converged
+
+    def to_dict(self) -> dict:
+        return {"pretrain": self.pretrain.to_dict(), "finetune": self.finetune.to_dict()}
+
+
+def effective_noises(pre: PretrainingSolution, delta_prime: float) -> tuple[float, float]:
+    """``(Δ' + mse_S, Δ' + ρ0 − m²/q)`` in logit units (identity + output noise: ``(β/T)² mse_S``)."""
+    p = pre.params
+    scale = (p.beta / p.T) ** 2 if (p.activation == "identity" and p.noise == "output") else 1.0
+    explained = pre.m ** 2 / pre.q if pre.q > 0 else 0.0
+    return delta_prime + scale * pre.mse_S, delta_prime + scale * (pre.rho0 - explained)
+
+
+def make_lora_channel(pre: PretrainingSolution, fine: FinetuneParams, *, n_samples=2 ** 14,
+                      n_test_samples=2 ** 17, seed=1) -> LoraChannel:
+    p = pre.params
+    return LoraChannel.create(m=pre.m, q=pre.q, rho0=pre.rho0, T=p.T, alpha_prime=fine.alpha_prime,
+                              delta_prime=fine.delta_prime, gamma=fine.gamma, activation=p.activation,
+                              beta=p.beta, noise=p.noise, n_samples=n_samples, n_test_samples=n_test_samples,
+                              seed=seed)
+
+
+def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prime, *, delta_prime=None,
+                     gamma=1.0, recalibrate=False, init=None, tol=1e-8, max_iter=400, damping=0.5,
+                     n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1, channel=None,
+                     warn=True) -> FinetuningSolution:
+    """Solve the LoRA state evolution given the pre-training fixed point.
+
+    ``delta_prime`` defaults to the pre-training ``Δ``; ``lam_prime = inf`` gives ``û = 0`` and
+    ``E' = E'_0`` exactly. ``init``: ``(m', q', V'[, c])``; default ``(0.5, 0.5, 0.5[, 1])``, an
+    informative start (``m' = 0`` is a symmetric, uninformative fixed point).
+    """
+    fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=lam_prime,
+                          delta_prime=pretrain_result.params.delta if delta_prime is None else delta_prime,
+                          gamma=gamma, recalibrate=recalibrate)
+    if recalibrate and not fine.adapts:
+        raise ValueError("recalibrate=True needs a finite lam_prime (lam_prime=inf means no adaptation)")
+    t0 = time.perf_counter()
+    if channel is None:
+        channel = make_lora_channel(pretrain_result, fine, n_samples=n_samples, n_test_samples=n_test_samples,
+                                    seed=seed)
+    noise_eff, noise_recal = effective_noises(pretrain_result, fine.delta_prime)
+    if not fine.adapts:
+        errs = channel.test_errors(0.0, 0.0, 1.0)
+        e0 = errs["test_error_baseline"]
+        return FinetuningSolution(params=fine, m=0.0, q=0.0, V=0.0, m_hat=0.0, q_hat=0.0, V_hat=0.0, rho_v=1.0,
+                                  alignment=0.0, test_error=e0[0], test_error_se=e0[1], test_error_baseline=e0[0],
+                                  test_error_baseline_se=e0[1], train_loss=float("nan"), lam_eff=math.inf, c=1.0,
+                                  effective_noise=noise_eff, effective_noise_recalibrated=noise_recal,
+                                  converged=True, iterations=0, residual=0.0, seconds=time.perf_counter() - t0)
+    state = {"warm": None, "ev": None}
+    n_x = 4 if recalibrate else 3
+
+    def prior(ev):
+        denom = fine.lam_prime + ev.ridge_shift + ev.V_hat
+        if denom <= 0:
+            raise FloatingPointError(f"λ_eff + V̂' = {denom:.3g} <= 0: the LoRA objective is unbounded here")
+        return np.array([ev.m_hat / denom, (ev.m_hat ** 2 + ev.q_hat) / denom ** 2, 1.0 / denom])
+
+    def F(x):
+        c = x[3] if recalibrate else 1.0
+        ev = channel.evaluate(float(x[0]), float(max(x[1], 1e-12)), float(max(x[2], 0.0)), c, warm=state["warm"])
+        state["warm"], state["ev"] = ev.warm, ev
+        out = prior(ev)
+        if recalibrate:
+            out = np.append(out, c - ev.dc / ev.dcc if ev.dcc > 0 else c - ev.dc)
+        return out
+
+    x0 = np.array([0.5, 0.5, 0.5, 1.0][:n_x]) if init is None else np.asarray(init, float)[:n_x]
+    if x0.shape != (n_x,) or not np.all(np.isfinite(x0)):
+        raise ValueError(f"init must be finite (m', q', V'{', c' if recalibrate else ''}), got {init!r}")
+
+    def project(x):
+        y = np.array(x, float)
+        y[1], y[2] = max(y[1], 1e-12), max(y[2], 0.0)
+        return y
+
+    sol = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=project)
+    if warn:
+        warn_if_not_converged("fine-tuning state evolution", sol, tol)
+    x = sol.value
+    c = float(x[3]) if recalibrate else 1.0
+    mp, qp, Vp = float(x[0]), float(x[1]), float(x[2])
+    ev = channel.evaluate(mp, qp, Vp, c, warm=state["warm"])
+    errs = channel.test_errors(mp, qp, c)
+    return FinetuningSolution(
+        params=fine, m=mp, q=qp, V=Vp, m_hat=ev.m_hat, q_hat=ev.q_hat, V_hat=ev.V_hat, rho_v=1.0,
+        alignment=abs(mp) / math.sqrt(qp) if qp > 0 else 0.0, test_error=errs["test_error"][0],
+        test_error_se=errs["test_error"][1], test_error_baseline=errs["test_error_baseline"][0],
+        test_error_baseline_se=errs["test_error_baseline"][1], train_loss=ev.train_loss[0],
+        lam_eff=fine.lam_prime + ev.ridge_shift, c=c, effective_noise=noise_eff,
+        effective_noise_recalibrated=noise_recal, converged=sol.converged, iterations=sol.iterations,
+        residual=sol.residual, prox_residual=ev.prox_residual, seconds=time.perf_counter() - t0,
+        history=sol.history)
+
+
+def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3, beta=1.0, kappa0=1.0, kappa=1.0,
+                          gamma=1.0, activation="softmax", delta_prime=None, recalibrate=False, noise="logits",
+                          pretrain_init=None, finetune_init=None, n_samples=2 ** 14, n_test_samples=2 ** 17,
+                          seed=0, warn=True) -> StateEvolutionSolution:
+    """Both stages' D → ∞ fixed points: pre-training (``α, Δ, λ``), then LoRA (``α', Δ', λ'``).
+
+    Returns a :class:`StateEvolutionSolution` with ``.pretrain`` and ``.finetune``.
+    """
+    pre = solve_pretraining(alpha, delta, lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa, activation=activation,
+                            noise=noise, init=pretrain_init, n_samples=n_samples, n_test_samples=n_test_samples,
+                            seed=seed, warn=warn)
+    fine = solve_finetuning(pre, alpha_prime, lam_prime, delta_prime=delta_prime, gamma=gamma,
+                            recalibrate=recalibrate, init=finetune_init, n_samples=n_samples,
+                            n_test_samples=n_test_samples, seed=seed + 1, warn=warn)
+    return StateEvolutionSolution(pretrain=pre, finetune=fine)

@@ -5,10 +5,12 @@ output channels: :mod:`channel_identity` (closed form), :mod:`channel_softmax` (
 fixed-point solver: :mod:`fixed_point`; stages: :mod:`pretraining`.
 """
 
+from .bayes_optimal import BayesOptimalSolution, bayes_optimal
 from .fixed_point import ConvergenceWarning
 from .finetuning import (FinetuningSolution, StateEvolutionSolution, solve_finetuning,
                          solve_state_evolution)
 from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraining
 
 __all__ = ["solve_state_evolution", "solve_finetuning", "FinetuningSolution", "StateEvolutionSolution",
-           "solve_pretraining", "sweep_pretraining", "PretrainingSolution", "ConvergenceWarning"]
+           "solve_pretraining", "sweep_pretraining", "PretrainingSolution", "ConvergenceWarning", "bayes_optimal",
+           "BayesOptimalSolution"]

@@ -65,7 +65,7 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
         prev = res
         x = (1 - eta) * x + eta * Fx
         if project is not None:
-            x = project(x)
+            x = np.asarray(project(x), float)
     if fallback:
         sol = scipy.optimize.root(lambda y: np.asarray(F(y), float) - y, best_x, method="hybr", tol=tol * 1e-2)
         res = relative_residual(sol.x, F(sol.x))

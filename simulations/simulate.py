@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvable_attention.activations import apply_activation
+from solvable_attention.runtime import float64
 from solvable_attention.data import sample_inputs, sample_labels, sample_teacher
 from solvable_attention.metrics import matrix_overlaps, test_error, vector_overlaps
 from solvable_attention.params import FinetuneParams, PretrainParams, check_dimension, make_params
@@ -145,7 +146,7 @@ def simulate_variants(D, alpha, alpha_prime, delta, lam, *, variants, seed=0, T=
         settings.append(make_params(alpha, alpha_prime, delta, lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa,
                                     gamma=gamma, activation=activation, delta_prime=delta_prime, noise=noise,
                                     **v))
-    with jax.enable_x64(bool(x64)):
+    with float64(bool(x64)):
         return _simulate(D, settings, int(seed), method, int(n_test), pretrain_tol, chunk, progress)
 
 

@@ -29,9 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvable_attention.activations import apply_activation
+from solvable_attention.runtime import float64
 
 from .goe_coordinates import from_coordinates, n_free_entries
 from .prox_newton import solve_prox
+from .sampling import gaussian_samples
 
 
 def lora_loss(z, q_prime, c, H_hat, Y, activation, beta):
@@ -152,15 +154,15 @@ class LoraChannel:
 
     @classmethod
     def create(cls, *, m, q, rho0, T, alpha_prime, delta_prime, gamma, activation, beta, noise,
-               n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1, max_newton=60) -> "LoraChannel":
+               n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1, max_newton=60,
+               sampling="sobol") -> "LoraChannel":
+        """Fixed samples (scrambled Sobol by default, :mod:`state_evolution.sampling`) from ``seed``."""
         K = n_free_entries(T)
-        ks = jax.random.split(jax.random.PRNGKey(seed), 9)
-        with jax.enable_x64(True):
-            nrm = lambda k, shape: jax.random.normal(k, shape, jnp.float64)  # noqa: E731
-            n, nt = int(n_samples), int(n_test_samples)
-            samples = (nrm(ks[0], (n, T)), nrm(ks[1], (n, T)), nrm(ks[2], (n, K)), nrm(ks[3], (n, K)),
-                       nrm(ks[4], (n, T, T)))
-            test = (nrm(ks[5], (nt, T)), nrm(ks[6], (nt, T)), nrm(ks[7], (nt, K)), nrm(ks[8], (nt, K)))
+        train = gaussian_samples(int(n_samples), [(T,), (T,), (K,), (K,), (T, T)], seed, sampling)
+        test = gaussian_samples(int(n_test_samples), [(T,), (T,), (K,), (K,)], seed + 7919, sampling)
+        with float64():
+            samples = tuple(jnp.asarray(x, jnp.float64) for x in train)
+            test = tuple(jnp.asarray(x, jnp.float64) for x in test)
         return cls(m=float(m), q=float(q), rho0=float(rho0), alpha_prime=float(alpha_prime),
                    delta_prime=float(delta_prime), gamma=float(gamma), activation=activation, beta=float(beta),
                    noise=noise, samples=samples, test_samples=test, max_newton=max_newton)
@@ -174,7 +176,7 @@ class LoraChannel:
         return (self.rho_v, self.gamma, self.delta_prime, self.beta)
 
     def evaluate(self, mp, qp, Vp, c=1.0, warm=None) -> LoraEvaluation:
-        with jax.enable_x64(True):
+        with float64():
             g0 = jnp.zeros_like(self.samples[0]) if warm is None else warm
             t, g, res, _ = _lora_statistics(mp, qp, Vp, c, self._pre, self._consts, self.samples, g0,
                                             self.activation, self.noise, self.max_newton)
@@ -188,6 +190,6 @@ class LoraChannel:
 
     def test_errors(self, mp, qp, c=1.0) -> dict:
         """``E'`` and ``E'_0`` (mean, s.e.) on fresh samples (same samples: common random numbers)."""
-        with jax.enable_x64(True):
+        with float64():
             e, e0 = _lora_test_samples(mp, qp, c, self._pre, self._consts, self.test_samples, self.activation)
             return {"test_error": mean_se(e), "test_error_baseline": mean_se(e0)}

@@ -29,12 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvable_attention.activations import apply_activation
+from solvable_attention.runtime import float64
 from solvable_attention.params import PretrainParams
 
 from .channels import ChannelEvaluation, Conjugates
 from .goe_coordinates import from_coordinates, n_free_entries
 from .loss_derivatives import loss_derivatives, loss_value
 from .prox_newton import solve_prox
+from .sampling import gaussian_samples
 
 def per_sample_loss(h, Y, T, activation, beta):
     """``ℓ(Y, h) = ½ ‖Y − σ(H(h))‖²_F`` for whitened logits ``h`` (one sample; used as autodiff oracle)."""
@@ -110,25 +112,24 @@ class MonteCarloChannel:
 
     @classmethod
     def create(cls, params: PretrainParams, *, n_samples: int = 2 ** 14, n_test_samples: int = 2 ** 17,
-               seed: int = 0, max_newton: int = 50) -> "MonteCarloChannel":
-        """Draw the fixed samples (float64) from ``seed``."""
+               seed: int = 0, max_newton: int = 50, sampling: str = "sobol") -> "MonteCarloChannel":
+        """Draw the fixed samples (float64) from ``seed``: scrambled Sobol by default
+        (:mod:`state_evolution.sampling`; sizes rounded up to powers of two), or ``sampling="iid"``."""
         if int(n_samples) < 2 or int(n_test_samples) < 2:
             raise ValueError(f"n_samples and n_test_samples must be integers >= 2, got "
                              f"{n_samples!r}, {n_test_samples!r}")
-        K = n_free_entries(params.T)
-        ks = jax.random.split(jax.random.PRNGKey(seed), 5)
-        with jax.enable_x64(True):
-            dt = jnp.float64
-            normal = lambda k, shape: jax.random.normal(k, shape, dt)  # noqa: E731
-            return cls(params=params, xi0=normal(ks[0], (n_samples, K)), xi1=normal(ks[1], (n_samples, K)),
-                       noise_draw=normal(ks[2], (n_samples, params.T, params.T)),
-                       test_xi0=normal(ks[3], (n_test_samples, K)), test_xi1=normal(ks[4], (n_test_samples, K)),
-                       max_newton=max_newton)
+        K, T = n_free_entries(params.T), params.T
+        xi0, xi1, noise = gaussian_samples(int(n_samples), [(K,), (K,), (T, T)], seed, sampling)
+        t0, t1 = gaussian_samples(int(n_test_samples), [(K,), (K,)], seed + 7919, sampling)
+        with float64():
+            a = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731
+            return cls(params=params, xi0=a(xi0), xi1=a(xi1), noise_draw=a(noise), test_xi0=a(t0),
+                       test_xi1=a(t1), max_newton=max_newton)
 
     def evaluate(self, m, q, V, warm=None) -> ChannelEvaluation:
         """Conjugates, train loss and prox diagnostics at ``(m, q, V)``; ``warm``: a previous ``g*``."""
         p = self.params
-        with jax.enable_x64(True):
+        with float64():
             g_init = jnp.zeros_like(self.xi0) if warm is None else warm
             q_t, V_t, m_t, train, g, res, iters = _channel_statistics(
                 m, q, V, p.rho0, p.delta, p.beta, self.xi0, self.xi1, self.noise_draw, g_init, p.T,
@@ -149,6 +150,6 @@ class MonteCarloChannel:
     def test_error(self, m, q) -> tuple[float, float]:
         """``E = E‖σ(H_Ŝ) − σ(H0)‖²_F`` over the GOE pair with covariance ``[[q, m], [m, ρ0]]``: (mean, s.e.)."""
         p = self.params
-        with jax.enable_x64(True):
+        with float64():
             return _mean_se(_test_error_samples(m, q, p.rho0, p.beta, self.test_xi0, self.test_xi1, p.T,
                                                 p.activation))

@@ -22,7 +22,7 @@ import numpy as np
 from solvable_attention.params import FinetuneParams
 
 from .channel_lora import LoraChannel
-from .fixed_point import solve_fixed_point, warn_if_not_converged
+from .fixed_point import InvalidIterate, solve_fixed_point, warn_if_not_converged
 from .pretraining import PretrainingSolution, solve_pretraining
 
 
@@ -101,7 +101,7 @@ def make_lora_channel(pre: PretrainingSolution, fine: FinetuneParams, *, n_sampl
 
 
 def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prime, *, delta_prime=None,
-                     gamma=1.0, recalibrate=False, init=None, tol=1e-8, max_iter=400, damping=0.5,
+                     gamma=1.0, recalibrate=False, init=None, tol=1e-7, max_iter=400, damping=0.5,
                      n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1, channel=None,
                      warn=True) -> FinetuningSolution:
     """Solve the LoRA state evolution given the pre-training fixed point.
@@ -134,7 +134,7 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
     def prior(ev):
         denom = fine.lam_prime + ev.ridge_shift + ev.V_hat
         if denom <= 0:
-            raise FloatingPointError(f"λ_eff + V̂' = {denom:.3g} <= 0: the LoRA objective is unbounded here")
+            raise InvalidIterate(f"λ_eff + V̂' = {denom:.3g} <= 0: the LoRA objective is unbounded here")
         return np.array([ev.m_hat / denom, (ev.m_hat ** 2 + ev.q_hat) / denom ** 2, 1.0 / denom])
 
     def F(x):

@@ -1,0 +1,39 @@
+"""Fixed Gaussian samples for the Monte Carlo channels: scrambled Sobol (randomised quasi-Monte Carlo).
+
+The channel expectations are smooth functions of ``d`` standard normals (``d = 2K + T²`` for the
+pre-training channel). Scrambled Sobol points mapped through the normal quantile reduce the
+variance of these averages several-fold over i.i.d. draws at the same cost (measured in
+``benchmarks/bench_theory.py``); different ``seed`` values give independent randomisations, whose
+spread is the honest Monte Carlo error of a whole fixed point (``mc_replicas`` in the solvers).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.special
+from scipy.stats import qmc
+
+
+def gaussian_samples(n: int, shapes, seed: int, method: str = "sobol"):
+    """Standard-normal arrays of shapes ``(n, *shape)`` for each ``shape`` in ``shapes``, jointly drawn.
+
+    ``method="sobol"``: one scrambled Sobol sequence of dimension ``Σ prod(shape)`` (``n`` rounded up
+    to a power of two); ``"iid"``: plain pseudo-random draws. Returns numpy float64 arrays.
+    """
+    sizes = [int(np.prod(s)) if len(s) else 1 for s in shapes]
+    d = sum(sizes)
+    if method == "sobol":
+        m = max(1, math.ceil(math.log2(n)))
+        u = qmc.Sobol(d, scramble=True, seed=seed).random_base2(m)
+        z = scipy.special.ndtri(np.clip(u, 1e-16, 1 - 1e-16))
+    elif method == "iid":
+        z = np.random.default_rng(seed).standard_normal((n, d))
+    else:
+        raise ValueError(f"method must be 'sobol' or 'iid', got {method!r}")
+    out, start = [], 0
+    for s, size in zip(shapes, sizes):
+        out.append(z[:, start:start + size].reshape(z.shape[0], *s))
+        start += size
+    return out

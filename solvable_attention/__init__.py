@@ -6,6 +6,12 @@ Importing the package caps the BLAS/LAPACK libraries bundled with numpy/scipy at
 slowed down 40× otherwise on small machines.
 """
 
-from .runtime import limit_blas_threads
+import os as _os
+
+# Must precede the first import of numpy/jaxlib to take effect (threadpoolctl below covers the case
+# where they were imported before us, for speed; only the environment variable prevented the hang).
+_os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from .runtime import limit_blas_threads  # noqa: E402
 
 _blas_limits = limit_blas_threads(1)

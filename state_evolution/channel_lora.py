@@ -155,8 +155,8 @@ class LoraChannel:
     @classmethod
     def create(cls, *, m, q, rho0, T, alpha_prime, delta_prime, gamma, activation, beta, noise,
                n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1, max_newton=60,
-               sampling="sobol") -> "LoraChannel":
-        """Fixed samples (scrambled Sobol by default, :mod:`state_evolution.sampling`) from ``seed``."""
+               sampling="iid") -> "LoraChannel":
+        """Fixed samples from ``seed`` (i.i.d. by default; ``"sobol"`` experimental, :mod:`state_evolution.sampling`)."""
         K = n_free_entries(T)
         train = gaussian_samples(int(n_samples), [(T,), (T,), (K,), (K,), (T, T)], seed, sampling)
         test = gaussian_samples(int(n_test_samples), [(T,), (T,), (K,), (K,)], seed + 7919, sampling)

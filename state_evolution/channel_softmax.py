@@ -112,9 +112,10 @@ class MonteCarloChannel:
 
     @classmethod
     def create(cls, params: PretrainParams, *, n_samples: int = 2 ** 14, n_test_samples: int = 2 ** 17,
-               seed: int = 0, max_newton: int = 50, sampling: str = "sobol") -> "MonteCarloChannel":
-        """Draw the fixed samples (float64) from ``seed``: scrambled Sobol by default
-        (:mod:`state_evolution.sampling`; sizes rounded up to powers of two), or ``sampling="iid"``."""
+               seed: int = 0, max_newton: int = 50, sampling: str = "iid") -> "MonteCarloChannel":
+        """Draw the fixed samples (float64) from ``seed``: i.i.d. normals by default, or scrambled Sobol
+        (``sampling="sobol"``, experimental: a hang of the identity channel with Sobol inputs is under
+        investigation; :mod:`state_evolution.sampling`)."""
         if int(n_samples) < 2 or int(n_test_samples) < 2:
             raise ValueError(f"n_samples and n_test_samples must be integers >= 2, got "
                              f"{n_samples!r}, {n_test_samples!r}")

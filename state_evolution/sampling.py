@@ -29,11 +29,22 @@ def gaussian_samples(n: int, shapes, seed: int, method: str = "sobol"):
         u = qmc.Sobol(d, scramble=True, seed=seed).random_base2(m)
         z = scipy.special.ndtri(np.clip(u, 1e-16, 1 - 1e-16))
     elif method == "iid":
-        z = np.random.default_rng(seed).standard_normal((n, d))
+        import jax
+        import jax.numpy as jnp
+
+        from solvable_attention.runtime import float64
+
+        with float64():  # jax.random draws (numpy-made inputs triggered an XLA CPU hang, see docs)
+            z = jax.random.normal(jax.random.PRNGKey(seed), (n, d), jnp.float64)
+        out, start = [], 0
+        for s_, size in zip(shapes, sizes):
+            out.append(z[:, start:start + size].reshape(z.shape[0], *s_))
+            start += size
+        return out
     else:
         raise ValueError(f"method must be 'sobol' or 'iid', got {method!r}")
     out, start = [], 0
     for s, size in zip(shapes, sizes):
-        out.append(z[:, start:start + size].reshape(z.shape[0], *s))
+        out.append(np.ascontiguousarray(z[:, start:start + size]).reshape(z.shape[0], *s))
         start += size
     return out

@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
-from importlib import metadata
 
 import numpy as np
 
+from .sweep import versions, write_json_atomic
+
 PRETRAIN_METRICS = ("m", "q", "rho0", "mse_S", "test_error", "train_loss", "rank_fraction")
 FINETUNE_METRICS = ("m", "q", "rho_v", "alignment", "test_error", "test_error_baseline", "c")
-DISTRIBUTIONS = ("python", "jax", "jaxlib", "optax", "numpy", "scipy", "solvable-attention")
 EXIT_USAGE = 2
 
 
@@ -254,19 +252,6 @@ def run_metadata() -> dict:
             "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-def versions() -> dict:
-    out = {}
-    for dist in DISTRIBUTIONS:
-        if dist == "python":
-            out[dist] = platform.python_version()
-            continue
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
 def machine_info() -> dict:
     import jax
 
@@ -287,44 +272,6 @@ def check_writable(path) -> None:
         raise UsageError(f"cannot create directory for --json {path!r}: {exc.strerror}") from None
     if not os.access(directory, os.W_OK):
         raise UsageError(f"cannot write to directory {directory!r} (--json)")
-
-
-def write_json_atomic(path, payload) -> None:
-    """Write ``payload`` as JSON to ``path`` atomically (temp file in the same directory, ``os.replace``).
-
-    Non-finite floats are written as ``NaN``/``Infinity`` (Python's ``json`` reads them back).
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, default=_json_default)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if hasattr(obj, "tolist"):  # numpy / jax arrays
-        return np.asarray(obj).tolist()
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 COMMANDS = (register_simulate,)

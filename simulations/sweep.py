@@ -35,15 +35,21 @@ def versions() -> dict:
 
 
 def _jsonable(x):
+    """JSON-ready copy of ``x``: ``±inf`` as ``"inf"``/``"-inf"`` strings (restored on load), numpy/JAX
+    scalars and arrays as Python numbers and lists, objects with ``to_dict()`` through it."""
     if isinstance(x, float) and math.isinf(x):
         return "inf" if x > 0 else "-inf"
     if isinstance(x, dict):
         return {k: _jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
-        return _jsonable(x.item())
-    return x
+    if hasattr(x, "to_dict"):
+        return _jsonable(x.to_dict())
+    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):  # numpy / JAX scalars and arrays
+        return _jsonable(x.tolist())
+    if x is None or isinstance(x, (str, bool, int, float)):
+        return x
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 def point_id(point: dict) -> str:
@@ -52,14 +58,18 @@ def point_id(point: dict) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (temporary file in the same folder, then rename)."""
+def write_json_atomic(path, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically: a temporary file in the same folder, ``fsync``,
+    then ``os.replace`` (atomic on POSIX). On any failure the previous file, if any, is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    payload = _jsonable(obj)  # fails before anything is written
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "w") as f:
-            json.dump(_jsonable(obj), f, indent=1, sort_keys=True)
+            json.dump(payload, f, indent=1, sort_keys=True)
+            f.write("\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -67,6 +77,12 @@ def write_json_atomic(path: Path, obj) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _restore_inf(point: dict) -> dict:

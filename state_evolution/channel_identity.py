@@ -51,8 +51,8 @@ class IdentityChannel:
         q_hat = 2 * p.alpha * K * 4 * w * w * (mse + self.noise_per_coordinate) / a ** 2
         return Conjugates(m_hat=V_hat, q_hat=q_hat, V_hat=V_hat)
 
-    def evaluate(self, m, q, V, warm=None) -> ChannelEvaluation:
-        """Conjugates and train loss at ``(m, q, V)`` (``warm`` is ignored: closed form)."""
+    def evaluate(self, m, q, V) -> ChannelEvaluation:
+        """Conjugates and train loss at ``(m, q, V)`` (closed form)."""
         return ChannelEvaluation(conjugates=self.conjugates(m, q, V), train_loss=self.train_loss(m, q, V))
 
     def test_error(self, m, q) -> tuple[float, float]:

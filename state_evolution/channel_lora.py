@@ -31,8 +31,10 @@ import numpy as np
 from solvable_attention.activations import apply_activation
 from solvable_attention.runtime import float64
 
-from .goe_coordinates import from_coordinates, n_free_entries
-from .prox_newton import solve_prox
+from .goe_coordinates import from_coordinates, goe_from_square, n_free_entries
+from .overlap_fields import student_teacher_fields
+from .prox_newton import solve_prox_multistart, start_towards
+from .small_linalg import solve
 from .sampling import gaussian_samples
 
 
@@ -44,14 +46,6 @@ def lora_loss(z, q_prime, c, H_hat, Y, activation, beta):
     return 0.5 * jnp.sum(r * r)
 
 
-def _pair(m, q, rho, a, b):
-    """``(√q a, (m/√q) a + √(ρ − m²/q) b)`` (safe at ``q = 0``) and ``√(ρ − m²/q)``."""
-    q_safe = jnp.maximum(q, 1e-300)
-    c0 = jnp.where(q > 0, m / jnp.sqrt(q_safe), 0.0)
-    c1 = jnp.sqrt(jnp.maximum(rho - c0 ** 2, 0.0))
-    return jnp.sqrt(q) * a, c0 * a + c1 * b, c1
-
-
 def teacher_logits(H0, z_star, gamma, rho_v):
     """``H0 + γ (z* z*ᵀ − ρ_v I)``."""
     T = z_star.shape[-1]
@@ -59,34 +53,34 @@ def teacher_logits(H0, z_star, gamma, rho_v):
 
 
 @partial(jax.jit, static_argnames=("activation", "noise", "max_newton"))
-def _lora_statistics(mp, qp, Vp, c, pre, consts, samples, g_init, activation, noise, max_newton):
+def _lora_statistics(mp, qp, Vp, c, pre, consts, samples, activation, noise, max_newton):
     m, q, rho0 = pre
     rho_v, gamma, delta_p, beta = consts
     xi0, xi1, G0, G1, noise_draw = samples
     T = xi0.shape[-1]
-    omega, z_star, c1 = _pair(mp, qp, rho_v, xi0, xi1)
-    H_hat_w, H0_w, _ = _pair(m, q, rho0, G0, G1)
+    omega, z_star, c1 = student_teacher_fields(mp, qp, rho_v, xi0, xi1)
+    H_hat_w, H0_w, _ = student_teacher_fields(m, q, rho0, G0, G1)
     H_hat, H0 = from_coordinates(H_hat_w, T), from_coordinates(H0_w, T)
     target = teacher_logits(H0, z_star, gamma, rho_v)
     if noise == "logits":
-        Xi = (noise_draw + jnp.swapaxes(noise_draw, -1, -2)) / jnp.sqrt(2.0)
-        Y = apply_activation(target + jnp.sqrt(delta_p) * Xi, activation, beta)
+        Y = apply_activation(target + jnp.sqrt(delta_p) * goe_from_square(noise_draw), activation, beta)
     else:
         Y = apply_activation(target, activation, beta) + jnp.sqrt(delta_p) * noise_draw
 
     one = lambda z, Hh, y: lora_loss(z, qp, c, Hh, y, activation, beta)  # noqa: E731
     loss = lambda z: jax.vmap(one)(z, H_hat, Y)  # noqa: E731
     derivs = lambda z: (jax.vmap(jax.grad(one))(z, H_hat, Y), jax.vmap(jax.hessian(one))(z, H_hat, Y))  # noqa: E731
-    g, hess, residual, iters = solve_prox(omega, Vp, g_init, loss, derivs, max_newton)
+    # two starts, z = ω and z = z* (the teacher's field); the lower LoRA objective wins (non-convex in z)
+    starts = (jnp.zeros_like(omega), start_towards(omega, Vp, z_star))
+    g, hess, residual, iters = solve_prox_multistart(omega, Vp, starts, loss, derivs, max_newton)
     z = omega + Vp * g
-    A = jnp.linalg.inv(jnp.eye(T, dtype=g.dtype) + Vp * hess)
     dq = jax.vmap(jax.grad(lora_loss, argnums=1), in_axes=(0, None, None, 0, 0, None, None))(
         z, qp, c, H_hat, Y, activation, beta)
     dc_fn = jax.grad(lora_loss, argnums=2)
     dc = jax.vmap(dc_fn, in_axes=(0, None, None, 0, 0, None, None))(z, qp, c, H_hat, Y, activation, beta)
     dcc = jax.vmap(jax.grad(dc_fn, argnums=2), in_axes=(0, None, None, 0, 0, None, None))(
         z, qp, c, H_hat, Y, activation, beta)
-    terms = dict(q=jnp.sum(g * g, -1), V=jnp.einsum("nij,nji->n", A, hess),
+    terms = dict(q=jnp.sum(g * g, -1), V=jnp.trace(solve(jnp.eye(T, dtype=g.dtype) + Vp * hess, hess), axis1=-2, axis2=-1),
                  m=jnp.sum(g * xi1, -1) / jnp.maximum(c1, 1e-300), dq=dq, dc=dc, dcc=dcc,
                  train=2 * jax.vmap(one)(z, H_hat, Y))
     return terms, g, residual, iters
@@ -99,8 +93,8 @@ def _lora_test_samples(mp, qp, c, pre, consts, samples, activation):
     rho_v, gamma, _, beta = consts
     xi0, xi1, G0, G1 = samples
     T = xi0.shape[-1]
-    z, z_star, _ = _pair(mp, qp, rho_v, xi0, xi1)
-    H_hat_w, H0_w, _ = _pair(m, q, rho0, G0, G1)
+    z, z_star, _ = student_teacher_fields(mp, qp, rho_v, xi0, xi1)
+    H_hat_w, H0_w, _ = student_teacher_fields(m, q, rho0, G0, G1)
     H_hat, H0 = from_coordinates(H_hat_w, T), from_coordinates(H0_w, T)
     target = apply_activation(teacher_logits(H0, z_star, gamma, rho_v), activation, beta)
     model = c * H_hat + z[..., :, None] * z[..., None, :] - qp * jnp.eye(T, dtype=z.dtype)
@@ -117,7 +111,7 @@ def mean_se(x) -> tuple[float, float]:
 @dataclass(frozen=True)
 class LoraEvaluation:
     """One evaluation of the LoRA channel: conjugates, ridge shift ``2α'E[∂ℓ/∂q']``, ``E[∂ℓ/∂c]``,
-    ``E[∂²ℓ/∂c²]``, train loss, prox diagnostics and the warm start."""
+    ``E[∂²ℓ/∂c²]``, train loss and prox diagnostics."""
 
     m_hat: float
     q_hat: float
@@ -128,7 +122,6 @@ class LoraEvaluation:
     train_loss: tuple
     se: dict
     prox_residual: float
-    warm: object = None
 
 
 @dataclass(frozen=True)
@@ -155,8 +148,8 @@ class LoraChannel:
     @classmethod
     def create(cls, *, m, q, rho0, T, alpha_prime, delta_prime, gamma, activation, beta, noise,
                n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1, max_newton=60,
-               sampling="iid") -> "LoraChannel":
-        """Fixed samples from ``seed`` (i.i.d. by default; ``"sobol"`` experimental, :mod:`state_evolution.sampling`)."""
+               sampling="sobol") -> "LoraChannel":
+        """Fixed samples from ``seed``: scrambled Sobol by default, ``"iid"`` on request (:mod:`state_evolution.sampling`)."""
         K = n_free_entries(T)
         train = gaussian_samples(int(n_samples), [(T,), (T,), (K,), (K,), (T, T)], seed, sampling)
         test = gaussian_samples(int(n_test_samples), [(T,), (T,), (K,), (K,)], seed + 7919, sampling)
@@ -175,10 +168,10 @@ class LoraChannel:
     def _consts(self):
         return (self.rho_v, self.gamma, self.delta_prime, self.beta)
 
-    def evaluate(self, mp, qp, Vp, c=1.0, warm=None) -> LoraEvaluation:
+    def evaluate(self, mp, qp, Vp, c=1.0) -> LoraEvaluation:
+        """The LoRA channel at ``(m', q', V', c)`` (a pure function of them)."""
         with float64():
-            g0 = jnp.zeros_like(self.samples[0]) if warm is None else warm
-            t, g, res, _ = _lora_statistics(mp, qp, Vp, c, self._pre, self._consts, self.samples, g0,
+            t, g, res, _ = _lora_statistics(mp, qp, Vp, c, self._pre, self._consts, self.samples,
                                             self.activation, self.noise, self.max_newton)
             a = self.alpha_prime
             stats = {k: mean_se(v) for k, v in t.items()}
@@ -186,7 +179,7 @@ class LoraChannel:
                   "ridge_shift": 2 * a * stats["dq"][1]}
             return LoraEvaluation(m_hat=a * stats["m"][0], q_hat=a * stats["q"][0], V_hat=a * stats["V"][0],
                                   ridge_shift=2 * a * stats["dq"][0], dc=stats["dc"][0], dcc=stats["dcc"][0],
-                                  train_loss=stats["train"], se=se, prox_residual=float(res), warm=g)
+                                  train_loss=stats["train"], se=se, prox_residual=float(res))
 
     def test_errors(self, mp, qp, c=1.0) -> dict:
         """``E'`` and ``E'_0`` (mean, s.e.) on fresh samples (same samples: common random numbers)."""

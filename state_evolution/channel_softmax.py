@@ -21,7 +21,7 @@ Everything runs under ``jax.jit`` + ``jax.vmap`` over the samples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
@@ -33,9 +33,11 @@ from solvable_attention.runtime import float64
 from solvable_attention.params import PretrainParams
 
 from .channels import ChannelEvaluation, Conjugates
-from .goe_coordinates import from_coordinates, n_free_entries
+from .goe_coordinates import from_coordinates, goe_from_square, n_free_entries, to_coordinates
 from .loss_derivatives import loss_derivatives, loss_value
-from .prox_newton import solve_prox
+from .overlap_fields import student_teacher_fields
+from .prox_newton import solve_prox_multistart, start_towards
+from .small_linalg import solve
 from .sampling import gaussian_samples
 
 def per_sample_loss(h, Y, T, activation, beta):
@@ -44,36 +46,34 @@ def per_sample_loss(h, Y, T, activation, beta):
     return 0.5 * jnp.sum(r * r)
 
 
-def _fields(m, q, rho0, xi0, xi1):
-    """``ω = √q ξ0`` and ``h0 = (m/√q) ξ0 + √(ρ0 − m²/q) ξ1`` (safe at ``q = 0``); also ``√(ρ0 − m²/q)``."""
-    q_safe = jnp.maximum(q, 1e-300)
-    c0 = jnp.where(q > 0, m / jnp.sqrt(q_safe), 0.0)
-    c1 = jnp.sqrt(jnp.maximum(rho0 - c0 ** 2, 0.0))
-    return jnp.sqrt(q) * xi0, c0 * xi0 + c1 * xi1, c1
-
-
 def channel_labels(h0, noise_draw, delta, T, activation, beta, noise):
     """``Y = σ(H(h0) + √Δ Ξ)`` (``Ξ = (G + Gᵀ)/√2``) or ``σ(H(h0)) + √Δ G`` from ``G = noise_draw``."""
     H0 = from_coordinates(h0, T)
     if noise == "logits":
-        Xi = (noise_draw + jnp.swapaxes(noise_draw, -1, -2)) / jnp.sqrt(2.0)
-        return apply_activation(H0 + jnp.sqrt(delta) * Xi, activation, beta)
+        return apply_activation(H0 + jnp.sqrt(delta) * goe_from_square(noise_draw), activation, beta)
     return apply_activation(H0, activation, beta) + jnp.sqrt(delta) * noise_draw
 
 
 @partial(jax.jit, static_argnames=("T", "activation", "noise", "max_newton"))
-def _channel_statistics(m, q, V, rho0, delta, beta, xi0, xi1, noise_draw, g_init, T, activation, noise,
-                        max_newton):
-    """Per-sample terms whose means are ``q̂/2α, V̂/2α, m̂/2α`` and the train loss; plus ``g*``."""
-    omega, h0, c1 = _fields(m, q, rho0, xi0, xi1)
+def _channel_statistics(m, q, V, rho0, delta, beta, xi0, xi1, noise_draw, T, activation, noise, max_newton):
+    """Per-sample terms whose means are ``q̂/2α, V̂/2α, m̂/2α`` and the train loss; plus ``g*``.
+
+    The prox is solved from two starts, ``h = ω`` and ``h = h_Y`` (the label's own logits,
+    ``H0 + √Δ Ξ``, where the loss vanishes; ``h0`` for output noise), keeping the lower objective.
+    """
+    omega, h0, c1 = student_teacher_fields(m, q, rho0, xi0, xi1)
     Y = channel_labels(h0, noise_draw, delta, T, activation, beta, noise)
     loss = lambda h: loss_value(h, Y, T, activation, beta)  # noqa: E731
     derivs = lambda h: loss_derivatives(h, Y, T, activation, beta)  # noqa: E731
-    g, hess, residual, iters = solve_prox(omega, V, g_init, loss, derivs, max_newton)
+    if noise == "logits":
+        h_Y = h0 + jnp.sqrt(delta) * to_coordinates(goe_from_square(noise_draw))
+    else:
+        h_Y = h0
+    starts = (jnp.zeros_like(omega), start_towards(omega, V, h_Y))
+    g, hess, residual, iters = solve_prox_multistart(omega, V, starts, loss, derivs, max_newton)
     K = xi0.shape[-1]
-    A = jnp.linalg.inv(jnp.eye(K, dtype=g.dtype) + V * hess)
     q_term = jnp.sum(g * g, axis=-1)
-    V_term = jnp.einsum("nij,nji->n", A, hess)
+    V_term = jnp.trace(solve(jnp.eye(K, dtype=g.dtype) + V * hess, hess), axis1=-2, axis2=-1)
     m_term = jnp.sum(g * xi1, axis=-1) / jnp.maximum(c1, 1e-300)
     r = Y - apply_activation(from_coordinates(omega + V * g, T), activation, beta)
     train = jnp.sum(r * r, axis=(-1, -2))
@@ -83,7 +83,7 @@ def _channel_statistics(m, q, V, rho0, delta, beta, xi0, xi1, noise_draw, g_init
 @partial(jax.jit, static_argnames=("T", "activation"))
 def _test_error_samples(m, q, rho0, beta, xi0, xi1, T, activation):
     """``‖σ(H(ω)) − σ(H(h0))‖²_F`` per sample (the pair ``(Ĥ, H0)`` on fresh inputs)."""
-    omega, h0, _ = _fields(m, q, rho0, xi0, xi1)
+    omega, h0, _ = student_teacher_fields(m, q, rho0, xi0, xi1)
     d = apply_activation(from_coordinates(omega, T), activation, beta) - \
         apply_activation(from_coordinates(h0, T), activation, beta)
     return jnp.sum(d * d, axis=(-1, -2))
@@ -112,10 +112,9 @@ class MonteCarloChannel:
 
     @classmethod
     def create(cls, params: PretrainParams, *, n_samples: int = 2 ** 14, n_test_samples: int = 2 ** 17,
-               seed: int = 0, max_newton: int = 50, sampling: str = "iid") -> "MonteCarloChannel":
-        """Draw the fixed samples (float64) from ``seed``: i.i.d. normals by default, or scrambled Sobol
-        (``sampling="sobol"``, experimental: a hang of the identity channel with Sobol inputs is under
-        investigation; :mod:`state_evolution.sampling`)."""
+               seed: int = 0, max_newton: int = 50, sampling: str = "sobol") -> "MonteCarloChannel":
+        """Draw the fixed samples (float64) from ``seed``: scrambled Sobol points mapped to normals by
+        default (randomised QMC, :mod:`state_evolution.sampling`), or i.i.d. normals (``sampling="iid"``)."""
         if int(n_samples) < 2 or int(n_test_samples) < 2:
             raise ValueError(f"n_samples and n_test_samples must be integers >= 2, got "
                              f"{n_samples!r}, {n_test_samples!r}")
@@ -127,20 +126,28 @@ class MonteCarloChannel:
             return cls(params=params, xi0=a(xi0), xi1=a(xi1), noise_draw=a(noise), test_xi0=a(t0),
                        test_xi1=a(t1), max_newton=max_newton)
 
-    def evaluate(self, m, q, V, warm=None) -> ChannelEvaluation:
-        """Conjugates, train loss and prox diagnostics at ``(m, q, V)``; ``warm``: a previous ``g*``."""
+    @property
+    def n_samples(self) -> int:
+        return int(self.xi0.shape[0])
+
+    def subset(self, n: int) -> "MonteCarloChannel":
+        """The same channel on its first ``n`` training samples (a balanced subset for Sobol points
+        when ``n`` is a power of two); the test samples are kept."""
+        return replace(self, xi0=self.xi0[:n], xi1=self.xi1[:n], noise_draw=self.noise_draw[:n])
+
+    def evaluate(self, m, q, V) -> ChannelEvaluation:
+        """Conjugates, train loss and prox diagnostics at ``(m, q, V)`` (a pure function of them)."""
         p = self.params
         with float64():
-            g_init = jnp.zeros_like(self.xi0) if warm is None else warm
             q_t, V_t, m_t, train, g, res, iters = _channel_statistics(
-                m, q, V, p.rho0, p.delta, p.beta, self.xi0, self.xi1, self.noise_draw, g_init, p.T,
+                m, q, V, p.rho0, p.delta, p.beta, self.xi0, self.xi1, self.noise_draw, p.T,
                 p.activation, p.noise, self.max_newton)
             s = 2 * p.alpha
             (qh, qh_se), (Vh, Vh_se), (mh, mh_se) = _mean_se(q_t), _mean_se(V_t), _mean_se(m_t)
             conj = Conjugates(m_hat=s * mh, q_hat=s * qh, V_hat=s * Vh, m_hat_se=s * mh_se,
                               q_hat_se=s * qh_se, V_hat_se=s * Vh_se)
             return ChannelEvaluation(conjugates=conj, train_loss=_mean_se(train), prox_residual=float(res),
-                                     prox_iterations=int(iters), warm=g)
+                                     prox_iterations=int(iters))
 
     def conjugates(self, m, q, V) -> Conjugates:
         return self.evaluate(m, q, V).conjugates

@@ -37,14 +37,13 @@ class ChannelEvaluation:
 
     ``train_loss``: ``(mean, s.e.)`` of ``‖Y − σ(H(h*))‖²_F`` (training residual at the minimiser);
     ``prox_residual``: largest ``|g + ∇ℓ|`` over the samples (0 for closed forms);
-    ``warm``: the per-sample ``g*`` to warm-start the next evaluation (``None`` for closed forms).
+    ``prox_iterations``: Newton iterations of the sampled prox (0 for closed forms).
     """
 
     conjugates: Conjugates
     train_loss: tuple
     prox_residual: float = 0.0
     prox_iterations: int = 0
-    warm: object = None
 
 
 def make_channel(params, *, n_samples: int = 2 ** 14, n_test_samples: int = 2 ** 17, seed: int = 0,

@@ -103,12 +103,13 @@ def make_lora_channel(pre: PretrainingSolution, fine: FinetuneParams, *, n_sampl
 def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prime, *, delta_prime=None,
                      gamma=1.0, recalibrate=False, init=None, tol=1e-7, max_iter=400, damping=0.5,
                      n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1, channel=None,
-                     warn=True) -> FinetuningSolution:
+                     fallback=True, warn=True) -> FinetuningSolution:
     """Solve the LoRA state evolution given the pre-training fixed point.
 
     ``delta_prime`` defaults to the pre-training ``Δ``; ``lam_prime = inf`` gives ``û = 0`` and
     ``E' = E'_0`` exactly. ``init``: ``(m', q', V'[, c])``; default ``(0.5, 0.5, 0.5[, 1])``, an
-    informative start (``m' = 0`` is a symmetric, uninformative fixed point).
+    informative start (``m' = 0`` is a symmetric, uninformative fixed point). ``fallback=False``
+    disables the root polish/fallback of :func:`solve_fixed_point` (damped iteration only).
     """
     fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=lam_prime,
                           delta_prime=pretrain_result.params.delta if delta_prime is None else delta_prime,
@@ -128,7 +129,6 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
                                   test_error_baseline_se=e0[1], train_loss=float("nan"), lam_eff=math.inf, c=1.0,
                                   effective_noise=noise_eff, effective_noise_recalibrated=noise_recal,
                                   converged=True, iterations=0, residual=0.0, seconds=time.perf_counter() - t0)
-    state = {"warm": None, "ev": None}
     n_x = 4 if recalibrate else 3
 
     def prior(ev):
@@ -139,8 +139,7 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
 
     def F(x):
         c = x[3] if recalibrate else 1.0
-        ev = channel.evaluate(float(x[0]), float(max(x[1], 1e-12)), float(max(x[2], 0.0)), c, warm=state["warm"])
-        state["warm"], state["ev"] = ev.warm, ev
+        ev = channel.evaluate(float(x[0]), float(max(x[1], 1e-12)), float(max(x[2], 0.0)), c)
         out = prior(ev)
         if recalibrate:
             out = np.append(out, c - ev.dc / ev.dcc if ev.dcc > 0 else c - ev.dc)
@@ -155,13 +154,14 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
         y[1], y[2] = max(y[1], 1e-12), max(y[2], 0.0)
         return y
 
-    sol = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=project)
+    sol = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=project,
+                            fallback=fallback)
     if warn:
         warn_if_not_converged("fine-tuning state evolution", sol, tol)
     x = sol.value
     c = float(x[3]) if recalibrate else 1.0
     mp, qp, Vp = float(x[0]), float(x[1]), float(x[2])
-    ev = channel.evaluate(mp, qp, Vp, c, warm=state["warm"])
+    ev = channel.evaluate(mp, qp, Vp, c)
     errs = channel.test_errors(mp, qp, c)
     return FinetuningSolution(
         params=fine, m=mp, q=qp, V=Vp, m_hat=ev.m_hat, q_hat=ev.q_hat, V_hat=ev.V_hat, rho_v=1.0,

@@ -1,10 +1,11 @@
-"""Damped fixed-point iteration with adaptive damping and a root-finder fallback.
+"""Damped, Anderson-accelerated fixed-point iteration with a root-finder fallback.
 
-Solves ``x = F(x)`` by ``x ← (1 − η) x + η F(x)``. The damping ``η`` grows (×1.2, up to
-``η_max``) while the residual decreases and halves when it increases; where ``F`` cannot be
-evaluated (:class:`InvalidIterate`) the step is redone from the previous iterate with ``η/4``. If the iteration
-has not converged after ``max_iter`` steps, ``scipy.optimize.root`` (Powell hybrid) is
-tried on ``F(x) − x`` from the best iterate. The outcome always says whether it converged
+Solves ``x = F(x)`` by damped steps ``x ← x + η (F(x) − x)`` mixed over the last few iterates
+(Anderson acceleration). The damping ``η`` grows (×1.2, up to ``η_max``) while the residual
+decreases and halves when it increases; where ``F`` cannot be evaluated (:class:`InvalidIterate`)
+or a step blows up, the step is redone from the best iterate with ``η/4``. If the iteration has
+not converged after ``max_iter`` evaluations, ``scipy.optimize.root`` (Powell hybrid) is tried on
+``F(x) − x`` from the best iterate. The outcome always says whether it converged
 (like optimistix: never a silent number).
 
 Residual: ``‖F(x) − x‖₂ / max(‖x‖₂, scale)`` (relative, with an absolute floor ``scale``).
@@ -55,42 +56,91 @@ def _root_polish(F, x, tol):
         return x, np.inf, 0
 
 
-def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min=0.02, damping_max=1.0,
-                      fallback=True, polish_below=1e-4, project=None) -> FixedPointSolution:
-    """Iterate ``x ← (1−η)x + ηF(x)`` until ``relative_residual(x, F(x)) ≤ tol``.
+STALL = 12  # evaluations without a new best residual before Anderson mixing is abandoned
 
-    Once the residual is below ``polish_below`` the last, slow linear stretch is replaced by a
-    Powell-hybrid root polish (tried once; the damped iteration goes on if it fails), and after
-    ``max_iter`` iterations the root finder is tried from the best iterate (``fallback``).
+
+def _anderson_step(xs, fs, eta, reg=1e-10):
+    """Anderson (type II) mixing of the stored iterates ``xs`` and residuals ``fs = F(x) − x``.
+
+    With ``ΔX, ΔF`` the differences of consecutive columns, ``γ = argmin ‖f_k − ΔF γ‖²`` (Tikhonov
+    ``reg`` relative to ``‖ΔF‖²``) and ``x⁺ = x_k + η f_k − (ΔX + η ΔF) γ``; with a single pair this
+    is the damped step ``x_k + η f_k``.
+    """
+    x, f = xs[-1], fs[-1]
+    if len(xs) < 2:
+        return x + eta * f
+    dX = np.diff(np.stack(xs, 1), axis=1)
+    dF = np.diff(np.stack(fs, 1), axis=1)
+    A = dF.T @ dF
+    A += reg * (np.trace(A) + 1e-300) * np.eye(A.shape[0])
+    gamma = np.linalg.solve(A, dF.T @ f)
+    return x + eta * f - (dX + eta * dF) @ gamma
+
+
+def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min=0.02, damping_max=1.0,
+                      anderson=4, fallback=True, polish_below=0.0, project=None) -> FixedPointSolution:
+    """Solve ``x = F(x)`` until ``relative_residual(x, F(x)) ≤ tol``.
+
+    Steps are damped, ``x ← x + η (F(x) − x)``, accelerated by Anderson mixing over the last
+    ``anderson`` steps (``0``: plain damped iteration). ``η`` grows (×1.2, up to ``damping_max``) while
+    the residual decreases and halves when it increases; a step whose residual is more than 10× the
+    best so far, or where ``F`` cannot be evaluated (:class:`InvalidIterate`), is redone from the
+    best iterate as a plain damped step with ``η/4`` and the Anderson memory is cleared. If the best
+    residual has not improved for ``STALL`` evaluations, Anderson mixing is abandoned for plain damped
+    steps from the best iterate, with the root polish enabled below ``10⁻⁴``.
+    Optionally, once the residual is below ``polish_below`` (default 0: never) the last stretch is
+    handed to a Powell-hybrid root polish (tried once; the iteration goes on if it fails; with
+    Anderson mixing it rarely pays: it spends ~10 evaluations on a finite-difference Jacobian where
+    Anderson needs 2–4 steps). After ``max_iter`` evaluations the root finder is tried from the best
+    iterate (``fallback``).
     ``project``: optional map applied after each update (e.g. clip to a valid domain).
     """
     x = np.asarray(x0, float)
     eta = float(damping)
     history = []
-    best_x, best_res = x, np.inf
+    best_x = best_Fx = None
+    best_res = np.inf
     prev = np.inf
-    x_prev = Fx_prev = None
+    xs, fs = [], []
     polished = False
     n_eval = 0
-    for it in range(1, max_iter + 1):
+    since_best = 0  # evaluations since the best residual last improved
+
+    def restart_from_best():
+        nonlocal eta, xs, fs
+        eta = max(eta * 0.25, damping_min)
+        xs, fs = [], []
+        return (1 - eta) * best_x + eta * best_Fx
+
+    while n_eval < max_iter:
         try:
             Fx = np.asarray(F(x), float)
             n_eval += 1
         except InvalidIterate:
-            if x_prev is None:
+            if best_x is None:
                 raise
-            eta = max(eta * 0.25, damping_min)
-            x = (1 - eta) * x_prev + eta * Fx_prev
+            n_eval += 1
             history.append(np.nan)
+            x = restart_from_best()
             continue
         if not np.all(np.isfinite(Fx)):
             raise FloatingPointError(f"state-evolution map returned non-finite values {Fx} at {x}")
         res = relative_residual(x, Fx)
         history.append(res)
-        if res < best_res:
-            best_x, best_res = x, res
         if res <= tol:
             return FixedPointSolution(Fx, True, n_eval, res, "damped", tuple(history))
+        if res > 10 * best_res and xs:
+            x = restart_from_best()
+            continue
+        if res < best_res:
+            best_x, best_Fx, best_res, since_best = x, Fx, res, 0
+        else:
+            since_best += 1
+        if anderson > 0 and since_best >= STALL:
+            # Anderson is wandering: plain damped steps from the best iterate, root polish allowed
+            anderson, polish_below = 0, max(polish_below, 1e-4)
+            x = restart_from_best()
+            continue
         if fallback and not polished and res <= polish_below:
             polished = True
             xr, rr, ne = _root_polish(F, x, tol)
@@ -100,17 +150,18 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
                 return FixedPointSolution(xr, True, n_eval, rr, "damped+root", tuple(history))
         eta = min(eta * 1.2, damping_max) if res < prev else max(eta * 0.5, damping_min)
         prev = res
-        x_prev, Fx_prev = x, Fx
-        x = (1 - eta) * x + eta * Fx
+        xs, fs = (xs + [x])[-(anderson + 1):], (fs + [Fx - x])[-(anderson + 1):]
+        x = _anderson_step(xs, fs, eta) if anderson > 0 else x + eta * (Fx - x)
         if project is not None:
             x = np.asarray(project(x), float)
-    if fallback:
+    if fallback and best_x is not None:
         xr, rr, ne = _root_polish(F, best_x, tol)
         n_eval += ne
         history.append(rr)
         if rr <= tol:
             return FixedPointSolution(xr, True, n_eval, rr, "root", tuple(history))
-    return FixedPointSolution(best_x, False, n_eval, best_res, "damped", tuple(history))
+    return FixedPointSolution(best_x if best_x is not None else x, False, n_eval, best_res, "damped",
+                              tuple(history))
 
 
 def warn_if_not_converged(name: str, solution: FixedPointSolution, tol: float) -> None:

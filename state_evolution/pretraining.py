@@ -83,7 +83,7 @@ def prior_map(params: PretrainParams, m_hat, q_hat, V_hat, draws=None):
 def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0, activation="softmax",
                       noise="logits", init=None, tol=None, max_iter=400, damping=0.7, n_samples=2 ** 14,
                       n_test_samples=2 ** 17, seed=0, channel=None, prior_draws=None,
-                      warn=True) -> PretrainingSolution:
+                      fallback=True, warn=True) -> PretrainingSolution:
     """Solve the pre-training state evolution at one setting (MODEL.md §2, D → ∞).
 
     Args:
@@ -96,6 +96,8 @@ def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0
         channel: reuse an existing channel object (same ``α, Δ, T, β, activation, noise``).
         prior_draws: explicit matrices (:func:`spectral_prior.draw_prior_matrices`) instead of
             free probability for the prior side (reference route, for tests).
+        fallback: allow the Powell-hybrid root polish/fallback of :func:`solve_fixed_point`
+            (``False``: damped iteration only).
         warn: emit a :class:`ConvergenceWarning` when not converged.
     """
     params = PretrainParams(alpha=alpha, delta=delta, lam=lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa,
@@ -104,7 +106,7 @@ def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0
         channel = make_channel(params, n_samples=n_samples, n_test_samples=n_test_samples, seed=seed)
     else:
         _check_channel(channel, params)
-    return _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn)
+    return _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fallback)
 
 
 def _check_channel(channel, params: PretrainParams) -> None:
@@ -115,29 +117,40 @@ def _check_channel(channel, params: PretrainParams) -> None:
         raise ValueError(f"channel was built for a different setting ({', '.join(bad)} differ)")
 
 
-def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn) -> PretrainingSolution:
+COARSE_FACTOR = 8  # coarse-to-fine start of sampled channels: n/8 samples ...
+MIN_COARSE_SAMPLES = 1024  # ... when that leaves at least this many
+COARSE_TOL = 1e-3  # well above the coarse channel's own Monte Carlo error is pointless
+
+
+def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fallback=True) -> PretrainingSolution:
     t0 = time.perf_counter()
     sampled = params.activation != "identity" or not hasattr(channel, "weight")
     tol = (1e-7 if sampled else 1e-10) if tol is None else float(tol)
-    state = {"warm": None, "conj": None, "eval": None}
 
-    def F(x):
-        m, q, V = (float(v) for v in x)
-        ev = channel.evaluate(m, q, max(V, 0.0), warm=state["warm"])
-        state["warm"], state["eval"] = ev.warm, ev
-        c = ev.conjugates
-        pr = prior_map(params, c.m_hat, c.q_hat, c.V_hat, prior_draws)
-        return np.array([pr.m, pr.q, pr.V])
+    def state_map(ch):
+        def F(x):
+            m, q, V = (float(v) for v in x)
+            c = ch.evaluate(m, q, max(V, 0.0)).conjugates
+            pr = prior_map(params, c.m_hat, c.q_hat, c.V_hat, prior_draws)
+            return np.array([pr.m, pr.q, pr.V])
+        return F
 
     x0 = np.zeros(3) if init is None else np.asarray(init, float)
     if x0.shape != (3,) or not np.all(np.isfinite(x0)):
         raise ValueError(f"init must be a finite (m, q, V) triple, got {init!r}")
     project = lambda x: np.array([x[0], max(x[1], 0.0), max(x[2], 0.0)])  # noqa: E731
-    sol = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=project)
+    n_coarse = getattr(channel, "n_samples", 0) // COARSE_FACTOR
+    if init is None and n_coarse >= MIN_COARSE_SAMPLES:
+        # coarse-to-fine: the wandering first phase on 1/8 of the samples, then the full samples from there
+        coarse = solve_fixed_point(state_map(channel.subset(n_coarse)), x0, tol=COARSE_TOL, max_iter=max_iter,
+                                   damping=damping, project=project, fallback=False)
+        x0 = coarse.value
+    sol = solve_fixed_point(state_map(channel), x0, tol=tol, max_iter=max_iter, damping=damping, project=project,
+                            fallback=fallback)
     if warn:
         warn_if_not_converged("pre-training state evolution", sol, tol)
     m, q, V = (float(v) for v in sol.value)
-    ev = channel.evaluate(m, q, V, warm=state["warm"])
+    ev = channel.evaluate(m, q, V)
     c = ev.conjugates
     pr = prior_map(params, c.m_hat, c.q_hat, c.V_hat, prior_draws)
     E, E_se = channel.test_error(m, q)

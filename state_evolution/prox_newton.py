@@ -6,9 +6,15 @@ For each sample, the prox ``h* = argmin_h ‖h − ω‖²/(2V) + ℓ(h)`` is wr
 
 a parametrisation that stays well conditioned as ``V → 0`` (then ``g* = −∇ℓ(ω)``). Newton steps
 use ``J = I + V ∇²ℓ``: pure Newton where ``J`` is positive definite (Cholesky succeeds), else ``J``
-shifted by a Gershgorin bound; the step length is the longest of ``{1, ½, …, 1/16, 0}`` that does
+shifted by a Gershgorin bound (then symmetric diagonally dominant, hence positive definite); the step length is the longest of ``{1, ¼, …, 4⁻¹⁰, 0}`` that does
 not increase the merit ``V‖g‖²/2 + ℓ(ω + Vg)`` beyond round-off. The loop stops when every
 sample's residual ``|g + ∇ℓ|`` is below ``tol`` (or after ``max_newton`` steps).
+
+For a non-convex loss (softmax) the prox may have several local minima, and the state evolution
+needs the global one (the Moreau envelope is a minimum over ``h``). :func:`solve_prox_multistart`
+runs Newton from a few deterministic starts (e.g. ``h = ω`` and the zero-loss point of the label)
+and keeps, per sample, the lowest merit: the channel is then a *function* of the overlaps, never of
+the history of the solver (a warm start from the previous evaluation made it history dependent).
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-_STEPS = jnp.asarray([1.0, 0.5, 0.25, 0.125, 0.0625, 0.0])
+from .small_linalg import cholesky, spd_solve
+
+_MAX_HALVINGS = 11  # step lengths 1, 1/4, …, 4⁻¹⁰
 
 
 def solve_prox(omega, V, g_init, loss, derivs, max_newton, tol=1e-11):
@@ -39,16 +47,30 @@ def solve_prox(omega, V, g_init, loss, derivs, max_newton, tol=1e-11):
         grad, hess = derivs(omega + V * g)
         F = g + grad
         J = eye + V * hess
-        pd = jnp.all(jnp.isfinite(jnp.linalg.cholesky(J)), axis=(-1, -2))
+        _, pd = cholesky(J)
         diag = jnp.diagonal(J, axis1=-2, axis2=-1)
         low = jnp.min(diag - (jnp.sum(jnp.abs(J), axis=-1) - jnp.abs(diag)), axis=-1)
         shift = jnp.where(pd, 0.0, jnp.maximum(0.0, 1e-2 - low))
-        step = -jnp.linalg.solve(J + shift[:, None, None] * eye, F[..., None])[..., 0]
-        cand = g[None] + _STEPS[:, None, None] * step[None]
-        vals = jax.vmap(merit)(cand)  # (steps, n); the last candidate is t = 0
-        ok = vals <= vals[-1] + 1e-13 * (jnp.abs(vals[-1]) + 1.0)
-        best = jnp.argmax(ok, axis=0)
-        return jnp.take_along_axis(cand, best[None, :, None], axis=0)[0], k + 1, jnp.max(jnp.abs(F))
+        step = -spd_solve(J + shift[:, None, None] * eye, F)
+        return backtrack(g, step), k + 1, jnp.max(jnp.abs(F))
+
+    def backtrack(g, step):
+        """Per sample the longest ``t ∈ {1, ¼, …, 4⁻¹⁰}`` with merit(g + t·step) ≤ merit(g) (up to
+        round-off), else ``t = 0``; batched by a while loop that only goes on while some sample fails."""
+        m0 = merit(g)
+        slack = 1e-13 * (jnp.abs(m0) + 1.0)
+
+        def body(c):
+            t, done, _ = c
+            ok = merit(g + t[:, None] * step) <= m0 + slack
+            done_now = done | ok
+            return jnp.where(done_now, t, t * 0.25), done_now, c[2] + 1
+
+        def more(c):
+            return (~jnp.all(c[1])) & (c[2] < _MAX_HALVINGS)
+
+        t, done, _ = jax.lax.while_loop(more, body, (jnp.ones_like(m0), jnp.zeros(m0.shape, bool), 0))
+        return g + jnp.where(done, t, 0.0)[:, None] * step
 
     def not_done(carry):
         _, k, err = carry
@@ -57,3 +79,28 @@ def solve_prox(omega, V, g_init, loss, derivs, max_newton, tol=1e-11):
     g, k, _ = jax.lax.while_loop(not_done, newton, (g_init, 0, jnp.asarray(jnp.inf, omega.dtype)))
     grad, hess = derivs(omega + V * g)
     return g, hess, jnp.max(jnp.abs(g + grad)), k
+
+
+def solve_prox_multistart(omega, V, starts, loss, derivs, max_newton, tol=1e-11):
+    """:func:`solve_prox` from each ``g_init`` in ``starts``; per sample the lowest merit
+    ``V‖g‖²/2 + ℓ(ω + Vg)`` wins (ties: the first start). Returns as :func:`solve_prox` (residual of
+    the winners; Newton iterations summed over the starts)."""
+    g_best = val_best = None
+    iters = 0
+    for g_init in starts:
+        g, _, _, k = solve_prox(omega, V, g_init, loss, derivs, max_newton, tol)
+        val = 0.5 * V * jnp.sum(g * g, axis=-1) + loss(omega + V * g)
+        iters = iters + k
+        if g_best is None:
+            g_best, val_best = g, val
+            continue
+        take = val < val_best - 1e-12 * (jnp.abs(val_best) + 1.0)
+        g_best, val_best = jnp.where(take[:, None], g, g_best), jnp.where(take, val, val_best)
+    grad, hess = derivs(omega + V * g_best)
+    return g_best, hess, jnp.max(jnp.abs(g_best + grad)), iters
+
+
+def start_towards(omega, V, target):
+    """The ``g`` of the start ``h = target`` (``g = (target − ω)/V``; ``0`` when ``V = 0``, where the
+    prox is explicit)."""
+    return jnp.where(V > 0, (target - omega) / jnp.where(V > 0, V, 1.0), 0.0)

@@ -34,7 +34,7 @@ def gaussian_samples(n: int, shapes, seed: int, method: str = "sobol"):
 
         from solvable_attention.runtime import float64
 
-        with float64():  # jax.random draws (numpy-made inputs triggered an XLA CPU hang, see docs)
+        with float64():  # reproducible pseudo-random normals from jax.random
             z = jax.random.normal(jax.random.PRNGKey(seed), (n, d), jnp.float64)
         out, start = [], 0
         for s_, size in zip(shapes, sizes):

@@ -44,15 +44,16 @@ def finetune_point(D, seed, n_test=5000, **setting) -> dict:
     return out
 
 
-def theory_point(setting: dict) -> dict:
+def theory_point(setting: dict, seed: int = 0) -> dict:
     from state_evolution import solve_finetuning, solve_pretraining
 
     s = dict(setting)
     alpha_prime = s.pop("alpha_prime")
-    pre = solve_pretraining(s.pop("alpha"), s.pop("delta"), s.pop("lam"), **s)
+    pre = solve_pretraining(s.pop("alpha"), s.pop("delta"), s.pop("lam"), seed=seed, **s)
     out = {"converged": pre.converged, "iterations": pre.iterations, "residual": pre.residual, "seconds": 0.0}
     for name, v in VARIANTS.items():
-        f = solve_finetuning(pre, alpha_prime, v["lam_prime"], recalibrate=v.get("recalibrate", False))
+        f = solve_finetuning(pre, alpha_prime, v["lam_prime"], recalibrate=v.get("recalibrate", False),
+                             seed=seed + 1000)
         vals = dict(m_abs=abs(f.m), q=f.q, alignment=f.alignment, test_error=f.test_error,
                     test_error_baseline=f.test_error_baseline)
         out.update({f"{k}[{name}]": val for k, val in vals.items()})

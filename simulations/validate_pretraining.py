@@ -40,11 +40,11 @@ def pretrain_point(D, seed, n_test=5000, **setting) -> dict:
     return r.pretrain.to_dict() | {"timings": r.timings}
 
 
-def theory_point(setting: dict) -> dict:
+def theory_point(setting: dict, seed: int = 0) -> dict:
     from state_evolution import solve_pretraining
 
     s = dict(setting)
-    sol = solve_pretraining(s.pop("alpha"), s.pop("delta"), s.pop("lam"), **s)
+    sol = solve_pretraining(s.pop("alpha"), s.pop("delta"), s.pop("lam"), seed=seed, **s)
     return sol.to_dict()
 
 

@@ -34,7 +34,9 @@ class ComparisonRow:
 
 @dataclass(frozen=True)
 class Extrapolation:
-    """Fit ``a + b D^{-power}``: intercept ``a ± a_se`` vs theory; ``chi2`` per degree of freedom."""
+    """Fit ``a + b D^{-power}``: intercept ``a ± a_se`` vs theory ``± theory_se`` (the theory's own
+    Monte Carlo error, 0 for closed forms); ``chi2`` per degree of freedom. ``z`` uses the combined
+    standard error ``√(a_se² + theory_se²)``."""
 
     metric: str
     power: float
@@ -43,17 +45,22 @@ class Extrapolation:
     slope: float
     chi2_dof: float
     theory: float
+    theory_se: float = 0.0
+
+    @property
+    def combined_se(self) -> float:
+        return float(np.hypot(self.se, self.theory_se))
 
     @property
     def z(self) -> float:
-        return (self.value - self.theory) / self.se if self.se > 0 else float("inf")
+        return (self.value - self.theory) / self.combined_se if self.combined_se > 0 else float("inf")
 
     @property
     def relative_gap(self) -> float:
         return abs(self.value - self.theory) / max(abs(self.theory), 1e-12)
 
     def agrees(self, n_se: float = 3.0, rel: float = 0.03) -> bool:
-        return abs(self.value - self.theory) <= n_se * self.se or self.relative_gap <= rel
+        return abs(self.value - self.theory) <= n_se * self.combined_se or self.relative_gap <= rel
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -81,9 +88,10 @@ def comparison_rows(metric: str, theory: float, by_D: dict) -> list[ComparisonRo
     return rows
 
 
-def extrapolate(rows: list[ComparisonRow], power: float = 1.0) -> Extrapolation:
+def extrapolate(rows: list[ComparisonRow], power: float = 1.0, theory_se: float = 0.0) -> Extrapolation:
     """Weighted least squares of ``mean = a + b D^{-power}`` (weights ``1/s.e.²``) over ``rows``.
 
+    ``theory_se``: Monte Carlo standard error of the theory value (enters the verdict).
     Needs at least 2 values of ``D``; with 2 the fit is exact and ``chi2_dof`` is NaN.
     """
     if len(rows) < 2:
@@ -100,7 +108,7 @@ def extrapolate(rows: list[ComparisonRow], power: float = 1.0) -> Extrapolation:
     dof = len(rows) - 2
     chi2 = float(resid @ resid / dof) if dof > 0 else float("nan")
     return Extrapolation(rows[0].metric, power, float(coef[0]), float(np.sqrt(cov[0, 0])), float(coef[1]), chi2,
-                         rows[0].theory)
+                         rows[0].theory, float(theory_se))
 
 
 def gap_shrinks(rows: list[ComparisonRow]) -> bool:

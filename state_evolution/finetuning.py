@@ -149,9 +149,9 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
     if x0.shape != (n_x,) or not np.all(np.isfinite(x0)):
         raise ValueError(f"init must be finite (m', q', V'{', c' if recalibrate else ''}), got {init!r}")
 
-    def project(x):
+    def project(x):  # the domain: q' ≥ m'²/ρ_v (Cauchy–Schwarz, ρ_v = 1), V' ≥ 0
         y = np.array(x, float)
-        y[1], y[2] = max(y[1], 1e-12), max(y[2], 0.0)
+        y[1], y[2] = max(y[1], y[0] ** 2, 1e-12), max(y[2], 0.0)
         return y
 
     sol = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=project,

@@ -56,6 +56,8 @@ def _root_polish(F, x, tol):
         return x, np.inf, 0
 
 
+MAX_EXTRAPOLATION = 10.0  # largest Anderson step, in units of the damped step
+MAX_INVALID_RUN = 8  # consecutive invalid iterates (η already at its floor) before giving up
 STALL = 12  # evaluations without a new best residual before Anderson mixing is abandoned
 
 
@@ -64,7 +66,8 @@ def _anderson_step(xs, fs, eta, reg=1e-10):
 
     With ``ΔX, ΔF`` the differences of consecutive columns, ``γ = argmin ‖f_k − ΔF γ‖²`` (Tikhonov
     ``reg`` relative to ``‖ΔF‖²``) and ``x⁺ = x_k + η f_k − (ΔX + η ΔF) γ``; with a single pair this
-    is the damped step ``x_k + η f_k``.
+    is the damped step ``x_k + η f_k``, which is also used when the mixed step is more than
+    ``MAX_EXTRAPOLATION`` times longer.
     """
     x, f = xs[-1], fs[-1]
     if len(xs) < 2:
@@ -74,7 +77,10 @@ def _anderson_step(xs, fs, eta, reg=1e-10):
     A = dF.T @ dF
     A += reg * (np.trace(A) + 1e-300) * np.eye(A.shape[0])
     gamma = np.linalg.solve(A, dF.T @ f)
-    return x + eta * f - (dX + eta * dF) @ gamma
+    step = eta * f - (dX + eta * dF) @ gamma
+    if not np.all(np.isfinite(step)) or np.linalg.norm(step) > MAX_EXTRAPOLATION * np.linalg.norm(eta * f):
+        return x + eta * f  # an extrapolation far beyond the damped step is not trusted
+    return x + step
 
 
 def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min=0.02, damping_max=1.0,
@@ -105,6 +111,7 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
     polished = False
     n_eval = 0
     since_best = 0  # evaluations since the best residual last improved
+    invalid_run = 0  # consecutive evaluations that raised InvalidIterate
 
     def restart_from_best():
         nonlocal eta, xs, fs
@@ -120,9 +127,15 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
             if best_x is None:
                 raise
             n_eval += 1
+            invalid_run += 1
             history.append(np.nan)
+            if invalid_run >= MAX_INVALID_RUN:
+                break  # no valid step left near the best iterate: report (root fallback below)
             x = restart_from_best()
+            if project is not None:
+                x = np.asarray(project(x), float)
             continue
+        invalid_run = 0
         if not np.all(np.isfinite(Fx)):
             raise FloatingPointError(f"state-evolution map returned non-finite values {Fx} at {x}")
         res = relative_residual(x, Fx)

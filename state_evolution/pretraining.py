@@ -75,9 +75,12 @@ def prior_map(params: PretrainParams, m_hat, q_hat, V_hat, draws=None):
     kappa = min(params.kappa, 1.0)
     if not (m_hat > 0 and q_hat > 0 and V_hat > 0):
         raise InvalidIterate(f"conjugates out of the prior's domain: m̂={m_hat:.3g}, q̂={q_hat:.3g}, V̂={V_hat:.3g}")
-    if draws is None:
-        return prior_overlaps_free(m_hat, q_hat, V_hat, params.lam, kappa0=params.kappa0, kappa=kappa)
-    return prior_overlaps_matrix(m_hat, q_hat, V_hat, params.lam, draws, kappa=kappa)
+    try:
+        if draws is None:
+            return prior_overlaps_free(m_hat, q_hat, V_hat, params.lam, kappa0=params.kappa0, kappa=kappa)
+        return prior_overlaps_matrix(m_hat, q_hat, V_hat, params.lam, draws, kappa=kappa)
+    except (OverflowError, FloatingPointError, ZeroDivisionError) as exc:  # far outside the useful range
+        raise InvalidIterate(f"prior integrals fail at m̂={m_hat:.3g}, q̂={q_hat:.3g}, V̂={V_hat:.3g}: {exc}") from exc
 
 
 def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0, activation="softmax",
@@ -138,12 +141,16 @@ def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fal
     x0 = np.zeros(3) if init is None else np.asarray(init, float)
     if x0.shape != (3,) or not np.all(np.isfinite(x0)):
         raise ValueError(f"init must be a finite (m, q, V) triple, got {init!r}")
-    project = lambda x: np.array([x[0], max(x[1], 0.0), max(x[2], 0.0)])  # noqa: E731
+    rho0 = params.rho0
+
+    def project(x):  # the domain of overlaps: q ≥ m²/ρ0 (Cauchy–Schwarz), V ≥ 0
+        return np.array([x[0], max(x[1], x[0] ** 2 / rho0, 0.0), max(x[2], 0.0)])
     n_coarse = getattr(channel, "n_samples", 0) // COARSE_FACTOR
     if init is None and n_coarse >= MIN_COARSE_SAMPLES:
         # coarse-to-fine: the wandering first phase on 1/8 of the samples, then the full samples from there
+        # (plain damping there: robust far from the fixed point; Anderson on the full samples)
         coarse = solve_fixed_point(state_map(channel.subset(n_coarse)), x0, tol=COARSE_TOL, max_iter=max_iter,
-                                   damping=damping, project=project, fallback=False)
+                                   damping=damping, project=project, fallback=False, anderson=0)
         x0 = coarse.value
     sol = solve_fixed_point(state_map(channel), x0, tol=tol, max_iter=max_iter, damping=damping, project=project,
                             fallback=fallback)

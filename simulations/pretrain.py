@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from solvable_attention.runtime import limit_blas_threads
+
 from .lbfgs import minimize_lbfgs
 from .objectives import (chunk_samples, factorized_objective, pretrain_loss,
                          pretrain_loss_and_grad)
@@ -61,14 +63,19 @@ def fit_proximal(X, Y, *, lam, activation, beta, kappa=1.0, chunk=4096, tol=1e-7
                  S_init=None, progress=None) -> tuple[jax.Array, FitInfo]:
     """FISTA with backtracking and adaptive (function-value) restart.
 
-    The eigendecompositions of the prox run in LAPACK (OpenBLAS) with one thread (set on import of
-    :mod:`solvable_attention`; otherwise ``eigh`` is 40–75× slower on 2 cores: 288 ms → 4.7 ms at
-    D = 200, benchmarks/bench_simulator.py).
+    The eigendecompositions of the prox run in LAPACK (OpenBLAS) with ONE thread: on a small
+    machine OpenBLAS threads fight XLA's pool and make ``eigh`` 40–75× slower (measured:
+    288 ms → 4.7 ms at D = 200 on 2 cores; benchmarks/bench_simulator.py).
 
     Stops when the prox-gradient mapping ``G = (Y_k − prox(Y_k − ∇L/L_k))·L_k`` satisfies
     ``‖G‖_F ≤ tol · max(‖∇L(0)‖_F, 1)``: the first-order optimality condition of the composite
     problem, scaled by the gradient at the origin.
     """
+    with limit_blas_threads(1):
+        return _fista(X, Y, lam, activation, beta, kappa, chunk, tol, max_iter, S_init, progress)
+
+
+def _fista(X, Y, lam, activation, beta, kappa, chunk, tol, max_iter, S_init, progress):
     D = X.shape[-1]
     R = student_rank(D, kappa)
     Xc, Yc, wc = chunk_samples(X, Y, chunk)

@@ -5,8 +5,9 @@
   jaxlib's CPU linear algebra (``eigh``, ``cholesky``, ``solve`` on batches) calls LAPACK from
   scipy's OpenBLAS *from XLA's own worker threads*; with OpenBLAS multithreaded as well we observed
   (jax 0.10.2, 2-core CPU) a 40–75× slower ``eigh`` and, worse, batched ``cholesky``/``solve`` inside
-  a jitted ``while_loop`` that never returned. The package calls it once on import
-  (:mod:`solvable_attention`); XLA's own matrix products do not use OpenBLAS and keep their threads.
+  a jitted ``while_loop`` that never returned (the theory's channels therefore use no LAPACK:
+  :mod:`state_evolution.small_linalg`). The simulator's FISTA prox (``eigh``) runs inside it; XLA's
+  own matrix products do not use OpenBLAS and keep their threads.
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ def float64(enabled: bool = True):
 
 
 def limit_blas_threads(n: int = 1):
-    """Cap every loaded BLAS/LAPACK (OpenBLAS, MKL) at ``n`` threads, process-wide; returns the limiter."""
+    """Cap every loaded BLAS/LAPACK (OpenBLAS, MKL) at ``n`` threads; use as a context manager
+    (``with limit_blas_threads(1): ...``), which restores the previous limits on exit."""
     from threadpoolctl import threadpool_limits
 
-    import numpy  # noqa: F401  (load numpy's and scipy's OpenBLAS so the cap reaches them)
-    import scipy.linalg  # noqa: F401
-    import jax.numpy as jnp
+    import numpy  # noqa: F401  (load numpy's and scipy's OpenBLAS so the cap reaches them; jaxlib's
+    import scipy.linalg  # noqa: F401  CPU LAPACK calls scipy's, through scipy.linalg.cython_lapack)
 
-    jnp.linalg.cholesky(jnp.eye(2))  # make jaxlib load its LAPACK (scipy's OpenBLAS) before capping
     return threadpool_limits(n, user_api="blas")

@@ -35,7 +35,7 @@ from .goe_coordinates import from_coordinates, goe_from_square, n_free_entries
 from .overlap_fields import student_teacher_fields
 from .prox_newton import solve_prox_multistart, start_towards
 from .small_linalg import solve
-from .sampling import gaussian_samples
+from .sampling import gaussian_samples, sample_mean_se
 
 
 def lora_loss(z, q_prime, c, H_hat, Y, activation, beta):
@@ -101,11 +101,6 @@ def _lora_test_samples(mp, qp, c, pre, consts, samples, activation):
     d = apply_activation(model, activation, beta) - target
     d0 = apply_activation(H_hat, activation, beta) - target
     return jnp.sum(d * d, axis=(-1, -2)), jnp.sum(d0 * d0, axis=(-1, -2))
-
-
-def mean_se(x) -> tuple[float, float]:
-    x = np.asarray(x)
-    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(x.size))
 
 
 @dataclass(frozen=True)
@@ -174,7 +169,7 @@ class LoraChannel:
             t, g, res, _ = _lora_statistics(mp, qp, Vp, c, self._pre, self._consts, self.samples,
                                             self.activation, self.noise, self.max_newton)
             a = self.alpha_prime
-            stats = {k: mean_se(v) for k, v in t.items()}
+            stats = {k: sample_mean_se(v) for k, v in t.items()}
             se = {"m_hat": a * stats["m"][1], "q_hat": a * stats["q"][1], "V_hat": a * stats["V"][1],
                   "ridge_shift": 2 * a * stats["dq"][1]}
             return LoraEvaluation(m_hat=a * stats["m"][0], q_hat=a * stats["q"][0], V_hat=a * stats["V"][0],
@@ -185,4 +180,4 @@ class LoraChannel:
         """``E'`` and ``E'_0`` (mean, s.e.) on fresh samples (same samples: common random numbers)."""
         with float64():
             e, e0 = _lora_test_samples(mp, qp, c, self._pre, self._consts, self.test_samples, self.activation)
-            return {"test_error": mean_se(e), "test_error_baseline": mean_se(e0)}
+            return {"test_error": sample_mean_se(e), "test_error_baseline": sample_mean_se(e0)}

@@ -38,7 +38,7 @@ from .loss_derivatives import loss_derivatives, loss_value
 from .overlap_fields import student_teacher_fields
 from .prox_newton import solve_prox_multistart, start_towards
 from .small_linalg import solve
-from .sampling import gaussian_samples
+from .sampling import gaussian_samples, sample_mean_se
 
 def per_sample_loss(h, Y, T, activation, beta):
     """``ℓ(Y, h) = ½ ‖Y − σ(H(h))‖²_F`` for whitened logits ``h`` (one sample; used as autodiff oracle)."""
@@ -87,11 +87,6 @@ def _test_error_samples(m, q, rho0, beta, xi0, xi1, T, activation):
     d = apply_activation(from_coordinates(omega, T), activation, beta) - \
         apply_activation(from_coordinates(h0, T), activation, beta)
     return jnp.sum(d * d, axis=(-1, -2))
-
-
-def _mean_se(x) -> tuple[float, float]:
-    x = np.asarray(x)
-    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(x.size))
 
 
 @dataclass(frozen=True)
@@ -143,10 +138,10 @@ class MonteCarloChannel:
                 m, q, V, p.rho0, p.delta, p.beta, self.xi0, self.xi1, self.noise_draw, p.T,
                 p.activation, p.noise, self.max_newton)
             s = 2 * p.alpha
-            (qh, qh_se), (Vh, Vh_se), (mh, mh_se) = _mean_se(q_t), _mean_se(V_t), _mean_se(m_t)
+            (qh, qh_se), (Vh, Vh_se), (mh, mh_se) = sample_mean_se(q_t), sample_mean_se(V_t), sample_mean_se(m_t)
             conj = Conjugates(m_hat=s * mh, q_hat=s * qh, V_hat=s * Vh, m_hat_se=s * mh_se,
                               q_hat_se=s * qh_se, V_hat_se=s * Vh_se)
-            return ChannelEvaluation(conjugates=conj, train_loss=_mean_se(train), prox_residual=float(res),
+            return ChannelEvaluation(conjugates=conj, train_loss=sample_mean_se(train), prox_residual=float(res),
                                      prox_iterations=int(iters))
 
     def conjugates(self, m, q, V) -> Conjugates:
@@ -159,5 +154,5 @@ class MonteCarloChannel:
         """``E = E‖σ(H_Ŝ) − σ(H0)‖²_F`` over the GOE pair with covariance ``[[q, m], [m, ρ0]]``: (mean, s.e.)."""
         p = self.params
         with float64():
-            return _mean_se(_test_error_samples(m, q, p.rho0, p.beta, self.test_xi0, self.test_xi1, p.T,
+            return sample_mean_se(_test_error_samples(m, q, p.rho0, p.beta, self.test_xi0, self.test_xi1, p.T,
                                                 p.activation))

@@ -171,17 +171,25 @@ def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fal
 
 
 def sweep_pretraining(lams, alpha, delta, *, progress=True, **kwargs) -> list[PretrainingSolution]:
-    """Solve along a sequence of ``λ`` with warm starts (one channel, same fixed samples)."""
+    """Solve along a sequence of ``λ`` with warm starts (one channel, same fixed samples).
+
+    ``kwargs`` as :func:`solve_pretraining`; ``init`` applies to the first ``λ``, each later one
+    starts from its predecessor's overlaps; ``channel`` (default: built once here) serves every ``λ``.
+    """
     from tqdm.auto import tqdm
 
     lams = list(lams)
     if not lams:
         return []
-    first = solve_pretraining(alpha, delta, lams[0], **kwargs)
-    out = [first]
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("init", "channel")}
-    channel = make_channel(first.params, n_samples=kwargs.get("n_samples", 2 ** 14),
-                           n_test_samples=kwargs.get("n_test_samples", 2 ** 17), seed=kwargs.get("seed", 0))
-    for lam in tqdm(lams[1:], disable=not progress, desc="λ sweep"):
-        out.append(solve_pretraining(alpha, delta, lam, init=out[-1].overlaps, channel=channel, **kwargs))
+    kwargs = dict(kwargs)
+    init, channel = kwargs.pop("init", None), kwargs.pop("channel", None)
+    if channel is None:
+        keys = ("T", "beta", "kappa0", "kappa", "activation", "noise")
+        params = PretrainParams(alpha=alpha, delta=delta, lam=lams[0], **{k: kwargs[k] for k in keys if k in kwargs})
+        channel = make_channel(params, n_samples=kwargs.get("n_samples", 2 ** 14),
+                               n_test_samples=kwargs.get("n_test_samples", 2 ** 17), seed=kwargs.get("seed", 0))
+    out = []
+    for lam in tqdm(lams, disable=not progress, desc="λ sweep"):
+        out.append(solve_pretraining(alpha, delta, lam, init=out[-1].overlaps if out else init, channel=channel,
+                                     **kwargs))
     return out

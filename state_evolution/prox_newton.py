@@ -12,7 +12,7 @@ sample's residual ``|g + ∇ℓ|`` is below ``tol`` (or after ``max_newton`` ste
 
 For a non-convex loss (softmax) the prox may have several local minima, and the state evolution
 needs the global one (the Moreau envelope is a minimum over ``h``). :func:`solve_prox_multistart`
-runs Newton from a few deterministic starts (e.g. ``h = ω`` and the zero-loss point of the label)
+therefore runs Newton from a few deterministic starts (e.g. ``h = ω`` and the zero-loss point of the label)
 and keeps, per sample, the lowest merit: the channel is then a *function* of the overlaps, never of
 the history of the solver (a warm start from the previous evaluation made it history dependent).
 """
@@ -27,20 +27,19 @@ from .small_linalg import cholesky, spd_solve
 _MAX_HALVINGS = 11  # step lengths 1, 1/4, …, 4⁻¹⁰
 
 
-def solve_prox(omega, V, g_init, loss, derivs, max_newton, tol=1e-11):
-    """Solve the batched prox from ``g_init``.
+def prox_objective(omega, V, g, loss):
+    """The prox objective in the variable ``g`` (``h = ω + Vg``), divided by ``V``:
+    ``V‖g‖²/2 + ℓ(ω + Vg)`` per sample (the merit of the line search and of the multistart choice)."""
+    return 0.5 * V * jnp.sum(g * g, axis=-1) + loss(omega + V * g)
 
-    Args:
-        omega: ``(n, K)`` centres; ``V``: scalar ``> 0`` or ``0``; ``g_init``: ``(n, K)``.
-        loss: ``h ↦ (n,)`` per-sample losses; ``derivs``: ``h ↦ ((n, K), (n, K, K))`` gradient and Hessian.
-    Returns:
-        ``(g*, ∇²ℓ(h*), max residual, Newton iterations)``.
-    """
+
+def _newton(omega, V, g_init, loss, derivs, max_newton, tol):
+    """The safeguarded Newton iterations from ``g_init``; returns ``(g, iterations)``."""
     K = omega.shape[-1]
     eye = jnp.eye(K, dtype=omega.dtype)
 
     def merit(g):
-        return 0.5 * V * jnp.sum(g * g, axis=-1) + loss(omega + V * g)
+        return prox_objective(omega, V, g, loss)
 
     def newton(carry):
         g, k, _ = carry
@@ -77,19 +76,24 @@ def solve_prox(omega, V, g_init, loss, derivs, max_newton, tol=1e-11):
         return (k < max_newton) & (err > tol)
 
     g, k, _ = jax.lax.while_loop(not_done, newton, (g_init, 0, jnp.asarray(jnp.inf, omega.dtype)))
-    grad, hess = derivs(omega + V * g)
-    return g, hess, jnp.max(jnp.abs(g + grad)), k
+    return g, k
 
 
 def solve_prox_multistart(omega, V, starts, loss, derivs, max_newton, tol=1e-11):
-    """:func:`solve_prox` from each ``g_init`` in ``starts``; per sample the lowest merit
-    ``V‖g‖²/2 + ℓ(ω + Vg)`` wins (ties: the first start). Returns as :func:`solve_prox` (residual of
-    the winners; Newton iterations summed over the starts)."""
+    """Solve the batched prox by Newton from each ``g_init`` in ``starts``; per sample the lowest
+    :func:`prox_objective` wins (ties: the first start).
+
+    Args:
+        omega: ``(n, K)`` centres; ``V``: scalar ``> 0`` or ``0``; ``starts``: ``(n, K)`` arrays.
+        loss: ``h ↦ (n,)`` per-sample losses; ``derivs``: ``h ↦ ((n, K), (n, K, K))`` gradient and Hessian.
+    Returns:
+        ``(g*, ∇²ℓ(h*), max residual |g + ∇ℓ| of the winners, Newton iterations summed over starts)``.
+    """
     g_best = val_best = None
     iters = 0
     for g_init in starts:
-        g, _, _, k = solve_prox(omega, V, g_init, loss, derivs, max_newton, tol)
-        val = 0.5 * V * jnp.sum(g * g, axis=-1) + loss(omega + V * g)
+        g, k = _newton(omega, V, g_init, loss, derivs, max_newton, tol)
+        val = prox_objective(omega, V, g, loss)
         iters = iters + k
         if g_best is None:
             g_best, val_best = g, val

@@ -2,9 +2,10 @@
 
 The channel expectations are smooth functions of ``d`` standard normals (``d = 2K + T²`` for the
 pre-training channel). Scrambled Sobol points mapped through the normal quantile reduce the
-variance of these averages several-fold over i.i.d. draws at the same cost (measured in
-``benchmarks/bench_theory.py``); different ``seed`` values give independent randomisations, whose
-spread is the honest Monte Carlo error of a whole fixed point (``mc_replicas`` in the solvers).
+variance of these averages over i.i.d. draws at the same cost (measured: seed-to-seed spread of the
+softmax fixed point's ``q`` at 2¹⁴ samples, see docs/theory.md §2.4); different ``seed`` values give
+independent randomisations, whose spread is the honest Monte Carlo error of a whole fixed point
+(``--mc-replicas`` of the validation campaigns, :func:`simulations.validation.replicate_theory`).
 """
 
 from __future__ import annotations
@@ -35,12 +36,7 @@ def gaussian_samples(n: int, shapes, seed: int, method: str = "sobol"):
         from solvable_attention.runtime import float64
 
         with float64():  # reproducible pseudo-random normals from jax.random
-            z = jax.random.normal(jax.random.PRNGKey(seed), (n, d), jnp.float64)
-        out, start = [], 0
-        for s_, size in zip(shapes, sizes):
-            out.append(z[:, start:start + size].reshape(z.shape[0], *s_))
-            start += size
-        return out
+            z = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (n, d), jnp.float64))
     else:
         raise ValueError(f"method must be 'sobol' or 'iid', got {method!r}")
     out, start = [], 0
@@ -48,3 +44,10 @@ def gaussian_samples(n: int, shapes, seed: int, method: str = "sobol"):
         out.append(np.ascontiguousarray(z[:, start:start + size]).reshape(z.shape[0], *s))
         start += size
     return out
+
+
+def sample_mean_se(x) -> tuple[float, float]:
+    """Mean of per-sample values and its standard error ``std(ddof=1)/√n`` (as i.i.d. draws: for
+    scrambled Sobol points an upper bound; the replica spread is the sharper estimate)."""
+    x = np.asarray(x)
+    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(x.size))

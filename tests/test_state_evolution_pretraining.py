@@ -146,3 +146,16 @@ def test_small_D_simulation_agrees_with_theory():
         v = np.array([getattr(r, k) for r in sims])
         se = v.std(ddof=1) / math.sqrt(v.size)
         assert abs(v.mean() - getattr(th, k)) < 4 * se + 0.06 * abs(getattr(th, k)), (k, v.mean(), getattr(th, k))
+
+
+def test_warm_started_sweep_matches_independent_solves():
+    # identity channel: convex ERM, unique fixed point; warm starts may only change the path, not the
+    # answer (both solved to relative residual 1e-10, so the overlaps agree to ~1e-8)
+    from state_evolution import sweep_pretraining
+
+    lams = [0.03, 0.1, 0.3]
+    swept = sweep_pretraining(lams, 0.1, 0.5, activation="identity", progress=False)
+    for lam, s in zip(lams, swept):
+        cold = solve_pretraining(0.1, 0.5, lam, activation="identity")
+        assert s.converged and s.params.lam == lam
+        np.testing.assert_allclose([s.m, s.q, s.V], [cold.m, cold.q, cold.V], rtol=1e-7)

@@ -8,9 +8,9 @@ fixed-point solver: :mod:`fixed_point`; stages: :mod:`pretraining`.
 from .bayes_optimal import BayesOptimalSolution, bayes_optimal
 from .fixed_point import ConvergenceWarning
 from .finetuning import (FinetuningSolution, StateEvolutionSolution, solve_finetuning,
-                         solve_state_evolution)
+                         solve_state_evolution, sweep_state_evolution)
 from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraining
 
-__all__ = ["solve_state_evolution", "solve_finetuning", "FinetuningSolution", "StateEvolutionSolution",
+__all__ = ["solve_state_evolution", "solve_finetuning", "sweep_state_evolution", "FinetuningSolution", "StateEvolutionSolution",
            "solve_pretraining", "sweep_pretraining", "PretrainingSolution", "ConvergenceWarning", "bayes_optimal",
            "BayesOptimalSolution"]

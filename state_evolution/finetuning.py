@@ -23,7 +23,7 @@ from solvable_attention.params import FinetuneParams
 
 from .channel_lora import LoraChannel
 from .fixed_point import InvalidIterate, solve_fixed_point, warn_if_not_converged
-from .pretraining import PretrainingSolution, solve_pretraining
+from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraining
 
 
 @dataclass(frozen=True)
@@ -189,3 +189,31 @@ def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3,
                             recalibrate=recalibrate, init=finetune_init, n_samples=n_samples,
                             n_test_samples=n_test_samples, seed=seed + 1, warn=warn)
     return StateEvolutionSolution(pretrain=pre, finetune=fine)
+
+
+def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progress=True, recalibrate=False,
+                          delta_prime=None, gamma=1.0, n_samples=2 ** 14, n_test_samples=2 ** 17, seed=0,
+                          warn=True, **setting) -> list[StateEvolutionSolution]:
+    """Both stages along a grid ``lams × lam_primes`` with warm starts (Figure 1's curves).
+
+    Pre-training is solved along ``lams`` (:func:`sweep_pretraining`: one channel, each ``λ`` started
+    from its predecessor); for each ``λ`` the LoRA fixed point is solved for every ``λ'`` in
+    ``lam_primes`` (``inf`` allowed), each started from the same ``λ'`` at the previous ``λ``.
+    ``setting``: ``T, beta, kappa0, kappa, activation, noise``. Returns one
+    :class:`StateEvolutionSolution` per ``(λ, λ')``, ``λ``-major (``λ'`` varies fastest).
+    """
+    from tqdm.auto import tqdm
+
+    lams, lam_primes = list(lams), list(lam_primes)
+    pres = sweep_pretraining(lams, alpha, delta, progress=False, n_samples=n_samples,
+                             n_test_samples=n_test_samples, seed=seed, warn=warn, **setting)
+    out, previous = [], {}
+    for pre in tqdm(pres, disable=not progress, desc="λ sweep (both stages)"):
+        for lp in lam_primes:
+            f = solve_finetuning(pre, alpha_prime, lp, delta_prime=delta_prime, gamma=gamma,
+                                 recalibrate=recalibrate and math.isfinite(lp), init=previous.get(lp),
+                                 n_samples=n_samples, n_test_samples=n_test_samples, seed=seed + 1, warn=warn)
+            if f.params.adapts and f.converged:
+                previous[lp] = (f.m, f.q, f.V, f.c)
+            out.append(StateEvolutionSolution(pretrain=pre, finetune=f))
+    return out

@@ -21,7 +21,7 @@ and, for recalibration, the stationarity of the scalar ``c``: ``E[∂ℓ/∂c] =
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import jax
@@ -32,6 +32,7 @@ from solvable_attention.activations import apply_activation
 from solvable_attention.runtime import float64
 
 from .goe_coordinates import from_coordinates, goe_from_square, n_free_entries
+from .loss_derivatives import logit_derivatives
 from .overlap_fields import student_teacher_fields
 from .prox_newton import solve_prox_multistart, start_towards
 from .small_linalg import solve
@@ -39,11 +40,40 @@ from .sampling import gaussian_samples, sample_mean_se
 
 
 def lora_loss(z, q_prime, c, H_hat, Y, activation, beta):
-    """``ℓ = ½‖Y' − σ(c Ĥ + z zᵀ − q' I)‖²_F`` for one sample."""
+    """``ℓ = ½‖Y' − σ(c Ĥ + z zᵀ − q' I)‖²_F`` for one sample (the autodiff oracle of :func:`lora_derivatives`)."""
     T = z.shape[-1]
     H = c * H_hat + jnp.outer(z, z) - q_prime * jnp.eye(T, dtype=z.dtype)
     r = Y - apply_activation(H, activation, beta)
     return 0.5 * jnp.sum(r * r)
+
+
+def lora_logits(z, q_prime, c, H_hat):
+    """Batched model logits ``c Ĥ + z zᵀ − q' I``, shape ``(n, T, T)``."""
+    T = z.shape[-1]
+    return c * H_hat + z[..., :, None] * z[..., None, :] - q_prime * jnp.eye(T, dtype=z.dtype)
+
+
+def lora_derivatives(z, q_prime, c, H_hat, Y, activation, beta):
+    """Closed-form derivatives of the batched LoRA loss (chain rule from :func:`logit_derivatives`).
+
+    With ``G = ∂ℓ/∂H``, ``R[a,c,d] = ∂²ℓ/∂H_ac∂H_ad`` at ``H = cĤ + zzᵀ − q'I`` and
+    ``P_k = ∂H/∂z_k = e_k zᵀ + z e_kᵀ``:
+
+        ∇_z ℓ = (G + Gᵀ) z,      ∇²_z ℓ = Σ_a P_k[a,:] R[a] P_l[a,:]ᵀ + G + Gᵀ,
+        ∂ℓ/∂q' = −tr G,          ∂ℓ/∂c = ⟨G, Ĥ⟩,      ∂²ℓ/∂c² = Σ_a Ĥ[a,:] R[a] Ĥ[a,:]ᵀ.
+
+    Returns ``(∇_z ℓ, ∇²_z ℓ, ∂ℓ/∂q', ∂ℓ/∂c, ∂²ℓ/∂c²)`` with shapes ``(n,T), (n,T,T), (n,), (n,), (n,)``.
+    """
+    T = z.shape[-1]
+    G, R = logit_derivatives(lora_logits(z, q_prime, c, H_hat), Y, activation, beta)
+    Gs = G + jnp.swapaxes(G, -1, -2)
+    eye = jnp.eye(T, dtype=z.dtype)
+    P = eye[None, :, :, None] * z[:, None, None, :] + z[:, None, :, None] * eye[None, :, None, :]  # (n,k,a,c)
+    hess = jnp.einsum("nkac,nacd,nlad->nkl", P, R, P) + Gs
+    dq = -jnp.trace(G, axis1=-2, axis2=-1)
+    dc = jnp.sum(G * H_hat, axis=(-1, -2))
+    dcc = jnp.einsum("nac,nacd,nad->n", H_hat, R, H_hat)
+    return jnp.einsum("nkc,nc->nk", Gs, z), hess, dq, dc, dcc
 
 
 def teacher_logits(H0, z_star, gamma, rho_v):
@@ -52,37 +82,40 @@ def teacher_logits(H0, z_star, gamma, rho_v):
     return H0 + gamma * (z_star[..., :, None] * z_star[..., None, :] - rho_v * jnp.eye(T, dtype=H0.dtype))
 
 
+def fresh_side_fields(m, q, rho0, G0, G1):
+    """Whitened ``(Ĥ, H0)`` of fresh samples: the GOE pair with covariance ``[[q, m], [m, ρ0]]`` per coordinate."""
+    H_hat_w, H0_w, _ = student_teacher_fields(m, q, rho0, G0, G1)
+    return H_hat_w, H0_w
+
+
 @partial(jax.jit, static_argnames=("activation", "noise", "max_newton"))
-def _lora_statistics(mp, qp, Vp, c, pre, consts, samples, activation, noise, max_newton):
-    m, q, rho0 = pre
+def _lora_statistics(mp, qp, Vp, c, side, consts, samples, activation, noise, max_newton):
+    """Per-sample terms whose (weighted) means give the conjugates; ``side = (Ĥ_w, H0_w)`` whitened."""
     rho_v, gamma, delta_p, beta = consts
-    xi0, xi1, G0, G1, noise_draw = samples
+    xi0, xi1, noise_draw = samples
     T = xi0.shape[-1]
     omega, z_star, c1 = student_teacher_fields(mp, qp, rho_v, xi0, xi1)
-    H_hat_w, H0_w, _ = student_teacher_fields(m, q, rho0, G0, G1)
-    H_hat, H0 = from_coordinates(H_hat_w, T), from_coordinates(H0_w, T)
+    H_hat, H0 = from_coordinates(side[0], T), from_coordinates(side[1], T)
     target = teacher_logits(H0, z_star, gamma, rho_v)
     if noise == "logits":
         Y = apply_activation(target + jnp.sqrt(delta_p) * goe_from_square(noise_draw), activation, beta)
     else:
         Y = apply_activation(target, activation, beta) + jnp.sqrt(delta_p) * noise_draw
 
-    one = lambda z, Hh, y: lora_loss(z, qp, c, Hh, y, activation, beta)  # noqa: E731
-    loss = lambda z: jax.vmap(one)(z, H_hat, Y)  # noqa: E731
-    derivs = lambda z: (jax.vmap(jax.grad(one))(z, H_hat, Y), jax.vmap(jax.hessian(one))(z, H_hat, Y))  # noqa: E731
+    def loss(z):
+        r = Y - apply_activation(lora_logits(z, qp, c, H_hat), activation, beta)
+        return 0.5 * jnp.sum(r * r, axis=(-1, -2))
+
+    def derivs(z):
+        return lora_derivatives(z, qp, c, H_hat, Y, activation, beta)[:2]
+
     # two starts, z = ω and z = z* (the teacher's field); the lower LoRA objective wins (non-convex in z)
     starts = (jnp.zeros_like(omega), start_towards(omega, Vp, z_star))
-    g, hess, residual, iters = solve_prox_multistart(omega, Vp, starts, loss, derivs, max_newton)
+    g, _, residual, iters = solve_prox_multistart(omega, Vp, starts, loss, derivs, max_newton)
     z = omega + Vp * g
-    dq = jax.vmap(jax.grad(lora_loss, argnums=1), in_axes=(0, None, None, 0, 0, None, None))(
-        z, qp, c, H_hat, Y, activation, beta)
-    dc_fn = jax.grad(lora_loss, argnums=2)
-    dc = jax.vmap(dc_fn, in_axes=(0, None, None, 0, 0, None, None))(z, qp, c, H_hat, Y, activation, beta)
-    dcc = jax.vmap(jax.grad(dc_fn, argnums=2), in_axes=(0, None, None, 0, 0, None, None))(
-        z, qp, c, H_hat, Y, activation, beta)
+    _, hess, dq, dc, dcc = lora_derivatives(z, qp, c, H_hat, Y, activation, beta)
     terms = dict(q=jnp.sum(g * g, -1), V=jnp.trace(solve(jnp.eye(T, dtype=g.dtype) + Vp * hess, hess), axis1=-2, axis2=-1),
-                 m=jnp.sum(g * xi1, -1) / jnp.maximum(c1, 1e-300), dq=dq, dc=dc, dcc=dcc,
-                 train=2 * jax.vmap(one)(z, H_hat, Y))
+                 m=jnp.sum(g * xi1, -1) / jnp.maximum(c1, 1e-300), dq=dq, dc=dc, dcc=dcc, train=2 * loss(z))
     return terms, g, residual, iters
 
 
@@ -94,11 +127,10 @@ def _lora_test_samples(mp, qp, c, pre, consts, samples, activation):
     xi0, xi1, G0, G1 = samples
     T = xi0.shape[-1]
     z, z_star, _ = student_teacher_fields(mp, qp, rho_v, xi0, xi1)
-    H_hat_w, H0_w, _ = student_teacher_fields(m, q, rho0, G0, G1)
+    H_hat_w, H0_w = fresh_side_fields(m, q, rho0, G0, G1)
     H_hat, H0 = from_coordinates(H_hat_w, T), from_coordinates(H0_w, T)
     target = apply_activation(teacher_logits(H0, z_star, gamma, rho_v), activation, beta)
-    model = c * H_hat + z[..., :, None] * z[..., None, :] - qp * jnp.eye(T, dtype=z.dtype)
-    d = apply_activation(model, activation, beta) - target
+    d = apply_activation(lora_logits(z, qp, c, H_hat), activation, beta) - target
     d0 = apply_activation(H_hat, activation, beta) - target
     return jnp.sum(d * d, axis=(-1, -2)), jnp.sum(d0 * d0, axis=(-1, -2))
 
@@ -124,6 +156,13 @@ class LoraChannel:
     """Fixed-sample LoRA channel for a pre-training state ``(m, q, ρ0)`` and fine-tuning setting.
 
     ``activation, beta, noise`` as pre-training; ``alpha_prime, delta_prime, gamma``; ``rho_v = 1``.
+    ``samples = (ξ0, ξ1, G0, G1, noise)`` training draws, ``test_samples = (ξ0, ξ1, G0, G1)``.
+
+    Hooks for variants whose fine-tuning samples are not fresh (reuse, active selection;
+    docs/theory.md §4–5): ``side_fields = (Ĥ_w, H0_w)``, two ``(n_samples, K)`` arrays of whitened
+    coordinates replacing the fresh GOE pair of the training side, and ``weights``, ``(n_samples,)``
+    non-negative importance weights of the training samples (every training expectation and its
+    s.e. become weighted; normalised here). The test errors always use fresh, unweighted samples.
     """
 
     m: float
@@ -139,11 +178,13 @@ class LoraChannel:
     test_samples: tuple
     rho_v: float = 1.0
     max_newton: int = 60
+    side_fields: tuple | None = None
+    weights: object = None
 
     @classmethod
     def create(cls, *, m, q, rho0, T, alpha_prime, delta_prime, gamma, activation, beta, noise,
                n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1, max_newton=60,
-               sampling="sobol") -> "LoraChannel":
+               sampling="sobol", side_fields=None, weights=None) -> "LoraChannel":
         """Fixed samples from ``seed``: scrambled Sobol by default, ``"iid"`` on request (:mod:`state_evolution.sampling`)."""
         K = n_free_entries(T)
         train = gaussian_samples(int(n_samples), [(T,), (T,), (K,), (K,), (T, T)], seed, sampling)
@@ -151,9 +192,35 @@ class LoraChannel:
         with float64():
             samples = tuple(jnp.asarray(x, jnp.float64) for x in train)
             test = tuple(jnp.asarray(x, jnp.float64) for x in test)
-        return cls(m=float(m), q=float(q), rho0=float(rho0), alpha_prime=float(alpha_prime),
-                   delta_prime=float(delta_prime), gamma=float(gamma), activation=activation, beta=float(beta),
-                   noise=noise, samples=samples, test_samples=test, max_newton=max_newton)
+        channel = cls(m=float(m), q=float(q), rho0=float(rho0), alpha_prime=float(alpha_prime),
+                      delta_prime=float(delta_prime), gamma=float(gamma), activation=activation, beta=float(beta),
+                      noise=noise, samples=samples, test_samples=test, max_newton=max_newton)
+        return channel.conditioned(side_fields, weights) if (side_fields is not None or weights is not None) \
+            else channel
+
+    def conditioned(self, side_fields=None, weights=None) -> "LoraChannel":
+        """The same channel with training-side fields ``(Ĥ_w, H0_w)`` and/or importance ``weights`` (validated)."""
+        n, K = self.samples[2].shape
+        with float64():
+            if side_fields is not None:
+                side_fields = tuple(jnp.asarray(a, jnp.float64) for a in side_fields)
+                if len(side_fields) != 2 or any(a.shape != (n, K) for a in side_fields):
+                    raise ValueError(f"side_fields must be two arrays of shape ({n}, {K}), got "
+                                     f"{[getattr(a, 'shape', None) for a in side_fields]}")
+                if not all(bool(jnp.all(jnp.isfinite(a))) for a in side_fields):
+                    raise ValueError("side_fields must be finite")
+            if weights is not None:
+                weights = np.asarray(weights, float)
+                if weights.shape != (n,) or not np.all(np.isfinite(weights)) or np.any(weights < 0) \
+                        or weights.sum() <= 0:
+                    raise ValueError(f"weights must be {n} finite non-negative numbers with a positive sum")
+        return replace(self, side_fields=side_fields, weights=weights)
+
+    def with_pretraining(self, m, q, rho0=None) -> "LoraChannel":
+        """The same fixed samples at another pre-training state (warm sweeps over ``λ``; no new draws)."""
+        if self.side_fields is not None:
+            raise ValueError("a channel with explicit side_fields is tied to its pre-training state")
+        return replace(self, m=float(m), q=float(q), rho0=self.rho0 if rho0 is None else float(rho0))
 
     @property
     def _pre(self):
@@ -163,13 +230,21 @@ class LoraChannel:
     def _consts(self):
         return (self.rho_v, self.gamma, self.delta_prime, self.beta)
 
+    def training_side_fields(self):
+        """Whitened ``(Ĥ, H0)`` of the training samples: ``side_fields`` or the fresh GOE pair."""
+        if self.side_fields is not None:
+            return self.side_fields
+        with float64():
+            return fresh_side_fields(self.m, self.q, self.rho0, self.samples[2], self.samples[3])
+
     def evaluate(self, mp, qp, Vp, c=1.0) -> LoraEvaluation:
         """The LoRA channel at ``(m', q', V', c)`` (a pure function of them)."""
+        xi0, xi1, _, _, noise_draw = self.samples
         with float64():
-            t, g, res, _ = _lora_statistics(mp, qp, Vp, c, self._pre, self._consts, self.samples,
-                                            self.activation, self.noise, self.max_newton)
+            t, g, res, _ = _lora_statistics(mp, qp, Vp, c, self.training_side_fields(), self._consts,
+                                            (xi0, xi1, noise_draw), self.activation, self.noise, self.max_newton)
             a = self.alpha_prime
-            stats = {k: sample_mean_se(v) for k, v in t.items()}
+            stats = {k: sample_mean_se(v, self.weights) for k, v in t.items()}
             se = {"m_hat": a * stats["m"][1], "q_hat": a * stats["q"][1], "V_hat": a * stats["V"][1],
                   "ridge_shift": 2 * a * stats["dq"][1]}
             return LoraEvaluation(m_hat=a * stats["m"][0], q_hat=a * stats["q"][0], V_hat=a * stats["V"][0],

@@ -43,26 +43,35 @@ def loss_value(h, Y, T, activation, beta):
     return 0.5 * jnp.sum(r * r, axis=(-1, -2))
 
 
-def loss_derivatives(h, Y, T, activation, beta):
-    """``(∇_h ℓ, ∇²_h ℓ)`` for a batch, shapes ``(n, K)`` and ``(n, K, K)``."""
-    M = jnp.asarray(coordinate_map(T), dtype=h.dtype)
-    H = from_coordinates(h, T)
+def logit_derivatives(H, Y, activation, beta):
+    """Derivatives of ``ℓ = ½‖Y − σ(H)‖²_F`` in the ``T²`` entries of ``H`` taken as independent.
+
+    Returns ``(∂ℓ/∂H, R)`` of shapes ``(n, T, T)`` and ``(n, T, T, T)`` with
+    ``R[a, c, d] = ∂²ℓ/∂H_ac ∂H_ad`` (the Hessian is block diagonal over the rows ``a``: softmax acts
+    row-wise; identity ``R[a, c, d] = (β/T)² δ_cd``). Chain rules to any parametrisation of ``H``
+    (whitened coordinates here, the LoRA field ``z`` in :mod:`state_evolution.channel_lora`) contract these.
+    """
+    T = H.shape[-1]
+    eye = jnp.eye(T, dtype=H.dtype)
     if activation == "identity":
         c = beta / T
-        grad_H = -c * (Y - c * H)
-        hess_h = (c * c) * jnp.einsum("ack,acl->kl", M, M)
-        return jnp.einsum("nac,ack->nk", grad_H, M), jnp.broadcast_to(hess_h, (*h.shape, h.shape[-1]))
+        return -c * (Y - c * H), jnp.broadcast_to((c * c) * eye, (*H.shape, T))
     p = apply_activation(H, activation, beta)
     r = Y - p
     s = jnp.sum(r * p, axis=-1, keepdims=True)  # (n, T, 1)
     grad_H = -beta * p * (r - s)
-    eye = jnp.eye(T, dtype=h.dtype)
     J = p[..., :, None] * eye - p[..., :, None] * p[..., None, :]  # (n, a, b, c)
     JJ = jnp.einsum("nabc,nabd->nacd", J, J)
     diag_part = (p * (r - s))[..., :, None] * eye  # (n, a, c, d)
     pp = p[..., :, None] * p[..., None, :]  # (n, a, c, d)
     rr = r[..., :, None] + r[..., None, :] - 2 * s[..., None]
-    hess_H = beta ** 2 * (JJ - diag_part + pp * rr)
+    return grad_H, beta ** 2 * (JJ - diag_part + pp * rr)
+
+
+def loss_derivatives(h, Y, T, activation, beta):
+    """``(∇_h ℓ, ∇²_h ℓ)`` for a batch, shapes ``(n, K)`` and ``(n, K, K)`` (chain rule through ``M``)."""
+    M = jnp.asarray(coordinate_map(T), dtype=h.dtype)
+    grad_H, hess_rows = logit_derivatives(from_coordinates(h, T), Y, activation, beta)
     grad_h = jnp.einsum("nac,ack->nk", grad_H, M)
-    hess_h = jnp.einsum("ack,nacd,adl->nkl", M, hess_H, M)
+    hess_h = jnp.einsum("ack,nacd,adl->nkl", M, hess_rows, M)
     return grad_h, hess_h

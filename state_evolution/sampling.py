@@ -46,8 +46,18 @@ def gaussian_samples(n: int, shapes, seed: int, method: str = "sobol"):
     return out
 
 
-def sample_mean_se(x) -> tuple[float, float]:
+def sample_mean_se(x, weights=None) -> tuple[float, float]:
     """Mean of per-sample values and its standard error ``std(ddof=1)/√n`` (as i.i.d. draws: for
-    scrambled Sobol points an upper bound; the replica spread is the sharper estimate)."""
+    scrambled Sobol points an upper bound; the replica spread is the sharper estimate).
+
+    With importance ``weights`` (non-negative, normalised here to ``w_i``, ``Σ w_i = 1``): the weighted
+    mean ``Σ w_i x_i`` and the delta-method s.e. ``√(Σ w_i² (x_i − x̄)²)`` (``= std/√n`` for equal weights
+    up to the ``ddof`` factor).
+    """
     x = np.asarray(x)
-    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(x.size))
+    if weights is None:
+        return float(x.mean()), float(x.std(ddof=1) / np.sqrt(x.size))
+    w = np.asarray(weights, float)
+    w = w / w.sum()
+    mean = float(np.sum(w * x))
+    return mean, float(np.sqrt(np.sum(w * w * (x - mean) ** 2)))

@@ -99,3 +99,59 @@ def test_non_convergence_is_reported(identity_pre):
     with pytest.warns(ConvergenceWarning):
         f = solve_finetuning(identity_pre, 3.0, 1.0, max_iter=2, fallback=False, **FAST)
     assert not f.converged and f.iterations == 2 and f.residual > 1e-6
+
+
+@pytest.mark.parametrize("activation", ["identity", "softmax"])
+def test_lora_derivatives_match_automatic_differentiation(activation):
+    """The closed-form chain rule of channel_lora.lora_derivatives against jax.grad/jax.hessian of the
+    plain per-sample loss (the slow oracle); float64 round-off tolerance."""
+    import jax
+    import jax.numpy as jnp
+
+    from state_evolution.channel_lora import lora_derivatives, lora_loss
+
+    k = jax.random.split(jax.random.PRNGKey(3), 3)
+    n, T, qp, c, beta = 64, 3, 0.37, 0.8, 1.3
+    z = jax.random.normal(k[0], (n, T))
+    A = jax.random.normal(k[1], (n, T, T))
+    H_hat = A + jnp.swapaxes(A, 1, 2)
+    Y = jax.nn.softmax(jax.random.normal(k[2], (n, T, T)), -1)
+    got = lora_derivatives(z, qp, c, H_hat, Y, activation, beta)
+    one = lambda z, q, c, H, y: lora_loss(z, q, c, H, y, activation, beta)  # noqa: E731
+    ax = (0, None, None, 0, 0)
+    want = (jax.vmap(jax.grad(one), ax)(z, qp, c, H_hat, Y), jax.vmap(jax.hessian(one), ax)(z, qp, c, H_hat, Y),
+            jax.vmap(jax.grad(one, 1), ax)(z, qp, c, H_hat, Y), jax.vmap(jax.grad(one, 2), ax)(z, qp, c, H_hat, Y),
+            jax.vmap(jax.grad(jax.grad(one, 2), 2), ax)(z, qp, c, H_hat, Y))
+    for name, a, b in zip(("grad", "hess", "dq", "dc", "dcc"), got, want):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_channel_hooks_uniform_weights_and_fresh_side_fields_change_nothing(identity_pre):
+    """The reuse/selection hooks of LoraChannel: explicit fresh side fields and uniform weights give the
+    same evaluation as the default channel (exactly, same samples); bad hooks are rejected."""
+    from solvable_attention.params import FinetuneParams
+    from state_evolution.finetuning import make_lora_channel
+
+    ch = make_lora_channel(identity_pre, FinetuneParams(alpha_prime=3.0, lam_prime=1.0, delta_prime=0.5),
+                           n_samples=2 ** 10, n_test_samples=2 ** 10)
+    n = ch.samples[0].shape[0]
+    hooked = ch.conditioned(side_fields=ch.training_side_fields(), weights=np.full(n, 2.5))
+    a, b = ch.evaluate(0.4, 0.3, 0.5), hooked.evaluate(0.4, 0.3, 0.5)
+    for k in ("m_hat", "q_hat", "V_hat", "ridge_shift"):
+        assert getattr(b, k) == pytest.approx(getattr(a, k), rel=1e-12), k
+    # 0/1 weights: the weighted mean and s.e. are the plain ones over the kept samples
+    from state_evolution.sampling import sample_mean_se
+
+    x = np.random.default_rng(0).standard_normal(n)
+    keep = np.arange(n) % 3 == 0
+    mean, se = sample_mean_se(x, keep.astype(float))
+    assert mean == pytest.approx(x[keep].mean(), rel=1e-12)
+    assert se == pytest.approx(x[keep].std(ddof=0) / np.sqrt(keep.sum()), rel=1e-12)
+    sub = ch.conditioned(weights=keep.astype(float)).evaluate(0.4, 0.3, 0.5)
+    assert sub.q_hat != pytest.approx(a.q_hat, rel=1e-6)
+    with pytest.raises(ValueError, match="weights"):
+        ch.conditioned(weights=-np.ones(n))
+    with pytest.raises(ValueError, match="side_fields"):
+        ch.conditioned(side_fields=(np.zeros((n, 2)), np.zeros((n, 2))))
+    with pytest.raises(ValueError, match="side_fields"):
+        hooked.with_pretraining(0.1, 0.2)

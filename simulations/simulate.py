@@ -29,7 +29,7 @@ from .pretrain import fit_factorized, fit_proximal
 METHODS = ("proximal", "factorized")
 
 # Independent streams of one seed (jax.random.fold_in tags).
-_TEACHER, _PRE_X, _PRE_NOISE, _PRE_INIT, _FT_X, _FT_NOISE, _FT_INIT, _PRE_TEST, _FT_TEST, _REUSE = range(10)
+_TEACHER, _PRE_X, _PRE_NOISE, _PRE_INIT, _FT_X, _FT_NOISE, _FT_INIT, _PRE_TEST, _FT_TEST, _REUSE, _SELECT = range(11)
 
 
 class _AsDict:
@@ -131,8 +131,14 @@ def simulate_variants(D, alpha, alpha_prime, delta, lam, *, variants, seed=0, T=
                       noise="logits", n_test=20000, x64=True, pretrain_tol=1e-7, chunk=4096,
                       progress=None) -> list[SimulationResult]:
     """One pre-training, several fine-tunings of it: ``variants`` is a list of dicts with keys among
-    ``lam_prime, reuse, recalibrate`` (defaults 1.0, False, False). Same data, teacher and test inputs
-    for every variant (common random numbers), so differences between variants are sharp."""
+    ``lam_prime, reuse, recalibrate, select`` (defaults 1.0, False, False, None). Same data, teacher and
+    test inputs for every variant (common random numbers), so differences between variants are sharp.
+
+    ``select=dict(strategy=..., pool_ratio=...)``: active fine-tuning. A pool of ``round(pool_ratio·D)``
+    candidates (fresh inputs, or with ``reuse`` the first ones of the same random permutation of the
+    pre-training set) is scored by the strategy (:func:`solvable_attention.active.select`; label-based
+    strategies see the pre-training labels) and the ``n' = round(α'D)`` best are labelled by the
+    fine-tuning teacher with fresh noise. ``strategy="random", pool_ratio=α'`` is the plain variant."""
     D = check_dimension(D)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -140,14 +146,51 @@ def simulate_variants(D, alpha, alpha_prime, delta, lam, *, variants, seed=0, T=
         raise ValueError(f"n_test must be a positive integer, got {n_test!r}")
     settings = []
     for v in variants:
-        unknown = set(v) - {"lam_prime", "reuse", "recalibrate"}
+        unknown = set(v) - {"lam_prime", "reuse", "recalibrate", "select"}
         if unknown:
-            raise ValueError(f"variants may only set lam_prime, reuse, recalibrate; got {sorted(unknown)}")
-        settings.append(make_params(alpha, alpha_prime, delta, lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa,
-                                    gamma=gamma, activation=activation, delta_prime=delta_prime, noise=noise,
-                                    **v))
+            raise ValueError(f"variants may only set lam_prime, reuse, recalibrate, select; got {sorted(unknown)}")
+        v = dict(v)
+        sel = _check_select(v.pop("select", None), D, alpha_prime)
+        settings.append((*make_params(alpha, alpha_prime, delta, lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa,
+                                      gamma=gamma, activation=activation, delta_prime=delta_prime, noise=noise,
+                                      **v), sel))
     with float64(bool(x64)):
         return _simulate(D, settings, int(seed), method, int(n_test), pretrain_tol, chunk, progress)
+
+
+def _check_select(sel, D, alpha_prime):
+    """Validated ``(strategy, n_pool)`` of a ``select`` variant key, or ``None``."""
+    if sel is None:
+        return None
+    from solvable_attention.active import get_strategy
+
+    if not isinstance(sel, dict) or set(sel) - {"strategy", "pool_ratio"}:
+        raise ValueError(f"select must be dict(strategy=..., pool_ratio=...), got {sel!r}")
+    get_strategy(sel.get("strategy", "random"))
+    pr = float(sel.get("pool_ratio", alpha_prime))
+    if not (math.isfinite(pr) and pr >= alpha_prime):
+        raise ValueError(f"select pool_ratio must be finite and >= alpha_prime = {alpha_prime}, got {pr!r}")
+    return sel.get("strategy", "random"), max(1, int(round(pr * D)))
+
+
+def _finetune_inputs(key_of, fine, sel, X, Y, S_hat, pre, D, dtype):
+    """The ``n'`` fine-tuning inputs of a variant: fresh, reused, or actively selected from a pool."""
+    from solvable_attention.active import select
+
+    n_ft, n = max(1, int(round(fine.alpha_prime * D))), X.shape[0]
+    n_pool = n_ft if sel is None else sel[1]
+    if fine.reuse:
+        if n_pool > n:
+            raise ValueError(f"reuse=True needs a pool of {n_pool} <= n = {n} pre-training inputs (α_pool·D <= α·D²)")
+        pool = jax.random.permutation(key_of(_REUSE), n)[:n_pool]
+        pool_X, pool_Y = X[pool], Y[pool]
+    else:
+        pool_X, pool_Y = sample_inputs(key_of(_FT_X), n_pool, pre.T, D, dtype), None
+    if sel is None:
+        return pool_X
+    idx = select(pool_X, n_ft, sel[0], S_hat=S_hat, pool_Y=pool_Y, key=key_of(_SELECT),
+                 activation=pre.activation, beta=pre.beta)
+    return pool_X[np.sort(idx)]
 
 
 def _simulate(D, settings, seed, method, n_test, tol, chunk, progress):
@@ -178,16 +221,10 @@ def _simulate(D, settings, seed, method, n_test, tol, chunk, progress):
     timings["pretrain_metrics"] = time.perf_counter() - t0
 
     results = []
-    for pre_v, fine in settings:
+    for pre_v, fine, sel in settings:
         t_ft = dict(timings)
         t0 = time.perf_counter()
-        n_ft = max(1, int(round(fine.alpha_prime * D)))
-        if fine.reuse:
-            if n_ft > n:
-                raise ValueError(f"reuse=True needs n' = {n_ft} <= n = {n} pre-training inputs")
-            Xf = X[jax.random.permutation(k(_REUSE), n)[:n_ft]]
-        else:
-            Xf = sample_inputs(k(_FT_X), n_ft, pre.T, D, dtype)
+        Xf = _finetune_inputs(k, fine, sel, X, Y, S_hat, pre, D, dtype)
         Yf = sample_labels(k(_FT_NOISE), teacher.S1, Xf, fine.delta_prime, pre.activation, pre.beta, pre.noise)
         H_hat = pretrain_logits_all(S_hat, Xf)
         fit = fit_lora(H_hat, Xf, Yf, k(_FT_INIT), lam_prime=fine.lam_prime, activation=pre.activation,

@@ -121,14 +121,17 @@ def plot(settings, records, theories, activation, path, metrics, title):
 
 
 def run_campaign(argv, *, settings, quick_settings, point_fn, theory_fn, metrics, plot_metrics, title,
-                 default_out, default_report, figure_prefix, notes=""):
-    """Command line of a campaign: ``[--out DIR] [--D ...] [--seeds N] [--workers W] [--quick] [--report F]``."""
+                 default_out, default_report, figure_prefix, notes="", default_D=(50, 100, 150, 200),
+                 default_seeds=6, quick_D=(20, 30)):
+    """Command line of a campaign: ``[--out DIR] [--D ...] [--seeds N] [--workers W] [--quick] [--report F]``.
+
+    ``--quick``: ``quick_settings`` at ``D ∈ quick_D`` with 2 seeds."""
     ap = argparse.ArgumentParser(description=title)
     ap.add_argument("--out", default=default_out)
-    ap.add_argument("--D", type=int, nargs="+", default=[50, 100, 150, 200])
-    ap.add_argument("--seeds", type=int, default=6)
+    ap.add_argument("--D", type=int, nargs="+", default=list(default_D))
+    ap.add_argument("--seeds", type=int, default=default_seeds)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--quick", action="store_true", help="few settings, D in {20, 30}, 2 seeds")
+    ap.add_argument("--quick", action="store_true", help=f"few settings, D in {set(quick_D)}, 2 seeds")
     ap.add_argument("--report", default=default_report)
     ap.add_argument("--figures", default="docs/figures")
     ap.add_argument("--mc-replicas", type=int, default=4,
@@ -136,7 +139,7 @@ def run_campaign(argv, *, settings, quick_settings, point_fn, theory_fn, metrics
     args = ap.parse_args(argv)
     Ds, seeds = args.D, args.seeds
     if args.quick:
-        settings, Ds, seeds = quick_settings, [20, 30], 2
+        settings, Ds, seeds = quick_settings, list(quick_D), 2
     points = [dict(setting, D=D, seed=s) for setting in settings for D in Ds for s in range(seeds)]
     points.sort(key=lambda p: p["D"])  # cheap points first: early feedback
     records = run_sweep(point_fn, points, args.out, workers=args.workers, desc="simulations")

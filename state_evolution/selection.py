@@ -1,0 +1,151 @@
+"""Reuse and active selection in the fine-tuning state evolution (docs/theory.md §5).
+
+The LoRA channel (:mod:`state_evolution.channel_lora`) needs, per training sample, the frozen
+logits and the teacher bulk ``(Ĥ, H0)``; everything else (``z, z*``, the fine-tuning noise) is
+independent of them and of how the samples were chosen. Two variants change only this law:
+
+* **fresh candidates**: ``(Ĥ, H0)`` is the GOE pair of the pre-training fixed point,
+  ``ĥ = √q ξ0``, ``h0 = (m/√q) ξ0 + √(ρ0 − m²/q) ξ1`` per whitened coordinate; no pre-training label.
+* **reuse** (candidates are pre-training samples): the pre-training output channel at its fixed
+  point ``(m, q, V)``, i.e. the *training* law: with the cavity field ``ω = √q ξ0``, the teacher
+  field ``h0`` as above, the pre-training label ``Y = σ(H(h0) + √Δ Ξ)`` and the prox
+  ``g*`` (:mod:`state_evolution.channel_softmax`),
+
+      ĥ = ω + V g*(ω, Y),      h0,      Y.
+
+**Selection** of a fraction ``φ = α'/α_pool`` of the candidates by a strategy's score
+``s(Ĥ, Y)`` (:mod:`solvable_attention.active`) conditions this law on ``s > t_φ`` (``t_φ`` the
+``1 − φ`` quantile): the importance weight ``1{s > t_φ}/φ``. We sample the conditioned law by
+keeping the top ``n`` of ``n/φ`` candidate draws (the same estimator with the zero-weight samples
+discarded, so that the prox is not solved on them), and hand the kept ``(ĥ, h0)`` to the LoRA
+channel as its ``side_fields``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+
+from solvable_attention.active import Strategy, get_strategy, top_k
+from solvable_attention.runtime import float64
+
+from .goe_coordinates import from_coordinates, n_free_entries
+from .overlap_fields import student_teacher_fields
+from .sampling import gaussian_samples
+
+
+@dataclass(frozen=True)
+class CandidateFields:
+    """Fields of ``n`` candidate samples: whitened ``ĥ, h0`` ``(n, K)`` and the pre-training labels
+    ``Y`` ``(n, T, T)`` (``None`` for fresh candidates)."""
+
+    H_hat_w: np.ndarray
+    H0_w: np.ndarray
+    Y: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.H_hat_w.shape[0])
+
+    def take(self, idx) -> "CandidateFields":
+        idx = np.asarray(idx)
+        return CandidateFields(self.H_hat_w[idx], self.H0_w[idx], None if self.Y is None else self.Y[idx])
+
+    def scores(self, strategy: Strategy, key=None) -> np.ndarray:
+        """The strategy's score of each candidate: the same function as :func:`solvable_attention.active.select`."""
+        T = int(round((math.sqrt(8 * self.H_hat_w.shape[1] + 1) - 1) / 2))
+        with float64():
+            return np.asarray(strategy.score(from_coordinates(self.H_hat_w, T), self.Y, key))
+
+
+def fresh_candidates(pre, n: int, seed: int, sampling: str = "iid") -> CandidateFields:
+    """``n`` fresh samples: the GOE pair ``(ĥ, h0)`` with covariance ``[[q, m], [m, ρ0]]`` per coordinate."""
+    K = n_free_entries(pre.params.T)
+    G0, G1 = gaussian_samples(int(n), [(K,), (K,)], seed, sampling)
+    with float64():
+        h, h0, _ = student_teacher_fields(pre.m, pre.q, pre.rho0, G0, G1)
+        return CandidateFields(np.asarray(h), np.asarray(h0))
+
+
+def reuse_candidates(pre, n: int, seed: int, sampling: str = "iid") -> CandidateFields:
+    """``n`` pre-training samples at the pre-training fixed point: ``ĥ = ω + V g*``, ``h0``, ``Y``."""
+    from .channel_softmax import MonteCarloChannel, _channel_statistics, channel_labels
+
+    p = pre.params
+    ch = MonteCarloChannel.create(p, n_samples=int(n), n_test_samples=2, seed=seed, sampling=sampling)
+    with float64():
+        *_, g, _, _ = _channel_statistics(pre.m, pre.q, pre.V, p.rho0, p.delta, p.beta, ch.xi0, ch.xi1,
+                                          ch.noise_draw, p.T, p.activation, p.noise, ch.max_newton)
+        omega, h0, _ = student_teacher_fields(pre.m, pre.q, p.rho0, ch.xi0, ch.xi1)
+        Y = channel_labels(h0, ch.noise_draw, p.delta, p.T, p.activation, p.beta, p.noise)
+        return CandidateFields(np.asarray(omega + pre.V * g), np.asarray(h0), np.asarray(Y))
+
+
+def check_pool(alpha_prime: float, pool_ratio) -> float:
+    """``φ = α'/α_pool`` (1 when ``pool_ratio`` is ``None``: no selection); ``ValueError`` unless ``α_pool ≥ α'``."""
+    if pool_ratio is None:
+        return 1.0
+    pr = float(pool_ratio)
+    if not (math.isfinite(pr) and pr >= alpha_prime):
+        raise ValueError(f"pool_ratio must be finite and >= alpha_prime = {alpha_prime} (select α'D of "
+                         f"α_pool·D candidates), got {pool_ratio!r}")
+    return alpha_prime / pr
+
+
+def selected_fields(pre, n: int, strategy, fraction: float, *, reuse: bool, seed: int) -> CandidateFields:
+    """``n`` draws from the candidate law conditioned on the selection event ``s > t_φ``.
+
+    ``round(n/φ)`` candidates (i.i.d.) are scored and the top ``n`` kept (in their draw order).
+    ``φ = 1`` or a field-independent strategy (``random``): ``n`` plain candidates (scrambled Sobol).
+    """
+    strategy = get_strategy(strategy, activation=pre.params.activation, beta=pre.params.beta)
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    if strategy.needs_labels and not reuse:
+        raise ValueError(f"strategy {strategy!r} scores the pre-training residual: it needs reuse=True "
+                         "(fresh candidates have no pre-training label)")
+    draw = reuse_candidates if reuse else fresh_candidates
+    if fraction == 1.0 or strategy.field_independent:
+        return draw(pre, n, seed, "sobol")
+    cand = draw(pre, int(round(n / fraction)), seed, "iid")
+    idx = np.sort(top_k(cand.scores(strategy, jax.random.PRNGKey(seed)), int(n)))
+    return cand.take(idx)
+
+
+def solve_active_finetuning(pre, alpha_prime, lam_prime, *, strategy="random", pool_ratio=None, reuse=False,
+                            delta_prime=None, gamma=1.0, n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1,
+                            **solver):
+    """The LoRA fixed point for fine-tuning samples chosen by ``strategy`` (docs/theory.md §5).
+
+    ``pool_ratio`` ``α_pool``: ``α'D`` samples are selected from ``α_pool·D`` candidates (``None``:
+    no selection, ``φ = 1``); ``reuse``: the candidates are pre-training samples (training law of the
+    pre-training channel) rather than fresh ones. Fresh candidates with ``φ = 1`` or a
+    field-independent strategy give exactly :func:`solve_finetuning`'s fixed point (same samples).
+    The test errors ``E', E'_0`` are on fresh, unselected samples. ``solver``: passed to
+    :func:`solve_finetuning` (``init, tol, max_iter, damping, fallback, warn, recalibrate``).
+    Returns a :class:`FinetuningSolution`.
+    """
+    from solvable_attention.params import FinetuneParams
+
+    from .finetuning import make_lora_channel, solve_finetuning
+
+    p = pre.params
+    fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=lam_prime,
+                          delta_prime=p.delta if delta_prime is None else delta_prime, gamma=gamma, reuse=reuse)
+    fraction = check_pool(fine.alpha_prime, pool_ratio)
+    strategy = get_strategy(strategy, activation=p.activation, beta=p.beta)
+    if strategy.needs_labels and not reuse:
+        raise ValueError(f"strategy {strategy!r} scores the pre-training residual: it needs reuse=True "
+                         "(fresh candidates have no pre-training label)")
+    kw = dict(delta_prime=fine.delta_prime, gamma=gamma, n_samples=n_samples, n_test_samples=n_test_samples,
+              seed=seed, **solver)
+    if not reuse and (fraction == 1.0 or strategy.field_independent):
+        return solve_finetuning(pre, alpha_prime, lam_prime, **kw)
+    n = 2 ** max(1, math.ceil(math.log2(int(n_samples))))  # the LoRA channel's Sobol sample count
+    side = selected_fields(pre, n, strategy, fraction, reuse=reuse, seed=seed + 104729)
+    channel = make_lora_channel(pre, fine, n_samples=n, n_test_samples=n_test_samples, seed=seed).conditioned(
+        side_fields=(side.H_hat_w, side.H0_w))
+    return solve_finetuning(pre, alpha_prime, lam_prime, channel=channel, **kw)

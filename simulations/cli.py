@@ -4,6 +4,9 @@ Commands register themselves in :data:`COMMANDS`: a function ``register(subparse
 that adds one sub-parser and sets ``func=<handler(args) -> exit code>``. Adding a
 command is one register function, one handler and one entry in :data:`COMMANDS`.
 
+``reproduce FIGURE``: one of the paper's figures (:mod:`simulations.figures`).
+``convergence``: theory vs simulation as ``D`` grows at one setting (:mod:`simulations.comparison`).
+
 ``simulate``: train both stages of the model at finite ``D`` over several seeds
 (:func:`simulations.simulate`), print mean ± standard error of every metric, and
 optionally write everything (parameters, per-seed results, summary, versions,
@@ -261,20 +264,120 @@ def machine_info() -> dict:
             "jax_devices": [str(d) for d in jax.devices()]}
 
 
-def check_writable(path) -> None:
+def check_writable(path, flag: str = "--json") -> None:
     """Fail early (before hours of work) when ``path``'s directory cannot be written."""
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        raise UsageError(f"--json {path!r} is a directory")
+        raise UsageError(f"{flag} {path!r} is a directory")
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create directory for --json {path!r}: {exc.strerror}") from None
+        raise UsageError(f"cannot create directory for {flag} {path!r}: {exc.strerror}") from None
     if not os.access(directory, os.W_OK):
-        raise UsageError(f"cannot write to directory {directory!r} (--json)")
+        raise UsageError(f"cannot write to directory {directory!r} ({flag})")
 
 
-COMMANDS = (register_simulate,)
+# --------------------------------------------------------------------------- reproduce
+
+def register_reproduce(subparsers) -> None:
+    from .figures import FIGURES
+
+    p = subparsers.add_parser("reproduce", help="reproduce a figure of the paper (PNG, PDF, CSV, JSON)",
+                              description="Reproduce one of the paper's figures: theory curves and simulation "
+                                          "markers, written as <out>/<figure>.png/.pdf/.csv/.json; simulations "
+                                          "are cached point by point under <out>/cache/ (a rerun skips them).")
+    p.add_argument("figure", metavar="FIGURE", help=f"one of {', '.join(FIGURES)}")
+    p.add_argument("--quick", action="store_true",
+                   help="coarse grid, small D, 2 seeds, fewer theory samples (minutes instead of hours)")
+    p.add_argument("--out", default="figures", help="output folder (default: ./figures)")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument("--D", type=int, default=None, help="override the simulations' dimension")
+    p.add_argument("--seeds", type=int, default=None, help="override the number of seeds per point")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_reproduce)
+
+
+def cmd_reproduce(args) -> int:
+    from .figures import FIGURES, FigureUnavailable, load
+
+    if args.figure not in FIGURES:
+        raise UsageError(f"unknown figure {args.figure!r}; choose from {', '.join(FIGURES)}")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be a positive integer, got {args.workers}")
+    if args.D is not None and args.D < 2:
+        raise UsageError(f"--D must be an integer >= 2, got {args.D}")
+    if args.seeds is not None and args.seeds < 1:
+        raise UsageError(f"--seeds must be a positive integer, got {args.seeds}")
+    check_writable(os.path.join(args.out, "x"), flag="--out")
+    try:
+        module = load(args.figure)
+    except FigureUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    overrides = {k: v for k, v in (("D", args.D), ("seeds", args.seeds)) if v is not None}
+    from pathlib import Path
+
+    result = module.reproduce(Path(args.out), quick=args.quick, workers=args.workers,
+                              progress=not args.no_progress, **overrides)
+    for ext, path in result["paths"].items():
+        print(f"wrote {path}")
+    print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result["timings"].items()))
+    return 0
+
+
+# --------------------------------------------------------------------------- convergence
+
+def register_convergence(subparsers) -> None:
+    p = subparsers.add_parser("convergence", help="finite-size study: theory vs simulation as D grows",
+                              description="Simulate one setting at several D over seeds, solve the state "
+                                          "evolution, print the table (mean, s.e., gap, z per metric and D) and "
+                                          "the D -> infinity extrapolation; write CSV, JSON and plots to --out.")
+    add_model_arguments(p)
+    p.add_argument("--D", type=int, nargs="+", default=[50, 100, 150], help="dimensions (>= 2 values)")
+    add_seed_arguments(p)
+    p.add_argument("--out", default="convergence", help="output folder (default: ./convergence)")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument("--n-test", type=int, default=5000, help="fresh samples per simulated test error")
+    p.add_argument("--mc-replicas", type=int, default=1,
+                   help="independent Monte Carlo seeds of the theory (its s.e. enters the z-scores)")
+    p.add_argument("--power", type=float, default=1.0, help="extrapolation in D^-power (default 1: 1/D)")
+    p.add_argument("--dask", nargs="?", const="local", default=None, metavar="SCHEDULER",
+                   help="run the simulations on Dask: a local cluster, or the scheduler address given")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_convergence)
+
+
+def cmd_convergence(args) -> int:
+    kw = model_kwargs(args)
+    seeds = seed_list(args)
+    if kw.pop("reuse"):
+        raise UsageError("--reuse is not supported by convergence (the theory of the reuse variant is separate)")
+    for name in ("method", "pretrain_tol", "x64"):
+        kw.pop(name, None)
+    kw["n_test"] = args.n_test
+    Ds = sorted(set(args.D))
+    if len(Ds) < 2:
+        raise UsageError(f"--D needs at least 2 distinct dimensions to extrapolate, got {args.D}")
+    for D in Ds:
+        validate(D, kw)
+    if args.workers < 1:
+        raise UsageError(f"--workers must be a positive integer, got {args.workers}")
+    if args.mc_replicas < 1:
+        raise UsageError(f"--mc-replicas must be a positive integer, got {args.mc_replicas}")
+    if not args.power > 0:
+        raise UsageError(f"--power must be > 0, got {args.power}")
+    check_writable(os.path.join(args.out, "x"), flag="--out")
+    from .comparison import run_comparison
+
+    backend = dict(backend="dask", address=None if args.dask == "local" else args.dask) if args.dask else {}
+    result = run_comparison(kw, Ds, seeds, out_dir=args.out, workers=args.workers, mc_replicas=args.mc_replicas,
+                            power=args.power, progress=not args.no_progress, **backend)
+    print(result["table"].format())
+    for path in result["paths"].values():
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = (register_simulate, register_reproduce, register_convergence)
 
 if __name__ == "__main__":
     sys.exit(main())

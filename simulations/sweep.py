@@ -5,7 +5,21 @@ A *point* is a JSON-serialisable dict of keyword arguments. :func:`run_sweep` ca
 ``{point, result, seconds, versions, finished_at}`` to ``out_dir/<point_id>.json`` through a
 temporary file and ``os.replace`` (atomic on POSIX): an interrupt loses at most the points
 being computed, never a finished one, and a rerun skips every finished point.
-``workers > 1`` runs points in a process pool (``spawn``, safe with JAX).
+Backends (``backend=``):
+
+* ``"process"`` (default): ``workers > 1`` runs points in a local process pool (``spawn``, safe
+  with JAX); ``workers = 1`` runs them in this process.
+* ``"dask"``: points run as tasks of a Dask ``distributed`` cluster (optional extra
+  ``pip install -e '.[distributed]'``). ``address=None`` starts a :class:`LocalCluster` of
+  ``workers`` single-threaded processes on this machine; ``address="tcp://host:8786"`` (or the
+  ``SA_DASK_SCHEDULER`` environment variable) uses an existing scheduler, e.g. one started with
+  ``dask scheduler`` and ``dask worker tcp://host:8786 --nthreads 1`` on each node (or by
+  dask-jobqueue / dask-kubernetes). The workers need this package installed; they only compute and
+  return records: every record is written here, by the submitting process, so no shared file
+  system is needed.
+
+With every backend a record is written the moment its point finishes, so a killed sweep keeps
+all finished points and its rerun computes only the others.
 """
 
 from __future__ import annotations
@@ -89,15 +103,21 @@ def _restore_inf(point: dict) -> dict:
     return {k: (float(v) if v in ("inf", "-inf") else v) for k, v in point.items()}
 
 
-def _run_one(fn, point: dict, out_dir: str) -> str:
+def compute_record(fn, point: dict) -> dict:
+    """``fn(**point)`` and its record ``{point, result, seconds, versions, finished_at}`` (no I/O)."""
     t0 = time.perf_counter()
     result = fn(**_restore_inf(point))
     if hasattr(result, "to_dict"):
         result = result.to_dict()
-    record = {"point": point, "result": result, "seconds": time.perf_counter() - t0,
-              "versions": versions(), "finished_at": datetime.now(timezone.utc).isoformat()}
-    write_json_atomic(Path(out_dir) / f"{point_id(point)}.json", record)
-    return point_id(point)
+    return {"point": point, "result": _jsonable(result), "seconds": time.perf_counter() - t0,
+            "versions": versions(), "finished_at": datetime.now(timezone.utc).isoformat()}
+
+
+def store_record(out_dir, record: dict) -> str:
+    """Write ``record`` atomically to ``out_dir/<point_id>.json``; returns the id."""
+    pid = point_id(record["point"])
+    write_json_atomic(Path(out_dir) / f"{pid}.json", record)
+    return pid
 
 
 def pending(points, out_dir) -> list[dict]:
@@ -106,30 +126,68 @@ def pending(points, out_dir) -> list[dict]:
     return [p for p in points if not (out_dir / f"{point_id(p)}.json").exists()]
 
 
-def run_sweep(fn, points, out_dir, *, workers: int = 1, progress: bool = True, desc: str = "sweep") -> list[dict]:
+BACKENDS = ("process", "dask")
+
+
+def run_sweep(fn, points, out_dir, *, workers: int = 1, progress: bool = True, desc: str = "sweep",
+              backend: str = "process", address: str | None = None) -> list[dict]:
     """Run ``fn(**point)`` for each unfinished point; return all records of ``points``.
 
-    ``fn`` must be picklable (a module-level function) when ``workers > 1``.
+    ``fn`` must be picklable (a module-level function) when ``workers > 1`` or ``backend="dask"``.
+    ``address``: scheduler of an existing Dask cluster (``backend="dask"`` only; default the
+    ``SA_DASK_SCHEDULER`` environment variable, else a local cluster of ``workers`` processes).
+    The bar shows finished/total points with the rate and ETA of this run.
     """
     from tqdm.auto import tqdm
 
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if address is not None and backend != "dask":
+        raise ValueError("address (a Dask scheduler) needs backend='dask'")
     points = [dict(p) for p in points]
     todo = pending(points, out_dir)
-    bar = tqdm(total=len(points), initial=len(points) - len(todo), disable=not progress, desc=desc)
-    if workers <= 1:
-        for p in todo:
-            _run_one(fn, p, str(out_dir))
-            bar.update()
-    else:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_run_one, fn, p, str(out_dir)) for p in todo]
-            for fut in as_completed(futures):
-                fut.result()
+    with tqdm(total=len(points), initial=len(points) - len(todo), disable=not progress, desc=desc,
+              unit="point", dynamic_ncols=True) as bar:
+        if not todo:
+            pass
+        elif backend == "dask":
+            _run_dask(fn, todo, out_dir, workers, address or os.environ.get("SA_DASK_SCHEDULER"), bar)
+        elif workers == 1:
+            for p in todo:
+                store_record(out_dir, compute_record(fn, p))
                 bar.update()
-    bar.close()
+        else:
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = [pool.submit(compute_record, fn, p) for p in todo]
+                for fut in as_completed(futures):
+                    store_record(out_dir, fut.result())
+                    bar.update()
     return load_records(out_dir, points)
+
+
+def _run_dask(fn, todo, out_dir, workers, address, bar) -> None:
+    """The points of ``todo`` as tasks of a Dask cluster; each record is stored as it arrives."""
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed as dask_completed
+    except ImportError as exc:  # the optional extra
+        raise ImportError("backend='dask' needs dask.distributed: pip install -e '.[distributed]'") from exc
+
+    cluster = None
+    if address is None:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    try:
+        with Client(address or cluster) as client:
+            futures = [client.submit(compute_record, fn, p, pure=False) for p in todo]
+            for fut in dask_completed(futures):
+                store_record(out_dir, fut.result())
+                bar.update()
+    finally:
+        if cluster is not None:
+            cluster.close()
 
 
 def load_records(out_dir, points=None) -> list[dict]:

@@ -115,3 +115,120 @@ def gap_shrinks(rows: list[ComparisonRow]) -> bool:
     """Whether ``|gap|`` at the largest ``D`` is below ``|gap|`` at the smallest, or within 2 s.e. of 0."""
     first, last = rows[0], rows[-1]
     return abs(last.gap) < abs(first.gap) or abs(last.gap) <= 2 * last.se
+
+
+# --------------------------------------------------------------------------- the tidy table
+
+@dataclass(frozen=True)
+class ComparisonTable:
+    """Theory vs simulation for several metrics: one :class:`ComparisonRow` per metric × ``D`` and one
+    :class:`Extrapolation` (fit ``a + b D^{-power}``) per metric that has >= 2 values of ``D``."""
+
+    rows: tuple
+    extrapolations: tuple
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(dict.fromkeys(r.metric for r in self.rows))
+
+    def rows_of(self, metric: str) -> list[ComparisonRow]:
+        return [r for r in self.rows if r.metric == metric]
+
+    def extrapolation_of(self, metric: str):
+        return next((e for e in self.extrapolations if e.metric == metric), None)
+
+    def records(self) -> list[dict]:
+        """Tidy records: ``kind="simulation"`` rows (one per metric × D) then ``kind="extrapolation"``
+        rows (``D = inf``: the fitted intercept as ``mean ± se``, its gap and combined z-score)."""
+        out = [dict(kind="simulation", **r.to_dict()) for r in self.rows]
+        for e in self.extrapolations:
+            out.append(dict(kind="extrapolation", metric=e.metric, D=float("inf"), theory=e.theory, mean=e.value,
+                            se=e.se, n=len(self.rows_of(e.metric)), gap=e.value - e.theory, z=e.z,
+                            theory_se=e.theory_se, power=e.power, slope=e.slope, chi2_dof=e.chi2_dof,
+                            agrees=e.agrees(), gap_shrinks=gap_shrinks(self.rows_of(e.metric))))
+        return out
+
+    def write_csv(self, path) -> None:
+        """Write :meth:`records` as CSV (columns: the union of the records' keys)."""
+        import csv
+
+        records = self.records()
+        columns = list(dict.fromkeys(k for r in records for k in r))
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns)
+            w.writeheader()
+            w.writerows(records)
+
+    def format(self) -> str:
+        """A plain-text table for the terminal."""
+        lines = [f"{'metric':<28} {'D':>6} {'theory':>10} {'sim mean':>10} {'s.e.':>9} {'gap':>10} {'z':>7}"]
+        for r in self.records():
+            D = "inf" if r["kind"] == "extrapolation" else str(r["D"])
+            tail = ("  " + ("agrees" if r["agrees"] else "DISAGREES")) if r["kind"] == "extrapolation" else ""
+            lines.append(f"{r['metric']:<28} {D:>6} {r['theory']:>10.5g} {r['mean']:>10.5g} {r['se']:>9.3g} "
+                         f"{r['gap']:>+10.3g} {r['z']:>+7.2f}{tail}")
+        return "\n".join(lines)
+
+
+def comparison_table(theory: dict, values: dict, *, theory_se: dict | None = None,
+                     power: float = 1.0) -> ComparisonTable:
+    """The tidy theory-vs-simulation table.
+
+    ``theory``: ``{metric: value}``; ``values``: ``{metric: {D: [simulated values over seeds]}}``;
+    ``theory_se``: ``{metric: Monte Carlo s.e. of the theory}`` (default 0). Metrics of ``values``
+    without a theory value are an error (nothing is compared silently to nothing).
+    """
+    theory_se = theory_se or {}
+    missing = [m for m in values if m not in theory]
+    if missing:
+        raise ValueError(f"no theory value for metrics {missing}")
+    rows, extrapolations = [], []
+    for metric, by_D in values.items():
+        metric_rows = comparison_rows(metric, float(theory[metric]), by_D)
+        rows.extend(metric_rows)
+        if len(metric_rows) >= 2:
+            extrapolations.append(extrapolate(metric_rows, power, float(theory_se.get(metric, 0.0))))
+    return ComparisonTable(tuple(rows), tuple(extrapolations))
+
+
+def plot_comparison(table: ComparisonTable, path=None, *, metrics=None, title: str = ""):
+    """Two rows of panels per metric column: the metric vs ``D`` (simulation mean ± s.e., theory line,
+    extrapolated value at the right edge) and the gap ``simulation − theory`` vs ``1/D`` with the
+    fitted line ``(a − theory) + b D^{-p}``. Saves to ``path`` (format from its suffix) if given;
+    returns the figure."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(metrics or table.metrics)
+    fig, axes = plt.subplots(2, len(metrics), figsize=(3.2 * len(metrics), 5.2), squeeze=False)
+    for col, metric in enumerate(metrics):
+        rows, ex = table.rows_of(metric), table.extrapolation_of(metric)
+        Ds = np.array([r.D for r in rows], float)
+        ax = axes[0, col]
+        ax.errorbar(Ds, [r.mean for r in rows], yerr=[r.se for r in rows], fmt="o", label="simulation")
+        ax.axhline(rows[0].theory, color="k", lw=1, label="theory (D → ∞)")
+        ax.set_xlabel("D")
+        ax.set_title(metric, fontsize=9)
+        ax = axes[1, col]
+        x = Ds ** -(ex.power if ex else 1.0)
+        ax.errorbar(x, [r.gap for r in rows], yerr=[r.se for r in rows], fmt="o")
+        ax.axhline(0.0, color="k", lw=1)
+        if ex is not None:
+            xs = np.linspace(0.0, x.max(), 30)
+            ax.plot(xs, ex.value - ex.theory + ex.slope * xs, "--", color="C1", lw=1,
+                    label=f"fit, D→∞ gap {ex.value - ex.theory:+.3g} ± {ex.se:.2g}")
+            ax.errorbar([0.0], [ex.value - ex.theory], yerr=[ex.combined_se], fmt="s", color="C1")
+            ax.legend(fontsize=6)
+        ax.set_xlabel("1/D" if not ex or ex.power == 1.0 else f"D^-{ex.power:g}")
+        ax.set_ylabel("simulation − theory" if col == 0 else "")
+    axes[0, 0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig

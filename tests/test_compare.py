@@ -38,3 +38,87 @@ def test_replicate_theory_averages_and_reports_the_spread():
     assert out["converged"] is False and out["residual"] == pytest.approx(4e-9) and out["seconds"] == 4.0
     assert out["name"] == "x" and out["mc_replicas"] == 4
     assert replicate_theory(fake, {}, 1)["q_mc_se"] == 0.0
+
+
+# --------------------------------------------------------------------------- the tidy table
+
+def _synthetic(a=1.3, b=-4.0, eps=0.01, Ds=(50, 100, 200, 400)):
+    """Two seeds per D at a + b/D ± eps: mean a + b/D exactly, s.e. = eps (std(ddof=1) = eps·√2, /√2)."""
+    return {D: [a + b / D + eps, a + b / D - eps] for D in Ds}
+
+
+def test_comparison_table_rows_have_the_known_statistics():
+    from solvable_attention.compare import comparison_table
+
+    a, b, th = 1.3, -4.0, 1.25
+    table = comparison_table({"x": th, "y": 2.0}, {"x": _synthetic(a, b), "y": _synthetic(2.0, 1.0)},
+                             theory_se={"x": 0.02})
+    assert table.metrics == ["x", "y"]
+    rows = table.rows_of("x")
+    assert [r.D for r in rows] == [50, 100, 200, 400]
+    for r in rows:
+        expected_mean = a + b / r.D
+        assert r.mean == pytest.approx(expected_mean, abs=1e-12)
+        assert r.se == pytest.approx(0.01, rel=1e-9)
+        assert r.gap == pytest.approx(expected_mean - th, abs=1e-12)
+        assert r.z == pytest.approx((expected_mean - th) / 0.01, rel=1e-9)
+        assert r.n == 2
+    ex = table.extrapolation_of("x")
+    assert ex.value == pytest.approx(a, abs=1e-10) and ex.slope == pytest.approx(b, abs=1e-7)
+    assert ex.theory_se == 0.02 and ex.z == pytest.approx((a - th) / np.hypot(ex.se, 0.02), rel=1e-9)
+    # the intercept's s.e. of an equal-weight straight-line fit: s·√(Σx²/(nΣx² − (Σx)²)), s = 0.01
+    x = 1.0 / np.array([50, 100, 200, 400.0])
+    n = len(x)
+    assert ex.se == pytest.approx(0.01 * np.sqrt((x @ x) / (n * (x @ x) - x.sum() ** 2)), rel=1e-9)
+    assert table.extrapolation_of("y").value == pytest.approx(2.0, abs=1e-10)
+    assert table.extrapolation_of("y").agrees()
+
+
+def test_comparison_table_records_csv_and_plot(tmp_path):
+    import csv
+
+    from solvable_attention.compare import comparison_table, plot_comparison
+
+    table = comparison_table({"x": 1.0}, {"x": _synthetic(1.0, 2.0)})
+    recs = table.records()
+    assert [r["kind"] for r in recs] == ["simulation"] * 4 + ["extrapolation"]
+    assert recs[-1]["D"] == float("inf") and recs[-1]["agrees"] and recs[-1]["gap_shrinks"]
+    table.write_csv(tmp_path / "t.csv")
+    with open(tmp_path / "t.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 5 and float(rows[0]["mean"]) == pytest.approx(1.0 + 2.0 / 50)
+    plot_comparison(table, tmp_path / "t.png")
+    assert (tmp_path / "t.png").stat().st_size > 1000
+    assert "extrapolation" not in table.format() and "agrees" in table.format()
+
+
+def test_comparison_table_rejects_metrics_without_theory():
+    from solvable_attention.compare import comparison_table
+
+    with pytest.raises(ValueError, match="no theory value"):
+        comparison_table({"x": 1.0}, {"x": _synthetic(), "z": _synthetic()})
+
+
+def test_run_comparison_tabulates_and_resumes(tmp_path):
+    """The runner on a fake simulation with a known D → ∞ limit (tests/sweep_helpers.py); a rerun
+    simulates nothing (its point function would raise)."""
+    import sweep_helpers
+    from simulations.comparison import run_comparison
+
+    setting = dict(a=1.0, b=-2.0, theory=0.9)
+    res = run_comparison(setting, [20, 40, 80], [0, 1], out_dir=tmp_path, metrics=["x"], progress=False,
+                         theory_fn=sweep_helpers.fake_theory, point_fn=sweep_helpers.fake_simulation)
+    table = res["table"]
+    assert [r.D for r in table.rows] == [20, 40, 80]
+    assert table.rows[0].mean == pytest.approx(1.0 - 2.0 / 20) and table.rows[0].se == pytest.approx(0.01)
+    ex = table.extrapolation_of("x")
+    assert ex.value == pytest.approx(1.0, abs=1e-10) and ex.theory == 0.9 and not ex.agrees()
+    for key in ("csv", "json", "png"):
+        assert res["paths"][key].exists()
+
+    def fail(**kw):
+        raise AssertionError("recomputed a finished point")
+
+    again = run_comparison(setting, [20, 40, 80], [0, 1], out_dir=tmp_path, metrics=["x"], progress=False,
+                           theory_fn=sweep_helpers.fake_theory, point_fn=fail)
+    assert again["table"].records() == table.records()

@@ -1,0 +1,325 @@
+"""What every figure reproduction shares: configurations, the cached theory and simulation
+sweeps, the tidy data table, the plotting of theory lines with simulation markers, and the files
+written (``<name>.png``, ``.pdf``, ``.csv``, ``.json``).
+
+Data table (the CSV behind a figure): one row per (source, setting, metric), *long* format::
+
+    source      theory | simulation
+    panel       which panel of the figure (e.g. ``delta=0.5``)
+    alpha, delta, lam, lam_prime, recalibrate, activation   the setting of the point
+    D, n_seeds  simulation only (theory: D = inf)
+    metric      E_ft (E'), E_ft_baseline (E'_0), alignment, m_abs (|m'|), q_ft (q'), c, mse_S,
+                E_pre (pre-training test error), effective_noise, effective_noise_recalibrated
+    value, se   theory: its Monte Carlo s.e. where the solver reports one; simulation: mean and
+                s.e. over seeds (std(ddof=1)/√n)
+
+Simulations run through :func:`simulations.sweep.run_sweep` (one JSON per finished point under
+``out/cache/<figure>/``): a rerun, or a run after an interrupt, computes only missing points. The
+theory curves are sweep points too (one point per warm-started curve), so a rerun that only
+changes the plot costs nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from solvable_attention.compare import mean_se
+
+from ..sweep import run_sweep, write_json_atomic
+
+SETTING_KEYS = ("panel", "alpha", "delta", "lam", "lam_prime", "recalibrate", "activation")
+CSV_COLUMNS = ("source",) + SETTING_KEYS + ("D", "n_seeds", "metric", "value", "se")
+INF = math.inf
+
+
+# --------------------------------------------------------------------------- configuration
+
+def make_config(full, quick_config, quick: bool, overrides: dict):
+    """``quick_config`` or ``full`` with ``overrides`` (field names of the dataclass) applied.
+
+    Raises ``ValueError`` naming the valid fields for an unknown override.
+    """
+    base = quick_config if quick else full
+    names = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"unknown figure option(s) {unknown}; valid: {sorted(names)}")
+    cfg = dataclasses.replace(base, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()})
+    if cfg.D < 2:
+        raise ValueError(f"D must be an integer >= 2, got {cfg.D}")
+    if cfg.seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {cfg.seeds}")
+    return cfg
+
+
+def lam_grid(cfg, delta) -> list[float]:
+    """The ``λ`` grid of panel ``Δ = delta``: ``cfg.lams`` is either one grid shared by all
+    ``cfg.deltas`` or a tuple of grids, one per entry of ``cfg.deltas``."""
+    if cfg.lams and isinstance(cfg.lams[0], (tuple, list)):
+        if len(cfg.lams) != len(cfg.deltas):
+            raise ValueError(f"lams has {len(cfg.lams)} grids for {len(cfg.deltas)} deltas")
+        return [float(x) for x in cfg.lams[list(cfg.deltas).index(delta)]]
+    return [float(x) for x in cfg.lams]
+
+
+def _float(x):
+    """``"inf"`` (how the sweep records store infinities) back to ``math.inf``."""
+    return float(x) if isinstance(x, str) else x
+
+
+# --------------------------------------------------------------------------- metrics of one point
+
+def theory_metrics(sol) -> dict:
+    """``{metric: (value, se)}`` of one :class:`StateEvolutionSolution` (names as in the CSV)."""
+    pre, f = sol.pretrain, sol.finetune
+    return {"E_ft": (f.test_error, f.test_error_se), "E_ft_baseline": (f.test_error_baseline, f.test_error_baseline_se),
+            "alignment": (f.alignment, 0.0), "m_abs": (abs(f.m), 0.0), "q_ft": (f.q, 0.0), "c": (f.c, 0.0),
+            "mse_S": (pre.mse_S, 0.0), "E_pre": (pre.test_error, pre.test_error_se),
+            "effective_noise": (f.effective_noise, 0.0),
+            "effective_noise_recalibrated": (f.effective_noise_recalibrated, 0.0),
+            "converged": (float(sol.converged), 0.0)}
+
+
+THEORY_METRICS = ("E_ft", "E_ft_baseline", "alignment", "m_abs", "q_ft", "c", "mse_S", "E_pre", "effective_noise",
+                  "effective_noise_recalibrated")
+
+
+def simulation_metrics(result) -> dict:
+    """``{metric: value}`` of one :class:`simulations.SimulationResult` (the theory's names)."""
+    pre, f = result.pretrain, result.finetune
+    return {"E_ft": f.test_error, "E_ft_baseline": f.test_error_baseline, "alignment": f.alignment,
+            "m_abs": abs(f.m), "q_ft": f.q, "c": f.c, "mse_S": pre.mse_S, "E_pre": pre.test_error,
+            "rho_v": f.rho_v, "converged": float(f.converged and pre.converged)}
+
+
+# --------------------------------------------------------------------------- sweep point functions
+
+def theory_curve(alpha, alpha_prime, delta, lams, lam_primes, recalibrate=False, n_samples=2 ** 14,
+                 n_test_samples=2 ** 17, seed=0, **setting) -> dict:
+    """Both stages along ``lams × lam_primes`` (warm-started, :func:`sweep_state_evolution`):
+    ``{"rows": [{lam, lam_prime, metrics: {name: [value, se]}, error}, ...]}``.
+
+    If the warm-started sweep raises (a diverging iterate at an extreme ``λ``), each ``(λ, λ')`` is
+    solved on its own and a point that still fails is recorded with NaN metrics, ``converged = 0``
+    and its ``error``: one bad corner never loses the whole curve, and it is never hidden.
+    """
+    from state_evolution import sweep_state_evolution
+
+    lams, lam_primes = [_float(x) for x in lams], [_float(x) for x in lam_primes]
+    kw = dict(recalibrate=recalibrate, n_samples=n_samples, n_test_samples=n_test_samples, seed=seed,
+              progress=False, warn=False, **setting)
+    grid = [(lam, lp) for lam in lams for lp in lam_primes]
+    try:
+        sols = sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, **kw)
+        return {"rows": [dict(lam=lam, lam_prime=lp, metrics=theory_metrics(s), error=None)
+                         for (lam, lp), s in zip(grid, sols)]}
+    except (ArithmeticError, ValueError, np.linalg.LinAlgError):
+        pass
+    rows = []
+    for lam, lp in grid:
+        try:
+            sol = sweep_state_evolution(alpha, alpha_prime, delta, [lam], [lp], **kw)[0]
+            rows.append(dict(lam=lam, lam_prime=lp, metrics=theory_metrics(sol), error=None))
+        except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
+            nan = {k: (math.nan, math.nan) for k in THEORY_METRICS}
+            rows.append(dict(lam=lam, lam_prime=lp, metrics=dict(nan, converged=(0.0, 0.0)), error=repr(exc)))
+    return {"rows": rows}
+
+
+def simulation_point(D, seed, alpha, alpha_prime, delta, lam, variants, n_test=5000, **setting) -> dict:
+    """One pre-training at ``D`` fine-tuned with each of ``variants`` (:func:`simulate_variants`):
+    ``{"variants": [metrics, ...]}`` in the order of ``variants``."""
+    from simulations import simulate_variants
+
+    variants = [{k: _float(v) for k, v in var.items()} for var in variants]
+    results = simulate_variants(D, alpha, alpha_prime, delta, lam, variants=variants, seed=seed, n_test=n_test,
+                                **setting)
+    return {"variants": [simulation_metrics(r) for r in results]}
+
+
+# --------------------------------------------------------------------------- tidy rows
+
+def theory_rows(records, panel_of) -> list[dict]:
+    """Long rows of theory-curve records; ``panel_of(point)`` names the panel of a record."""
+    rows = []
+    for rec in records:
+        p = rec["point"]
+        for r in rec["result"]["rows"]:
+            setting = dict(panel=panel_of(p), alpha=p["alpha"], delta=p["delta"], lam=_float(r["lam"]),
+                           lam_prime=_float(r["lam_prime"]), recalibrate=bool(p.get("recalibrate", False)),
+                           activation=p.get("activation", "softmax"))
+            for metric, (value, se) in r["metrics"].items():
+                rows.append(dict(source="theory", **setting, D=INF, n_seeds=0, metric=metric, value=_float(value),
+                                 se=_float(se)))
+    return rows
+
+
+def simulation_rows(records, panel_of) -> list[dict]:
+    """Mean ± s.e. over seeds of simulation records, per (point without seed, variant, metric)."""
+    groups = {}
+    for rec in records:
+        p = rec["point"]
+        key = tuple(sorted((k, str(v)) for k, v in p.items() if k != "seed"))
+        for i, metrics in enumerate(rec["result"]["variants"]):
+            groups.setdefault((key, i), (p, p["variants"][i], {}))
+            for metric, value in metrics.items():
+                groups[(key, i)][2].setdefault(metric, []).append(_float(value))
+    rows = []
+    for p, variant, by_metric in groups.values():
+        setting = dict(panel=panel_of(p), alpha=p["alpha"], delta=p["delta"], lam=_float(p["lam"]),
+                       lam_prime=_float(variant.get("lam_prime", 1.0)),
+                       recalibrate=bool(variant.get("recalibrate", False)),
+                       activation=p.get("activation", "softmax"))
+        for metric, values in by_metric.items():
+            mean, se, n = mean_se(values)
+            rows.append(dict(source="simulation", **setting, D=p["D"], n_seeds=n, metric=metric, value=mean, se=se))
+    return rows
+
+
+def select(rows, **filters) -> list[dict]:
+    """Rows whose fields equal ``filters`` (floats compared with ``math.isclose``)."""
+    def match(row):
+        for k, v in filters.items():
+            x = row.get(k)
+            if isinstance(v, float) and isinstance(x, (int, float)) and not isinstance(x, bool):
+                if not (x == v or math.isclose(x, v, rel_tol=1e-9)):
+                    return False
+            elif x != v:
+                return False
+        return True
+
+    return [r for r in rows if match(r)]
+
+
+def series(rows, x: str, **filters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, value, se)`` arrays of the selected rows, sorted by ``x``."""
+    chosen = sorted(select(rows, **filters), key=lambda r: r[x])
+    return (np.array([r[x] for r in chosen], float), np.array([r["value"] for r in chosen], float),
+            np.array([r["se"] for r in chosen], float))
+
+
+def paired(rows, x_metric: str, y_metric: str, **filters):
+    """``(x, y, x_se, y_se)`` of two metrics measured at the same points (same source, setting and
+    ``D``), sorted by ``x``: e.g. ``E'`` against the pre-training ``mse_S`` along a sweep."""
+    def key(r):
+        return tuple(str(r[k]) for k in ("source", "D") + SETTING_KEYS)
+
+    xs = {key(r): r for r in select(rows, metric=x_metric, **filters)}
+    pairs = sorted(((xs[key(r)], r) for r in select(rows, metric=y_metric, **filters) if key(r) in xs),
+                   key=lambda pr: pr[0]["value"])
+    return tuple(np.array([pr[i][f] for pr in pairs], float) for f, i in
+                 (("value", 0), ("value", 1), ("se", 0), ("se", 1)))
+
+
+def mask_unconverged(rows) -> list[dict]:
+    """A copy of ``rows`` where every theory value of a point whose solve did not converge is NaN
+    (kept in the CSV as computed, with ``converged = 0``; never drawn or minimised over)."""
+    def key(r):
+        return tuple(str(r[k]) for k in SETTING_KEYS)
+
+    bad = {key(r) for r in rows if r["source"] == "theory" and r["metric"] == "converged" and not r["value"] > 0.5}
+    return [dict(r, value=math.nan) if (r["source"] == "theory" and r["metric"] != "converged" and key(r) in bad)
+            else r for r in rows]
+
+
+def argmin_x(rows, x: str, **filters) -> float:
+    """The grid value of ``x`` where the selected series is smallest (NaN-safe)."""
+    xs, ys, _ = series(rows, x, **filters)
+    if not len(xs) or np.all(np.isnan(ys)):
+        raise ValueError(f"no finite values to minimise for {filters}")
+    return float(xs[np.nanargmin(ys)])
+
+
+# --------------------------------------------------------------------------- plotting
+
+def plot_theory_and_simulation(ax, rows, x: str, *, color, label, logx=True, **filters) -> None:
+    """Theory line (``source="theory"``) and simulation markers with s.e. bars (``"simulation"``)."""
+    xs, ys, _ = series(rows, x, source="theory", **filters)
+    if len(xs):
+        ax.plot(xs, ys, "-", color=color, label=label)
+    xs, ys, se = series(rows, x, source="simulation", **filters)
+    if len(xs):
+        ax.errorbar(xs, ys, yerr=np.nan_to_num(se), fmt="o", ms=4, color=color, capsize=2)
+    if logx:
+        ax.set_xscale("log")
+
+
+def new_figure(nrows: int, ncols: int, width: float = 4.2, height: float = 3.4):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+
+
+# --------------------------------------------------------------------------- one reproduction
+
+class Reproduction:
+    """Bookkeeping of one figure's reproduction: cached sweeps (timed) and the files written.
+
+    ``run.sweep(label, fn, points)`` runs a crash-safe sweep under ``out/cache/<name>/<label>/``;
+    ``run.finish(fig, rows, config)`` writes ``<name>.png/.pdf/.csv/.json`` and returns the paths
+    and timings.
+    """
+
+    def __init__(self, name: str, out, config, *, workers: int = 1, progress: bool = True):
+        if not (isinstance(workers, int) and workers >= 1):
+            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+        self.name, self.out, self.config = name, Path(out), config
+        self.workers, self.progress = workers, progress
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.cache = self.out / "cache" / name
+        self.timings: dict = {}
+        self.t0 = time.perf_counter()
+
+    def sweep(self, label: str, fn, points) -> list[dict]:
+        t = time.perf_counter()
+        records = run_sweep(fn, points, self.cache / label, workers=self.workers, progress=self.progress,
+                            desc=f"{self.name} {label}")
+        self.timings[f"{label}_s"] = self.timings.get(f"{label}_s", 0.0) + time.perf_counter() - t
+        return records
+
+    def finish(self, fig, rows, *, notes: str = "") -> dict:
+        import matplotlib.pyplot as plt
+
+        paths = {ext: self.out / f"{self.name}.{ext}" for ext in ("png", "pdf", "csv", "json")}
+        fig.savefig(paths["png"], dpi=110)
+        fig.savefig(paths["pdf"])
+        plt.close(fig)
+        write_rows_csv(paths["csv"], rows)
+        self.timings["total_s"] = time.perf_counter() - self.t0
+        from ..cli import run_metadata
+
+        meta = {"figure": self.name, "config": dataclasses.asdict(self.config), "seeds": list(range(self.config.seeds)),
+                "workers": self.workers, "timings": self.timings, "notes": notes, "cache": str(self.cache),
+                "files": {k: str(v) for k, v in paths.items()}, **run_metadata()}
+        write_json_atomic(paths["json"], meta)
+        return {"paths": paths, "timings": dict(self.timings)}
+
+
+def write_rows_csv(path, rows) -> None:
+    """The tidy rows as CSV (``inf`` written as ``inf``), columns :data:`CSV_COLUMNS`."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def read_rows_csv(path) -> list[dict]:
+    """Rows of :func:`write_rows_csv` with numbers parsed back (for notebooks and tests)."""
+    def parse(k, v):
+        if k in ("source", "panel", "metric", "activation"):
+            return v
+        if k == "recalibrate":
+            return v == "True"
+        return float(v) if v != "" else float("nan")
+
+    with open(path, newline="") as f:
+        return [{k: parse(k, v) for k, v in row.items()} for row in csv.DictReader(f)]

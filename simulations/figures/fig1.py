@@ -1,0 +1,134 @@
+"""Figure 1: fine-tuning test error ``E'`` vs the pre-training regularisation ``λ``.
+
+PAPER.md: ``α = 0.1, α' = 3, T = 3, κ0 = κ = 1``, ``Δ = 0.5`` (left) and ``Δ = 2`` (right), one
+curve per ``λ' ∈ {0.05, 1, ∞}`` (``λ' = ∞``: no adaptation, ``E' = E'_0``, the pre-trained model
+alone). Lines: state evolution; markers: simulations (mean ± s.e. over seeds; full: ``D = 150``,
+4 runs). Dotted vertical lines: each curve's minimum over the ``λ`` grid. Insets: ``E'`` vs ``λ'`` at
+the optimal ``λ`` (the grid ``λ`` minimising the best finite-``λ'`` curve), ``E'_0`` dashed.
+
+The minimiser of ``E'`` over ``λ`` is in general not the ``λ`` that minimises the pre-training test
+error: the CSV has ``E_pre`` along the same grid to check it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import common
+
+NAME = "fig1"
+
+
+def _grid(lo, hi, n) -> tuple:
+    return tuple(float(x) for x in np.geomspace(lo, hi, n))
+
+
+@dataclass(frozen=True)
+class Config:
+    alpha: float = 0.1
+    alpha_prime: float = 3.0
+    T: int = 3
+    activation: str = "softmax"
+    deltas: tuple = (0.5, 2.0)
+    # one λ grid per Δ (the interesting range moves with Δ; at Δ = 2 the solver does not converge below λ ≈ 0.02)
+    lams: tuple = (_grid(1e-3, 0.3, 14), _grid(0.01, 1.0, 14))
+    lam_primes: tuple = (0.05, 1.0, math.inf)
+    inset_lam_primes: tuple = tuple(float(x) for x in np.geomspace(3e-3, 30.0, 9))
+    sim_every: int = 1          # simulate at every sim_every-th λ of the grid
+    D: int = 150
+    seeds: int = 4
+    n_test: int = 20000
+    n_samples: int = 2 ** 14    # theory Monte Carlo samples (channel) and test samples
+    n_test_samples: int = 2 ** 17
+
+
+FULL = Config()
+QUICK = Config(lams=(_grid(2e-3, 0.2, 6), _grid(0.025, 1.0, 6)), inset_lam_primes=(0.01, 0.3, 10.0),
+               D=50, seeds=2, n_test=5000, n_samples=2 ** 12, n_test_samples=2 ** 15)
+
+
+def reproduce(out: Path, *, quick: bool = False, workers: int = 1, progress: bool = True, **overrides) -> dict:
+    """Write ``fig1.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`."""
+    cfg = common.make_config(FULL, QUICK, quick, overrides)
+    run = common.Reproduction(NAME, out, cfg, workers=workers, progress=progress)
+    setting = dict(alpha=cfg.alpha, alpha_prime=cfg.alpha_prime, T=cfg.T, activation=cfg.activation)
+    mc = dict(n_samples=cfg.n_samples, n_test_samples=cfg.n_test_samples)
+    panel = _panel
+
+    curves = run.sweep("theory", common.theory_curve,
+                       [dict(setting, delta=d, lams=common.lam_grid(cfg, d), lam_primes=list(cfg.lam_primes), **mc)
+                        for d in cfg.deltas])
+    rows = common.theory_rows(curves, panel)
+    finite = [lp for lp in cfg.lam_primes if math.isfinite(lp)]
+    best = {d: _optimal_lam(rows, d, finite or list(cfg.lam_primes)) for d in cfg.deltas}
+    insets = run.sweep("theory_inset", common.theory_curve,
+                       [dict(setting, delta=d, lams=[best[d]], lam_primes=list(cfg.inset_lam_primes) + [math.inf],
+                             **mc) for d in cfg.deltas])
+    inset_rows = common.theory_rows(insets, lambda p: _panel(p) + ",inset")
+
+    variants = [dict(lam_prime=lp) for lp in cfg.lam_primes]
+    sims = run.sweep("simulation", common.simulation_point,
+                     [dict(setting, delta=d, lam=lam, D=cfg.D, seed=s, n_test=cfg.n_test, variants=variants)
+                      for d in cfg.deltas for lam in common.lam_grid(cfg, d)[::cfg.sim_every]
+                      for s in range(cfg.seeds)])
+    rows = rows + inset_rows + common.simulation_rows(sims, panel)
+    fig = plot(rows, cfg)
+    return run.finish(fig, rows, notes=f"optimal λ per Δ (inset): {best}")
+
+
+def _panel(point) -> str:
+    return f"delta={point['delta']:g}"
+
+
+def _optimal_lam(rows, delta, lam_primes) -> float:
+    """The grid ``λ`` minimising ``min_{λ'} E'`` (converged theory points) at ``Δ = delta``."""
+    sel = common.select(common.mask_unconverged(rows), source="theory", metric="E_ft", delta=float(delta))
+    sel = [r for r in sel if r["lam_prime"] in lam_primes and not math.isnan(r["value"])]
+    if not sel:
+        raise RuntimeError(f"no converged theory point at delta={delta}: cannot locate the optimal lambda")
+    return float(min(sel, key=lambda r: r["value"])["lam"])
+
+
+def plot(rows, cfg: Config):
+    """The figure from the tidy rows (also used by the notebook)."""
+    rows = common.mask_unconverged(rows)
+    fig, axes = common.new_figure(1, len(cfg.deltas), width=4.8, height=3.8)
+    for ax, delta in zip(axes[0], cfg.deltas):
+        panel = f"delta={delta:g}"
+        for i, lp in enumerate(cfg.lam_primes):
+            color = f"C{i}"
+            lab = "λ' = ∞ (no LoRA)" if math.isinf(lp) else f"λ' = {lp:g}"
+            common.plot_theory_and_simulation(ax, rows, "lam", color=color, label=lab, panel=panel, metric="E_ft",
+                                              lam_prime=lp)
+            try:
+                ax.axvline(common.argmin_x(rows, "lam", source="theory", panel=panel, metric="E_ft", lam_prime=lp),
+                           color=color, ls=":", lw=1)
+            except ValueError:
+                pass
+        ax.set_xlabel("pre-training regularisation λ")
+        ax.set_ylabel("fine-tuning test error E'")
+        ax.set_title(f"Δ = {delta:g}  (α = {cfg.alpha:g}, α' = {cfg.alpha_prime:g}, T = {cfg.T}; "
+                     f"markers D = {cfg.D}, {cfg.seeds} runs)", fontsize=8)
+        ax.legend(fontsize=7, loc="upper left")
+        _inset(ax, rows, panel + ",inset")
+    fig.tight_layout()
+    return fig
+
+
+def _inset(ax, rows, panel) -> None:
+    xs, ys, _ = common.series(rows, "lam_prime", source="theory", panel=panel, metric="E_ft")
+    if not len(xs):
+        return
+    lam = common.select(rows, panel=panel)[0]["lam"]
+    finite = np.isfinite(xs)
+    inset = ax.inset_axes([0.58, 0.55, 0.38, 0.38])
+    inset.plot(xs[finite], ys[finite], "k-", lw=1)
+    if (~finite).any():
+        inset.axhline(ys[~finite][0], color="k", ls="--", lw=0.8)
+    inset.set_xscale("log")
+    inset.set_title(f"E' vs λ' at λ = {lam:.3g}", fontsize=6)
+    inset.tick_params(labelsize=6)

@@ -1,0 +1,93 @@
+"""Figure 6: recalibrating the frozen extensive-rank attention map improves fine-tuning.
+
+At Figure 1's setting (``α = 0.1, α' = 3, T = 3``, ``Δ = 0.5`` and ``2``, ``λ' = 1``), ``E'`` vs the
+pre-training ``λ`` for plain LoRA ``Ŝ + uuᵀ/√D`` (solid, ●) and LoRA with a trained scalar
+``cŜ + uuᵀ/√D`` (``recalibrate=True``; dash-dot, ■); the no-adaptation baseline ``E'_0`` in grey
+dashes. Bottom row: the learned ``c`` (THEORY.md §4: ``c ≈ m/q`` removes the part of ``H0`` that
+``Ĥ`` explains, turning the effective noise ``Δ' + mse_S`` into ``Δ' + ρ0 − m²/q``; both are in the
+CSV as ``effective_noise`` and ``effective_noise_recalibrated``). Lines: state evolution; markers:
+simulations (mean ± s.e. over seeds).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import common
+from .fig1 import FULL as FIG1_FULL
+from .fig1 import QUICK as FIG1_QUICK
+
+NAME = "fig6"
+
+
+@dataclass(frozen=True)
+class Config:
+    alpha: float = FIG1_FULL.alpha
+    alpha_prime: float = FIG1_FULL.alpha_prime
+    T: int = FIG1_FULL.T
+    activation: str = "softmax"
+    deltas: tuple = FIG1_FULL.deltas
+    lams: tuple = FIG1_FULL.lams
+    lam_prime: float = 1.0
+    sim_every: int = 1
+    D: int = FIG1_FULL.D
+    seeds: int = FIG1_FULL.seeds
+    n_test: int = FIG1_FULL.n_test
+    n_samples: int = FIG1_FULL.n_samples
+    n_test_samples: int = FIG1_FULL.n_test_samples
+
+
+FULL = Config()
+QUICK = Config(lams=FIG1_QUICK.lams, D=FIG1_QUICK.D, seeds=FIG1_QUICK.seeds, n_test=FIG1_QUICK.n_test,
+               n_samples=FIG1_QUICK.n_samples, n_test_samples=FIG1_QUICK.n_test_samples)
+
+
+def reproduce(out: Path, *, quick: bool = False, workers: int = 1, progress: bool = True, **overrides) -> dict:
+    """Write ``fig6.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`."""
+    cfg = common.make_config(FULL, QUICK, quick, overrides)
+    run = common.Reproduction(NAME, out, cfg, workers=workers, progress=progress)
+    setting = dict(alpha=cfg.alpha, alpha_prime=cfg.alpha_prime, T=cfg.T, activation=cfg.activation)
+    mc = dict(n_samples=cfg.n_samples, n_test_samples=cfg.n_test_samples)
+    curves = run.sweep("theory", common.theory_curve,
+                       [dict(setting, delta=d, lams=common.lam_grid(cfg, d), recalibrate=recal,
+                             lam_primes=[cfg.lam_prime] + ([] if recal else [math.inf]), **mc)
+                        for d in cfg.deltas for recal in (False, True)])
+    variants = [dict(lam_prime=cfg.lam_prime), dict(lam_prime=cfg.lam_prime, recalibrate=True)]
+    sims = run.sweep("simulation", common.simulation_point,
+                     [dict(setting, delta=d, lam=lam, D=cfg.D, seed=s, n_test=cfg.n_test, variants=variants)
+                      for d in cfg.deltas for lam in common.lam_grid(cfg, d)[::cfg.sim_every]
+                      for s in range(cfg.seeds)])
+    rows = common.theory_rows(curves, _panel) + common.simulation_rows(sims, _panel)
+    return run.finish(plot(rows, cfg), rows)
+
+
+def _panel(point) -> str:
+    return f"delta={point['delta']:g}"
+
+
+def plot(rows, cfg: Config):
+    """The figure from the tidy rows (also used by the notebook)."""
+    rows = common.mask_unconverged(rows)
+    fig, axes = common.new_figure(2, len(cfg.deltas), width=4.6, height=3.0)
+    for col, delta in enumerate(cfg.deltas):
+        panel = f"delta={delta:g}"
+        ax, ax_c = axes[0, col], axes[1, col]
+        common.plot_theory_and_simulation(ax, rows, "lam", color="C0", label="LoRA", panel=panel, metric="E_ft",
+                                          lam_prime=cfg.lam_prime, recalibrate=False)
+        common.plot_theory_and_simulation(ax, rows, "lam", color="C3", label="LoRA + recalibration c",
+                                          panel=panel, metric="E_ft", lam_prime=cfg.lam_prime, recalibrate=True)
+        xs, ys, _ = common.series(rows, "lam", source="theory", panel=panel, metric="E_ft", lam_prime=math.inf)
+        ax.plot(xs, ys, "--", color="0.5", lw=1, label="E'_0 (no adaptation)")
+        ax.set(xlabel="pre-training regularisation λ", ylabel="fine-tuning test error E'")
+        ax.set_title(f"Δ = {delta:g}, λ' = {cfg.lam_prime:g} (markers D = {cfg.D}, {cfg.seeds} seeds)", fontsize=8)
+        ax.legend(fontsize=7)
+        common.plot_theory_and_simulation(ax_c, rows, "lam", color="C3", label="learned c", panel=panel,
+                                          metric="c", lam_prime=cfg.lam_prime, recalibrate=True)
+        ax_c.axhline(1.0, color="0.5", lw=0.8, ls="--")
+        ax_c.set(xlabel="pre-training regularisation λ", ylabel="recalibration c")
+    fig.tight_layout()
+    return fig

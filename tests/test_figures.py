@@ -1,0 +1,163 @@
+"""Figure reproductions (simulations/figures/) and the ``reproduce`` / ``convergence`` commands on
+tiny settings. These check the plumbing and the relations the figures rest on, not the physics
+(small D is far from the theory; the validation campaigns check agreement)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from simulations import figures
+from simulations.cli import main
+from simulations.figures import common
+
+# Tiny theory Monte Carlo (2^10 channel samples): enough to run every code path in seconds. The
+# identity-activation tests share one shape (D = 10, α = 0.2, α' = 3) so the simulator compiles once.
+TINY_MC = dict(n_samples=2 ** 10, n_test_samples=2 ** 12, n_test=500)
+
+
+def _rows(result):
+    return common.read_rows_csv(result["paths"]["csv"])
+
+
+def _check_files(result, name):
+    for ext in ("png", "pdf", "csv", "json"):
+        path = result["paths"][ext]
+        assert path.name == f"{name}.{ext}" and path.stat().st_size > 0
+    meta = json.loads(result["paths"]["json"].read_text())
+    for key in ("config", "seeds", "timings", "versions", "machine", "timestamp"):
+        assert key in meta, key
+    assert meta["timings"]["total_s"] > 0
+
+
+def test_registry_names_every_figure_and_reports_missing_modules(monkeypatch):
+    assert list(figures.FIGURES) == ["fig1", "fig2", "fig3", "fig4", "fig5", "fig6"]
+    with pytest.raises(figures.FigureUnavailable, match="unknown figure 'fig9'"):
+        figures.load("fig9")
+    monkeypatch.setitem(figures.FIGURES, "figX", "simulations.figures.not_written_yet")
+    with pytest.raises(figures.FigureUnavailable, match="registered but its module"):
+        figures.load("figX")
+    assert main(["reproduce", "figX", "--out", "/tmp/unused"]) == 2
+
+
+def test_fig1_tiny_softmax(tmp_path):
+    """Two λ, one Δ, D = 12, one seed: every curve and the inset are in the CSV, λ' = ∞ is the
+    baseline E'_0 exactly (theory), and the inset sits at the λ minimising the finite-λ' curves."""
+    res = figures.reproduce("fig1", tmp_path, progress=False, deltas=(0.5,), lams=(0.01, 0.1),
+                            inset_lam_primes=(1.0,), D=12, seeds=1, **TINY_MC)
+    _check_files(res, "fig1")
+    rows = _rows(res)
+    theory = common.select(rows, source="theory", panel="delta=0.5", metric="E_ft")
+    assert sorted((r["lam"], r["lam_prime"]) for r in theory) == sorted(
+        (lam, lp) for lam in (0.01, 0.1) for lp in (0.05, 1.0, math.inf))
+    for r in common.select(rows, source="theory", panel="delta=0.5", lam_prime=math.inf, metric="E_ft"):
+        base = common.select(rows, source="theory", panel="delta=0.5", lam=r["lam"], lam_prime=math.inf,
+                             metric="E_ft_baseline")[0]
+        assert r["value"] == base["value"]
+    inset = common.select(rows, source="theory", panel="delta=0.5,inset", metric="E_ft")
+    assert sorted(r["lam_prime"] for r in inset) == [1.0, math.inf]
+    finite = [r for r in theory if math.isfinite(r["lam_prime"])]
+    assert inset[0]["lam"] == min(finite, key=lambda r: r["value"])["lam"]
+    sims = common.select(rows, source="simulation", metric="E_ft")
+    assert len(sims) == 2 * 3 and all(r["D"] == 12 and r["n_seeds"] == 1 for r in sims)
+
+
+def test_fig2_and_fig6_tiny_identity(tmp_path):
+    """Figures 2 and 6 with the (cheap) identity activation on a tiny grid."""
+    res2 = figures.reproduce("fig2", tmp_path, progress=False, activation="identity", alphas=(0.2,),
+                             lams=(0.05, 0.2), D=10, seeds=2, **TINY_MC)
+    _check_files(res2, "fig2")
+    rows = _rows(res2)
+    sims = common.select(rows, source="simulation", metric="E_ft")
+    assert sorted(r["lam"] for r in sims) == [0.05, 0.2] and all(r["n_seeds"] == 2 for r in sims)
+    # the LoRA gain is positive in theory here (λ' = 1 adapts towards the task)
+    for lam in (0.05, 0.2):
+        e = common.select(rows, source="theory", lam=lam, metric="E_ft")[0]["value"]
+        e0 = common.select(rows, source="theory", lam=lam, metric="E_ft_baseline")[0]["value"]
+        assert e < e0
+    res6 = figures.reproduce("fig6", tmp_path, progress=False, activation="identity", alpha=0.2, deltas=(0.5,),
+                             lams=(0.05, 0.2), D=12, seeds=1, **TINY_MC)
+    _check_files(res6, "fig6")
+    rows = _rows(res6)
+    recal = common.select(rows, source="theory", recalibrate=True, metric="c")
+    plain = common.select(rows, source="theory", recalibrate=False, lam_prime=1.0, metric="c")
+    assert len(recal) == 2 and all(r["value"] == 1.0 for r in plain)  # c is trained only when recalibrating
+    # recalibration adds a free parameter: E' cannot be worse at the fixed point (within MC noise)
+    for lam in (0.05, 0.2):
+        e_recal = common.select(rows, source="theory", recalibrate=True, lam=lam, metric="E_ft")[0]
+        e_plain = common.select(rows, source="theory", recalibrate=False, lam=lam, lam_prime=1.0, metric="E_ft")[0]
+        assert e_recal["value"] <= e_plain["value"] + 3 * max(e_plain["se"], e_recal["se"], 1e-3)
+
+
+def test_reproduce_cli_tiny_and_rerun_uses_the_cache(tmp_path, capsys, monkeypatch):
+    """``reproduce fig5 --quick`` with its quick grid cut to one point (each new sample ratio α is a new
+    JIT compilation of the simulator: the grid, not D, sets this test's cost)."""
+    import dataclasses
+
+    from simulations.figures import fig5
+
+    monkeypatch.setattr(fig5, "QUICK", dataclasses.replace(fig5.QUICK, alphas=(0.2,), lams=(0.05,), n_test=500))
+    argv = ["reproduce", "fig5", "--quick", "--out", str(tmp_path), "--D", "10", "--seeds", "1", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "wrote" in out and "fig5.png" in out
+    csv1 = (tmp_path / "fig5.csv").read_text()
+    cache = sorted(p.name for p in (tmp_path / "cache" / "fig5").rglob("*.json"))
+    meta = json.loads((tmp_path / "fig5.json").read_text())
+    assert meta["config"]["activation"] == "identity" and meta["config"]["D"] == 10
+    assert main(argv) == 0  # rerun: everything from the cache, same data
+    assert (tmp_path / "fig5.csv").read_text() == csv1
+    assert sorted(p.name for p in (tmp_path / "cache" / "fig5").rglob("*.json")) == cache
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reproduce", "fig7"], "unknown figure 'fig7'"),
+    (["reproduce", "fig1", "--workers", "0"], "--workers must be a positive integer"),
+    (["reproduce", "fig1", "--D", "1"], "--D must be an integer >= 2"),
+    (["reproduce", "fig1", "--seeds", "0"], "--seeds must be a positive integer"),
+    (["reproduce", "fig1", "--quick", "--bogus"], "unrecognized arguments"),
+    (["convergence", "--alpha", "0.1", "--alpha-prime", "3", "--delta", "0.5", "--lam", "0.1", "--D", "20"],
+     "at least 2 distinct dimensions"),
+    (["convergence", "--alpha", "-1", "--alpha-prime", "3", "--delta", "0.5", "--lam", "0.1", "--D", "20", "30"],
+     "alpha"),
+    (["convergence", "--alpha", "0.1", "--alpha-prime", "3", "--delta", "0.5", "--lam", "0.1", "--D", "20", "30",
+      "--reuse"], "--reuse is not supported"),
+    (["convergence", "--alpha", "0.1", "--alpha-prime", "3", "--delta", "0.5", "--lam", "0.1", "--D", "20", "30",
+      "--power", "0"], "--power must be > 0"),
+])
+def test_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_path):
+    assert main(argv + ["--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_reproduce_rejects_unknown_figure_options(tmp_path):
+    with pytest.raises(ValueError, match="unknown figure option"):
+        figures.reproduce("fig5", tmp_path, quick=True, progress=False, D_prime=3)
+
+
+def test_convergence_cli_tiny_identity(tmp_path, capsys):
+    """Identity, D ∈ {10, 16}, 2 seeds: the table has one row per metric × D and an extrapolation
+    per metric, the CSV/JSON/PNG are written, and the simulated values are those of simulate()."""
+    from simulations import simulate
+
+    argv = ["convergence", "--alpha", "0.2", "--alpha-prime", "3", "--delta", "0.5", "--lam", "0.05",
+            "--activation", "identity", "--D", "10", "16", "--seeds", "2", "--n-test", "500", "--out",
+            str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "finetune.test_error" in out and "wrote" in out
+    data = json.loads((tmp_path / "comparison.json").read_text())
+    table = data["table"]
+    sims = [r for r in table if r["kind"] == "simulation"]
+    assert {r["D"] for r in sims} == {10, 16} and len({r["metric"] for r in sims}) == 9
+    assert len([r for r in table if r["kind"] == "extrapolation"]) == 9
+    direct = [simulate(10, 0.2, 3.0, 0.5, 0.05, activation="identity", seed=s, n_test=500).finetune.test_error
+              for s in (0, 1)]
+    row = next(r for r in sims if r["metric"] == "finetune.test_error" and r["D"] == 10)
+    assert row["mean"] == pytest.approx(np.mean(direct), rel=1e-12)
+    assert row["theory"] == pytest.approx(data["theory"]["finetune.test_error"])
+    assert (tmp_path / "comparison.png").stat().st_size > 1000 and (tmp_path / "comparison.csv").exists()

@@ -6,6 +6,11 @@ Measures, compile-then-time: one identity pre-training solve; one softmax T = 3 
 with compilation, and a second call); a warm-started sweep of 40 λ values (softmax, or identity with
 --quick); the full two-stage solve at the reference point; the relative Monte Carlo error of the test
 error; and a D = 150 simulation of the same point for the speed ratio.
+
+``--figure1``: the theory curves of Figure 1 (softmax, α = 0.1, α' = 3, T = 3, Δ ∈ {0.5, 2}, 40 λ in
+[0.005, 0.5] × λ' ∈ {0.05, 1, ∞}, warm starts, after one compilation run) and one D = 150 simulation
+of a Figure-1 point with its three λ' (one pre-training, three fine-tunings), from which the cost of
+simulating the same 80 (λ, Δ) points × 4 runs is extrapolated.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/theory.json")
+    ap.add_argument("--figure1", action="store_true", help="time Figure 1's theory curves only")
     args = ap.parse_args(argv)
+    if args.figure1:
+        return figure1(args)
     from simulations import simulate
     from simulations.sweep import versions, write_json_atomic
     from state_evolution import solve_pretraining, solve_state_evolution, sweep_pretraining
@@ -52,6 +60,42 @@ def main(argv=None):
         if k != "versions":
             print(f"{k:45s} {v}")
     write_json_atomic(Path(args.out), res)
+
+
+def figure1(args):
+    import math
+
+    from simulations import simulate_variants
+    from simulations.sweep import versions, write_json_atomic
+    from state_evolution import sweep_state_evolution
+
+    lam_primes = [0.05, 1.0, math.inf]
+    n_lam = 8 if args.quick else 40
+    lams = np.geomspace(0.005, 0.5, n_lam)
+    res = {"versions": versions(), "n_lambda": n_lam, "lam_primes": ["0.05", "1", "inf"]}
+    _, res["compile_run_s"] = timed(sweep_state_evolution, 0.1, 3.0, 0.5, lams[:2], lam_primes, progress=False)
+    total, sols = 0.0, []
+    for delta in (0.5, 2.0):
+        out, t = timed(sweep_state_evolution, 0.1, 3.0, delta, lams, lam_primes, progress=False)
+        res[f"figure1_delta{delta}_s"] = t
+        total += t
+        sols += out
+    res["figure1_theory_s"] = total
+    res["all_converged"] = all(s.converged for s in sols)
+    res["finetune_iterations_mean"] = float(np.mean([s.finetune.iterations for s in sols
+                                                     if s.finetune.params.adapts]))
+    D = 60 if args.quick else 150
+    variants = [dict(lam_prime=lp) for lp in lam_primes]
+    _, res[f"simulation_D{D}_one_point_3_lam_primes_s"] = timed(simulate_variants, D, 0.1, 3.0, 0.5, 0.05,
+                                                                variants=variants, n_test=20000)
+    res["simulating_figure1_4_runs_estimate_s"] = res[f"simulation_D{D}_one_point_3_lam_primes_s"] * 2 * n_lam * 4
+    res["speed_ratio_simulation_over_theory"] = res["simulating_figure1_4_runs_estimate_s"] / total
+    res["loadavg_after"] = list(__import__("os").getloadavg())
+    for k, v in res.items():
+        if k != "versions":
+            print(f"{k:45s} {v}")
+    write_json_atomic(Path(args.out if args.out != "benchmarks/results/theory.json"
+                           else "benchmarks/results/figure1.json"), res)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import numpy as np
 from solvable_attention.params import FinetuneParams
 
 from .channel_lora import LoraChannel
-from .fixed_point import InvalidIterate, solve_fixed_point, warn_if_not_converged
+from .fixed_point import SAMPLED_TOL, InvalidIterate, solve_fixed_point, warn_if_not_converged
 from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraining
 
 
@@ -101,7 +101,7 @@ def make_lora_channel(pre: PretrainingSolution, fine: FinetuneParams, *, n_sampl
 
 
 def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prime, *, delta_prime=None,
-                     gamma=1.0, recalibrate=False, init=None, tol=1e-7, max_iter=400, damping=0.5,
+                     gamma=1.0, recalibrate=False, init=None, tol=SAMPLED_TOL, max_iter=400, damping=0.5,
                      n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1, channel=None,
                      fallback=True, warn=True) -> FinetuningSolution:
     """Solve the LoRA state evolution given the pre-training fixed point.
@@ -208,11 +208,17 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
     pres = sweep_pretraining(lams, alpha, delta, progress=False, n_samples=n_samples,
                              n_test_samples=n_test_samples, seed=seed, warn=warn, **setting)
     out, previous = [], {}
+    channel = None  # one set of fixed samples for the whole grid (λ' does not enter the channel)
     for pre in tqdm(pres, disable=not progress, desc="λ sweep (both stages)"):
+        if channel is None:
+            fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=1.0, gamma=gamma,
+                                  delta_prime=pre.params.delta if delta_prime is None else delta_prime)
+            channel = make_lora_channel(pre, fine, n_samples=n_samples, n_test_samples=n_test_samples, seed=seed + 1)
+        channel = channel.with_pretraining(pre.m, pre.q, pre.rho0)
         for lp in lam_primes:
             f = solve_finetuning(pre, alpha_prime, lp, delta_prime=delta_prime, gamma=gamma,
                                  recalibrate=recalibrate and math.isfinite(lp), init=previous.get(lp),
-                                 n_samples=n_samples, n_test_samples=n_test_samples, seed=seed + 1, warn=warn)
+                                 channel=channel, warn=warn)
             if f.params.adapts and f.converged:
                 previous[lp] = (f.m, f.q, f.V, f.c)
             out.append(StateEvolutionSolution(pretrain=pre, finetune=f))

@@ -19,7 +19,7 @@ import numpy as np
 from solvable_attention.params import PretrainParams
 
 from .channels import make_channel
-from .fixed_point import InvalidIterate, solve_fixed_point, warn_if_not_converged
+from .fixed_point import SAMPLED_TOL, InvalidIterate, solve_fixed_point, warn_if_not_converged
 from .spectral_prior import prior_overlaps_free, prior_overlaps_matrix
 
 
@@ -93,7 +93,7 @@ def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0
         alpha, delta, lam, T, beta, kappa0, kappa, activation, noise: the setting (validated).
         init: starting ``(m, q, V)`` (e.g. ``previous.overlaps`` along a sweep); default ``0``, the
             small initialisation of gradient training.
-        tol: relative residual tolerance (default 1e-10 identity, 1e-7 Monte Carlo channels, whose own
+        tol: relative residual tolerance (default 1e-10 identity, ``SAMPLED_TOL`` = 1e-5 Monte Carlo channels, whose own
             sampling error is ~1e-3).
         n_samples, n_test_samples, seed: fixed Monte Carlo samples of a sampled channel.
         channel: reuse an existing channel object (same ``α, Δ, T, β, activation, noise``).
@@ -128,7 +128,7 @@ COARSE_TOL = 1e-3  # well above the coarse channel's own Monte Carlo error is po
 def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fallback=True) -> PretrainingSolution:
     t0 = time.perf_counter()
     sampled = params.activation != "identity" or not hasattr(channel, "weight")
-    tol = (1e-7 if sampled else 1e-10) if tol is None else float(tol)
+    tol = (SAMPLED_TOL if sampled else 1e-10) if tol is None else float(tol)
 
     def state_map(ch):
         def F(x):

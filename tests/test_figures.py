@@ -47,7 +47,7 @@ def test_fig1_tiny_softmax(tmp_path):
     """Two λ, one Δ, D = 12, one seed: every curve and the inset are in the CSV, λ' = ∞ is the
     baseline E'_0 exactly (theory), and the inset sits at the λ minimising the finite-λ' curves."""
     res = figures.reproduce("fig1", tmp_path, progress=False, deltas=(0.5,), lams=(0.01, 0.1),
-                            inset_lam_primes=(1.0,), D=12, seeds=1, **TINY_MC)
+                            inset_lam_primes=(), D=12, seeds=1, **TINY_MC)
     _check_files(res, "fig1")
     rows = _rows(res)
     theory = common.select(rows, source="theory", panel="delta=0.5", metric="E_ft")
@@ -58,7 +58,7 @@ def test_fig1_tiny_softmax(tmp_path):
                              metric="E_ft_baseline")[0]
         assert r["value"] == base["value"]
     inset = common.select(rows, source="theory", panel="delta=0.5,inset", metric="E_ft")
-    assert sorted(r["lam_prime"] for r in inset) == [1.0, math.inf]
+    assert sorted(r["lam_prime"] for r in inset) == [0.05, 1.0, math.inf]
     finite = [r for r in theory if math.isfinite(r["lam_prime"])]
     assert inset[0]["lam"] == min(finite, key=lambda r: r["value"])["lam"]
     sims = common.select(rows, source="simulation", metric="E_ft")

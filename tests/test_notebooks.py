@@ -1,0 +1,38 @@
+"""The notebooks (notebooks/*.ipynb) run top to bottom in their QUICK mode and are stored clean."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+
+def test_the_expected_notebooks_exist():
+    names = {p.stem for p in NOTEBOOKS}
+    assert {"phase_diagram", "theory_vs_simulation", "fig1", "fig2", "fig5", "fig6"} <= names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_stored_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: clear the outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("SA_NOTEBOOK_QUICK", "1")
+    monkeypatch.setenv("SA_NOTEBOOK_OUT", str(tmp_path / "out"))
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert errors == []
+    assert any((tmp_path / "out").iterdir())  # each notebook writes what it computes under SA_NOTEBOOK_OUT

@@ -55,7 +55,10 @@ def label(setting: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in setting.items())
 
 
-def build_report(settings, records, theories, Ds, metrics) -> tuple[str, list[dict]]:
+def build_report(settings, records, theories, Ds, metrics, control=None) -> tuple[str, list[dict]]:
+    """Markdown table and summary per setting. ``control = (name, known_mean)``: every metric gets a second
+    row ``metric|name``, its per-``D`` means estimated with ``name`` as a control variate
+    (:func:`solvable_attention.compare.control_variate_mean_se`)."""
     lines, summary = [], []
     for setting, th in zip(settings, theories):
         lines.append(f"\n### {label(setting)}\n")
@@ -64,21 +67,29 @@ def build_report(settings, records, theories, Ds, metrics) -> tuple[str, list[di
         lines.append("| metric | theory | " + " | ".join(f"D={D}" for D in Ds)
                      + " | extrap. 1/D | extrap. 1/√D | verdict |")
         lines.append("|---" * (len(Ds) + 5) + "|")
-        for metric in metrics:
+        variants = [(m, None) for m in metrics]
+        if control is not None:
+            variants = [v for m in metrics for v in ((m, None), (m, control))]
+        for metric, ctl in variants:
             by_D = values_by_D(records, setting, metric)
             if len(by_D) < 2:
                 continue
-            rows = comparison_rows(metric, th[metric], by_D)
             th_se = float(th.get(f"{metric}_mc_se", 0.0))
+            name = metric if ctl is None else f"{metric}|{ctl[0]}"
+            if ctl is None:
+                rows = comparison_rows(name, th[metric], by_D)
+            else:
+                rows = comparison_rows(name, th[metric], by_D, values_by_D(records, setting, ctl[0]), ctl[1])
             ex1, ex2 = extrapolate(rows, 1.0, th_se), extrapolate(rows, 0.5, th_se)
             best = min((ex1, ex2), key=lambda e: e.chi2_dof if np.isfinite(e.chi2_dof) else np.inf)
             ok = gap_shrinks(rows) and (ex1.agrees() or ex2.agrees())
             cells = [f"{r.mean:.4f} ± {r.se:.4f} (z={r.z:+.1f})" for r in rows]
             th_cell = f"{th[metric]:.4f}" + (f" ± {th_se:.4f}" if th_se > 0 else "")
-            lines.append(f"| {metric} | {th_cell} | " + " | ".join(cells)
+            shown = name.replace("|", " adj. ")  # a '|' would split the markdown cell
+            lines.append(f"| {shown} | {th_cell} | " + " | ".join(cells)
                          + f" | {ex1.value:.4f} ± {ex1.se:.4f} | {ex2.value:.4f} ± {ex2.se:.4f} | "
                          + ("agrees" if ok else "**disagrees**") + " |")
-            summary.append(dict(setting=setting, metric=metric, theory=th[metric], theory_mc_se=th_se,
+            summary.append(dict(setting=setting, metric=name, theory=th[metric], theory_mc_se=th_se,
                                 rows=[r.to_dict() for r in rows], extrapolation_1_over_D=ex1.to_dict(),
                                 extrapolation_1_over_sqrtD=ex2.to_dict(), best_fit_power=best.power,
                                 gap_shrinks=gap_shrinks(rows), agrees=ok))
@@ -122,7 +133,7 @@ def plot(settings, records, theories, activation, path, metrics, title):
 
 def run_campaign(argv, *, settings, quick_settings, point_fn, theory_fn, metrics, plot_metrics, title,
                  default_out, default_report, figure_prefix, notes="", default_D=(50, 100, 150, 200),
-                 default_seeds=6, quick_D=(20, 30)):
+                 default_seeds=6, quick_D=(20, 30), control=None):
     """Command line of a campaign: ``[--out DIR] [--D ...] [--seeds N] [--workers W] [--quick] [--report F]``.
 
     ``--quick``: ``quick_settings`` at ``D ∈ quick_D`` with 2 seeds."""
@@ -144,7 +155,7 @@ def run_campaign(argv, *, settings, quick_settings, point_fn, theory_fn, metrics
     points.sort(key=lambda p: p["D"])  # cheap points first: early feedback
     records = run_sweep(point_fn, points, args.out, workers=args.workers, desc="simulations")
     theories = [replicate_theory(theory_fn, s, args.mc_replicas) for s in settings]
-    text, summary = build_report(settings, records, theories, Ds, metrics)
+    text, summary = build_report(settings, records, theories, Ds, metrics, control=control)
     header = (f"## {title}\n\nD = {Ds}, {seeds} seeds per D. {notes} Entries: mean ± s.e. (z = gap/s.e.). "
               "Theory: mean ± Monte Carlo s.e. over independent channel seeds (closed forms: exact). "
               "Verdict: the gap shrinks with D and one extrapolation (1/D or 1/√D) agrees with theory within "

@@ -98,21 +98,27 @@ def check_pool(alpha_prime: float, pool_ratio) -> float:
 def selected_fields(pre, n: int, strategy, fraction: float, *, reuse: bool, seed: int) -> CandidateFields:
     """``n`` draws from the candidate law conditioned on the selection event ``s > t_φ``.
 
-    ``round(n/φ)`` candidates (i.i.d.) are scored and the top ``n`` kept (in their draw order).
-    ``φ = 1`` or a field-independent strategy (``random``): ``n`` plain candidates (scrambled Sobol).
+    ``round(n/φ)`` i.i.d. candidates are scored and the ``n`` of weight 1 (the top ``n``) kept, in
+    their draw order: the importance-weighted law with the zero-weight samples discarded, so that
+    the LoRA prox is not solved on them. ``φ = 1`` or a field-independent strategy (``random``):
+    ``n`` plain candidates (scrambled Sobol).
     """
-    strategy = get_strategy(strategy, activation=pre.params.activation, beta=pre.params.beta)
+    strategy = _check_strategy(pre, strategy, reuse)
+    draw = reuse_candidates if reuse else fresh_candidates
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
-    if strategy.needs_labels and not reuse:
-        raise ValueError(f"strategy {strategy!r} scores the pre-training residual: it needs reuse=True "
-                         "(fresh candidates have no pre-training label)")
-    draw = reuse_candidates if reuse else fresh_candidates
     if fraction == 1.0 or strategy.field_independent:
         return draw(pre, n, seed, "sobol")
     cand = draw(pre, int(round(n / fraction)), seed, "iid")
-    idx = np.sort(top_k(cand.scores(strategy, jax.random.PRNGKey(seed)), int(n)))
-    return cand.take(idx)
+    return cand.take(np.sort(top_k(cand.scores(strategy, jax.random.PRNGKey(seed)), int(n))))
+
+
+def _check_strategy(pre, strategy, reuse: bool) -> Strategy:
+    strategy = get_strategy(strategy, activation=pre.params.activation, beta=pre.params.beta)
+    if strategy.needs_labels and not reuse:
+        raise ValueError(f"strategy {strategy!r} scores the pre-training residual: it needs reuse=True "
+                         "(fresh candidates have no pre-training label)")
+    return strategy
 
 
 def solve_active_finetuning(pre, alpha_prime, lam_prime, *, strategy="random", pool_ratio=None, reuse=False,
@@ -122,10 +128,12 @@ def solve_active_finetuning(pre, alpha_prime, lam_prime, *, strategy="random", p
 
     ``pool_ratio`` ``α_pool``: ``α'D`` samples are selected from ``α_pool·D`` candidates (``None``:
     no selection, ``φ = 1``); ``reuse``: the candidates are pre-training samples (training law of the
-    pre-training channel) rather than fresh ones. Fresh candidates with ``φ = 1`` or a
-    field-independent strategy give exactly :func:`solve_finetuning`'s fixed point (same samples).
-    The test errors ``E', E'_0`` are on fresh, unselected samples. ``solver``: passed to
-    :func:`solve_finetuning` (``init, tol, max_iter, damping, fallback, warn, recalibrate``).
+    pre-training channel) rather than fresh ones. The conditioned law is sampled by keeping the
+    ``n`` candidates of weight 1 among ``n/φ`` i.i.d. draws (:func:`selected_fields`); they become the
+    LoRA channel's ``side_fields``. Fresh candidates with ``φ = 1`` or a field-independent strategy give
+    exactly :func:`solve_finetuning`'s fixed point (same samples). The test errors ``E', E'_0`` are on
+    fresh, unselected samples. ``solver``: passed to :func:`solve_finetuning` (``init, tol,
+    max_iter, damping, fallback, warn, recalibrate``).
     Returns a :class:`FinetuningSolution`.
     """
     from solvable_attention.params import FinetuneParams
@@ -136,15 +144,12 @@ def solve_active_finetuning(pre, alpha_prime, lam_prime, *, strategy="random", p
     fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=lam_prime,
                           delta_prime=p.delta if delta_prime is None else delta_prime, gamma=gamma, reuse=reuse)
     fraction = check_pool(fine.alpha_prime, pool_ratio)
-    strategy = get_strategy(strategy, activation=p.activation, beta=p.beta)
-    if strategy.needs_labels and not reuse:
-        raise ValueError(f"strategy {strategy!r} scores the pre-training residual: it needs reuse=True "
-                         "(fresh candidates have no pre-training label)")
-    kw = dict(delta_prime=fine.delta_prime, gamma=gamma, n_samples=n_samples, n_test_samples=n_test_samples,
-              seed=seed, **solver)
+    strategy = _check_strategy(pre, strategy, reuse)
+    n = 2 ** max(1, math.ceil(math.log2(int(n_samples))))  # the LoRA channel's Sobol sample count
+    kw = dict(delta_prime=fine.delta_prime, gamma=gamma, n_samples=n, n_test_samples=n_test_samples, seed=seed,
+              **solver)
     if not reuse and (fraction == 1.0 or strategy.field_independent):
         return solve_finetuning(pre, alpha_prime, lam_prime, **kw)
-    n = 2 ** max(1, math.ceil(math.log2(int(n_samples))))  # the LoRA channel's Sobol sample count
     side = selected_fields(pre, n, strategy, fraction, reuse=reuse, seed=seed + 104729)
     channel = make_lora_channel(pre, fine, n_samples=n, n_test_samples=n_test_samples, seed=seed).conditioned(
         side_fields=(side.H_hat_w, side.H0_w))

@@ -177,11 +177,14 @@ def test_random_selection_leaves_the_state_evolution_unchanged(identity_pre):
     plain = solve_finetuning(identity_pre, 2.0, 1.0, **FAST)
     rand = solve_active_finetuning(identity_pre, 2.0, 1.0, strategy="random", pool_ratio=8.0, **FAST)
     assert rand.to_dict() == {**plain.to_dict(), "seconds": rand.seconds}
-    coin = solve_active_finetuning(identity_pre, 2.0, 1.0, strategy=_Coin(), pool_ratio=4.0, **FAST)
-    assert coin.converged
-    # the training side has 2^12 samples: E' moves with the fixed point by ~0.5 % (replica spread)
-    for k in ("m", "q", "test_error"):
-        assert getattr(coin, k) == pytest.approx(getattr(plain, k), rel=0.02), k
+    coins = [solve_active_finetuning(identity_pre, 2.0, 1.0, strategy=_Coin(), pool_ratio=4.0, seed=s, **FAST)
+             for s in (1, 2, 3)]
+    assert all(c.converged for c in coins)
+    # 2^12 i.i.d. side fields per solve: measured seed-to-seed spread 1.1 % (m'), 1.9 % (q'), 1.0 % (E');
+    # tolerance 4 s.e. of the 3-seed mean
+    for k, rel in (("m", 0.025), ("q", 0.045), ("test_error", 0.025)):
+        mean = float(np.mean([getattr(c, k) for c in coins]))
+        assert mean == pytest.approx(getattr(plain, k), rel=rel), k
 
 
 def test_selection_api_errors_in_the_theory(identity_pre):

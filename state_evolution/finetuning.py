@@ -22,7 +22,7 @@ import numpy as np
 from solvable_attention.params import FinetuneParams
 
 from .channel_lora import LoraChannel
-from .fixed_point import SAMPLED_TOL, InvalidIterate, solve_fixed_point, warn_if_not_converged
+from .fixed_point import SAMPLED_TOL, InvalidIterate, predicted_start, solve_fixed_point, warn_if_not_converged
 from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraining
 
 
@@ -198,7 +198,8 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
 
     Pre-training is solved along ``lams`` (:func:`sweep_pretraining`: one channel, each ``λ`` started
     from its predecessor); for each ``λ`` the LoRA fixed point is solved for every ``λ'`` in
-    ``lam_primes`` (``inf`` allowed), each started from the same ``λ'`` at the previous ``λ``.
+    ``lam_primes`` (``inf`` allowed), each started from the secant extrapolation of the same ``λ'`` at the
+    two previous ``λ``.
     ``setting``: ``T, beta, kappa0, kappa, activation, noise``. Returns one
     :class:`StateEvolutionSolution` per ``(λ, λ')``, ``λ``-major (``λ'`` varies fastest).
     """
@@ -207,7 +208,7 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
     lams, lam_primes = list(lams), list(lam_primes)
     pres = sweep_pretraining(lams, alpha, delta, progress=False, n_samples=n_samples,
                              n_test_samples=n_test_samples, seed=seed, warn=warn, **setting)
-    out, previous = [], {}
+    out, previous = [], {}  # λ' -> [(λ, (m', q', V', c)), ...] of the converged solves
     channel = None  # one set of fixed samples for the whole grid (λ' does not enter the channel)
     for pre in tqdm(pres, disable=not progress, desc="λ sweep (both stages)"):
         if channel is None:
@@ -215,11 +216,14 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
                                   delta_prime=pre.params.delta if delta_prime is None else delta_prime)
             channel = make_lora_channel(pre, fine, n_samples=n_samples, n_test_samples=n_test_samples, seed=seed + 1)
         channel = channel.with_pretraining(pre.m, pre.q, pre.rho0)
+        lam = pre.params.lam
         for lp in lam_primes:
+            past = previous.get(lp, [])[-2:]
+            init = predicted_start([x for _, x in past], [p for p, _ in past], lam)
             f = solve_finetuning(pre, alpha_prime, lp, delta_prime=delta_prime, gamma=gamma,
-                                 recalibrate=recalibrate and math.isfinite(lp), init=previous.get(lp),
+                                 recalibrate=recalibrate and math.isfinite(lp), init=init,
                                  channel=channel, warn=warn)
             if f.params.adapts and f.converged:
-                previous[lp] = (f.m, f.q, f.V, f.c)
+                previous.setdefault(lp, []).append((lam, (f.m, f.q, f.V, f.c)))
             out.append(StateEvolutionSolution(pretrain=pre, finetune=f))
     return out

@@ -189,3 +189,18 @@ def warn_if_not_converged(name: str, solution: FixedPointSolution, tol: float) -
     if not solution.converged:
         warnings.warn(f"{name} did not converge: residual {solution.residual:.3g} > tol {tol:.3g} after "
                       f"{solution.iterations} iterations (converged=False)", ConvergenceWarning, stacklevel=3)
+
+
+def predicted_start(previous, params, new_param):
+    """Warm start along a sweep: the secant extrapolation in ``log(parameter)`` through the last two
+    solutions (``previous``: their state vectors, ``params``: their parameter values), or the last
+    solution when only one is known. Halves the distance to the next fixed point on smooth curves."""
+    if not previous:
+        return None
+    x1 = np.asarray(previous[-1], float)
+    if len(previous) < 2 or params[-1] == params[-2] or min(params[-1], params[-2], new_param) <= 0:
+        return x1
+    x0 = np.asarray(previous[-2], float)
+    t = np.log(new_param / params[-1]) / np.log(params[-1] / params[-2])
+    return x1 + min(max(t, 0.0), 1.0) * (x1 - x0)
+

@@ -19,7 +19,7 @@ import numpy as np
 from solvable_attention.params import PretrainParams
 
 from .channels import make_channel
-from .fixed_point import SAMPLED_TOL, InvalidIterate, solve_fixed_point, warn_if_not_converged
+from .fixed_point import SAMPLED_TOL, InvalidIterate, predicted_start, solve_fixed_point, warn_if_not_converged
 from .spectral_prior import prior_overlaps_free, prior_overlaps_matrix
 
 
@@ -174,7 +174,7 @@ def sweep_pretraining(lams, alpha, delta, *, progress=True, **kwargs) -> list[Pr
     """Solve along a sequence of ``λ`` with warm starts (one channel, same fixed samples).
 
     ``kwargs`` as :func:`solve_pretraining`; ``init`` applies to the first ``λ``, each later one
-    starts from its predecessor's overlaps; ``channel`` (default: built once here) serves every ``λ``.
+    starts from the secant extrapolation of its two predecessors (:func:`fixed_point.predicted_start`); ``channel`` (default: built once here) serves every ``λ``.
     """
     from tqdm.auto import tqdm
 
@@ -190,6 +190,7 @@ def sweep_pretraining(lams, alpha, delta, *, progress=True, **kwargs) -> list[Pr
                                n_test_samples=kwargs.get("n_test_samples", 2 ** 17), seed=kwargs.get("seed", 0))
     out = []
     for lam in tqdm(lams, disable=not progress, desc="λ sweep"):
-        out.append(solve_pretraining(alpha, delta, lam, init=out[-1].overlaps if out else init, channel=channel,
+        start = predicted_start([s.overlaps for s in out[-2:]], [s.params.lam for s in out[-2:]], lam)
+        out.append(solve_pretraining(alpha, delta, lam, init=init if start is None else start, channel=channel,
                                      **kwargs))
     return out

@@ -159,3 +159,15 @@ def test_warm_started_sweep_matches_independent_solves():
         cold = solve_pretraining(0.1, 0.5, lam, activation="identity")
         assert s.converged and s.params.lam == lam
         np.testing.assert_allclose([s.m, s.q, s.V], [cold.m, cold.q, cold.V], rtol=1e-7)
+
+
+def test_predicted_start_is_the_secant_in_log_lambda():
+    """Warm starts along sweeps: exact for states linear in log λ, the last state with one predecessor,
+    None with none, and never extrapolated beyond one step (t clipped to [0, 1])."""
+    from state_evolution.fixed_point import predicted_start
+
+    f = lambda lam: np.array([1.0, 2.0]) + np.log(lam) * np.array([0.5, -1.0])  # noqa: E731
+    np.testing.assert_allclose(predicted_start([f(0.1), f(0.2)], [0.1, 0.2], 0.4), f(0.4), rtol=1e-12)
+    np.testing.assert_allclose(predicted_start([f(0.1)], [0.1], 0.4), f(0.1))
+    assert predicted_start([], [], 0.4) is None
+    np.testing.assert_allclose(predicted_start([f(0.1), f(0.2)], [0.1, 0.2], 100.0), 2 * f(0.2) - f(0.1))

@@ -31,6 +31,7 @@ from .sweep import versions, write_json_atomic
 PRETRAIN_METRICS = ("m", "q", "rho0", "mse_S", "test_error", "train_loss", "rank_fraction")
 FINETUNE_METRICS = ("m", "q", "rho_v", "alignment", "test_error", "test_error_baseline", "c")
 EXIT_USAGE = 2
+SWEEP_ENV = ("SA_SWEEP_BACKEND", "SA_DASK_SCHEDULER")  # read by simulations/sweep.py
 
 
 class UsageError(Exception):
@@ -49,6 +50,7 @@ class _Parser(argparse.ArgumentParser):
 def main(argv=None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
+    saved = {k: os.environ.get(k) for k in SWEEP_ENV}
     try:
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
@@ -57,6 +59,12 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
+    finally:  # --dask sets these for the command's sweeps only
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,8 +301,28 @@ def register_reproduce(subparsers) -> None:
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     p.add_argument("--D", type=int, default=None, help="override the simulations' dimension")
     p.add_argument("--seeds", type=int, default=None, help="override the number of seeds per point")
+    add_dask_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)
+
+
+def add_dask_argument(p) -> None:
+    p.add_argument("--dask", nargs="?", const="local", default=None, metavar="SCHEDULER",
+                   help="run the sweeps on Dask: a local cluster of --workers processes, or the scheduler "
+                        "address given (tcp://host:8786); needs the [distributed] extra")
+
+
+def use_dask(args) -> None:
+    """``--dask [ADDRESS]``: send every sweep of this command to Dask (simulations/sweep.py reads these)."""
+    if args.dask is None:
+        return
+    try:
+        import dask.distributed  # noqa: F401
+    except ImportError:
+        raise UsageError("--dask needs the optional extra: pip install -e '.[distributed]'") from None
+    os.environ["SA_SWEEP_BACKEND"] = "dask"
+    if args.dask != "local":
+        os.environ["SA_DASK_SCHEDULER"] = args.dask
 
 
 def cmd_reproduce(args) -> int:
@@ -314,6 +342,7 @@ def cmd_reproduce(args) -> int:
     except FigureUnavailable as exc:
         raise UsageError(str(exc)) from None
     overrides = {k: v for k, v in (("D", args.D), ("seeds", args.seeds)) if v is not None}
+    use_dask(args)
     from pathlib import Path
 
     result = module.reproduce(Path(args.out), quick=args.quick, workers=args.workers,
@@ -340,8 +369,7 @@ def register_convergence(subparsers) -> None:
     p.add_argument("--mc-replicas", type=int, default=1,
                    help="independent Monte Carlo seeds of the theory (its s.e. enters the z-scores)")
     p.add_argument("--power", type=float, default=1.0, help="extrapolation in D^-power (default 1: 1/D)")
-    p.add_argument("--dask", nargs="?", const="local", default=None, metavar="SCHEDULER",
-                   help="run the simulations on Dask: a local cluster, or the scheduler address given")
+    add_dask_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_convergence)
 
@@ -368,9 +396,9 @@ def cmd_convergence(args) -> int:
     check_writable(os.path.join(args.out, "x"), flag="--out")
     from .comparison import run_comparison
 
-    backend = dict(backend="dask", address=None if args.dask == "local" else args.dask) if args.dask else {}
+    use_dask(args)
     result = run_comparison(kw, Ds, seeds, out_dir=args.out, workers=args.workers, mc_replicas=args.mc_replicas,
-                            power=args.power, progress=not args.no_progress, **backend)
+                            power=args.power, progress=not args.no_progress)
     print(result["table"].format())
     for path in result["paths"].values():
         print(f"wrote {path}")

@@ -68,7 +68,7 @@ def theory_point(setting: dict, seed: int = 0) -> dict:
 
 
 def run_comparison(setting: dict, Ds, seeds, *, out_dir, workers: int = 1, mc_replicas: int = 1,
-                   power: float = 1.0, progress: bool = True, metrics=None, backend: str = "process",
+                   power: float = 1.0, progress: bool = True, metrics=None, backend: str | None = None,
                    address: str | None = None, theory_fn=theory_point, point_fn=simulation_point) -> dict:
     """Simulate ``setting`` at ``Ds`` × ``seeds``, solve the theory, tabulate and plot.
 

@@ -18,6 +18,7 @@ Backends (``backend=``):
   return records: every record is written here, by the submitting process, so no shared file
   system is needed.
 
+``backend=None`` reads the ``SA_SWEEP_BACKEND`` environment variable (default ``"process"``).
 With every backend a record is written the moment its point finishes, so a killed sweep keeps
 all finished points and its rerun computes only the others.
 """
@@ -130,15 +131,19 @@ BACKENDS = ("process", "dask")
 
 
 def run_sweep(fn, points, out_dir, *, workers: int = 1, progress: bool = True, desc: str = "sweep",
-              backend: str = "process", address: str | None = None) -> list[dict]:
+              backend: str | None = None, address: str | None = None) -> list[dict]:
     """Run ``fn(**point)`` for each unfinished point; return all records of ``points``.
 
     ``fn`` must be picklable (a module-level function) when ``workers > 1`` or ``backend="dask"``.
     ``address``: scheduler of an existing Dask cluster (``backend="dask"`` only; default the
     ``SA_DASK_SCHEDULER`` environment variable, else a local cluster of ``workers`` processes).
+    ``backend=None``: the ``SA_SWEEP_BACKEND`` environment variable, else ``"process"`` (so a whole
+    program's sweeps can be sent to Dask without changing its code, e.g. ``reproduce --dask``).
     The bar shows finished/total points with the rate and ETA of this run.
     """
     from tqdm.auto import tqdm
+
+    backend = backend or os.environ.get("SA_SWEEP_BACKEND") or "process"
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -57,7 +57,7 @@ def test_fig1_tiny_softmax(tmp_path):
         base = common.select(rows, source="theory", panel="delta=0.5", lam=r["lam"], lam_prime=math.inf,
                              metric="E_ft_baseline")[0]
         assert r["value"] == base["value"]
-    inset = common.select(rows, source="theory", panel="delta=0.5,inset", metric="E_ft")
+    inset = common.select(rows, source="theory", panel="delta=0.5 inset", metric="E_ft")
     assert sorted(r["lam_prime"] for r in inset) == [0.05, 1.0, math.inf]
     finite = [r for r in theory if math.isfinite(r["lam_prime"])]
     assert inset[0]["lam"] == min(finite, key=lambda r: r["value"])["lam"]
@@ -161,3 +161,53 @@ def test_convergence_cli_tiny_identity(tmp_path, capsys):
     assert row["mean"] == pytest.approx(np.mean(direct), rel=1e-12)
     assert row["theory"] == pytest.approx(data["theory"]["finetune.test_error"])
     assert (tmp_path / "comparison.png").stat().st_size > 1000 and (tmp_path / "comparison.csv").exists()
+
+
+def test_dask_flag_sends_the_sweeps_to_dask_and_is_undone(tmp_path, monkeypatch):
+    """``--dask`` sets the sweep backend for the command only (the runner itself is tested on a local
+    Dask cluster in test_sweep.py); here the figure's sweep sees it, and main() restores the env."""
+    import os
+
+    from simulations.figures import common as fig_common
+
+    seen = []
+
+    def spy(fn, points, out_dir, **kw):
+        seen.append((os.environ.get("SA_SWEEP_BACKEND"), os.environ.get("SA_DASK_SCHEDULER")))
+        raise RuntimeError("stop after the first sweep")
+
+    monkeypatch.setattr(fig_common, "run_sweep", spy)
+    monkeypatch.delenv("SA_SWEEP_BACKEND", raising=False)
+    monkeypatch.delenv("SA_DASK_SCHEDULER", raising=False)
+    with pytest.raises(RuntimeError, match="stop after"):
+        main(["reproduce", "fig5", "--quick", "--out", str(tmp_path), "--dask", "tcp://example:8786"])
+    assert seen == [("dask", "tcp://example:8786")]
+    assert "SA_SWEEP_BACKEND" not in os.environ and "SA_DASK_SCHEDULER" not in os.environ
+
+
+def test_simulation_rows_are_mean_and_se_over_seeds():
+    """Synthetic sweep records: two seeds of one point with two variants → mean and std(ddof=1)/√2."""
+    base = dict(alpha=0.1, delta=0.5, lam=0.05, D=20, activation="softmax",
+                variants=[dict(lam_prime=1.0), dict(lam_prime="inf")])
+    recs = [{"point": dict(base, seed=s), "result": {"variants": [{"E_ft": e1}, {"E_ft": e2}]}}
+            for s, (e1, e2) in enumerate([(0.4, 0.7), (0.6, 0.9)])]
+    rows = common.simulation_rows(recs, lambda p: "p")
+    lora = common.select(rows, lam_prime=1.0, metric="E_ft")[0]
+    assert lora["value"] == pytest.approx(0.5) and lora["se"] == pytest.approx(np.std([0.4, 0.6], ddof=1) / np.sqrt(2))
+    assert lora["n_seeds"] == 2 and lora["D"] == 20
+    assert common.select(rows, lam_prime=math.inf, metric="E_ft")[0]["value"] == pytest.approx(0.8)
+
+
+def test_masks_hide_values_without_dropping_rows():
+    rows = [dict(source="theory", D=math.inf, panel="p", alpha=0.1, delta=0.5, lam=lam, lam_prime=1.0,
+                 recalibrate=True, activation="softmax", metric=m, value=v, se=0.0)
+            for lam, conv, q in ((0.01, 1.0, 0.5), (1.0, 0.0, 0.0))
+            for m, v in (("c", 0.7), ("converged", conv), ("q_pre", q))]
+    masked = common.mask_unconverged(rows)
+    assert len(masked) == len(rows)
+    assert common.select(masked, lam=0.01, metric="c")[0]["value"] == 0.7
+    assert math.isnan(common.select(masked, lam=1.0, metric="c")[0]["value"])
+    assert common.select(masked, lam=1.0, metric="converged")[0]["value"] == 0.0  # the flag itself is kept
+    hidden = common.mask_where(rows, "c", "q_pre", lambda q: q <= 1e-8)
+    assert [r["value"] for r in common.select(hidden, metric="c")][0] == 0.7
+    assert math.isnan(common.select(hidden, lam=1.0, metric="c")[0]["value"])

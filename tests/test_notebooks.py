@@ -25,8 +25,17 @@ def test_notebook_is_stored_without_outputs(path):
             assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: clear the outputs"
 
 
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+    """One persistent XLA compilation cache for all the notebook kernels of this run: they share the
+    simulator's tiny shapes, so only the first kernel compiles (a speed-up only; results unchanged)."""
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch):
+def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch, jax_cache):
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", jax_cache)
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     monkeypatch.setenv("SA_NOTEBOOK_QUICK", "1")
     monkeypatch.setenv("SA_NOTEBOOK_OUT", str(tmp_path / "out"))
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")

@@ -9,7 +9,8 @@ Data table (the CSV behind a figure): one row per (source, setting, metric), *lo
     alpha, delta, lam, lam_prime, recalibrate, activation   the setting of the point
     D, n_seeds  simulation only (theory: D = inf)
     metric      E_ft (E'), E_ft_baseline (E'_0), alignment, m_abs (|m'|), q_ft (q'), c, mse_S,
-                E_pre (pre-training test error), effective_noise, effective_noise_recalibrated
+                q_pre (Tr Ŝ²/D), E_pre (pre-training test error), effective_noise,
+                effective_noise_recalibrated, converged (1/0; simulation: fraction of seeds)
     value, se   theory: its Monte Carlo s.e. where the solver reports one; simulation: mean and
                 s.e. over seeds (std(ddof=1)/√n)
 
@@ -58,6 +59,11 @@ def make_config(full, quick_config, quick: bool, overrides: dict):
     return cfg
 
 
+def geomgrid(lo: float, hi: float, n: int) -> tuple:
+    """``n`` log-spaced values from ``lo`` to ``hi`` as a tuple of floats (a config field)."""
+    return tuple(float(x) for x in np.geomspace(lo, hi, n))
+
+
 def lam_grid(cfg, delta) -> list[float]:
     """The ``λ`` grid of panel ``Δ = delta``: ``cfg.lams`` is either one grid shared by all
     ``cfg.deltas`` or a tuple of grids, one per entry of ``cfg.deltas``."""
@@ -80,13 +86,14 @@ def theory_metrics(sol) -> dict:
     pre, f = sol.pretrain, sol.finetune
     return {"E_ft": (f.test_error, f.test_error_se), "E_ft_baseline": (f.test_error_baseline, f.test_error_baseline_se),
             "alignment": (f.alignment, 0.0), "m_abs": (abs(f.m), 0.0), "q_ft": (f.q, 0.0), "c": (f.c, 0.0),
-            "mse_S": (pre.mse_S, 0.0), "E_pre": (pre.test_error, pre.test_error_se),
+            "mse_S": (pre.mse_S, 0.0), "q_pre": (pre.q, 0.0), "E_pre": (pre.test_error, pre.test_error_se),
             "effective_noise": (f.effective_noise, 0.0),
             "effective_noise_recalibrated": (f.effective_noise_recalibrated, 0.0),
             "converged": (float(sol.converged), 0.0)}
 
 
-THEORY_METRICS = ("E_ft", "E_ft_baseline", "alignment", "m_abs", "q_ft", "c", "mse_S", "E_pre", "effective_noise",
+THEORY_METRICS = ("E_ft", "E_ft_baseline", "alignment", "m_abs", "q_ft", "c", "mse_S", "q_pre", "E_pre",
+                  "effective_noise",
                   "effective_noise_recalibrated")
 
 
@@ -94,7 +101,7 @@ def simulation_metrics(result) -> dict:
     """``{metric: value}`` of one :class:`simulations.SimulationResult` (the theory's names)."""
     pre, f = result.pretrain, result.finetune
     return {"E_ft": f.test_error, "E_ft_baseline": f.test_error_baseline, "alignment": f.alignment,
-            "m_abs": abs(f.m), "q_ft": f.q, "c": f.c, "mse_S": pre.mse_S, "E_pre": pre.test_error,
+            "m_abs": abs(f.m), "q_ft": f.q, "c": f.c, "mse_S": pre.mse_S, "q_pre": pre.q, "E_pre": pre.test_error,
             "rho_v": f.rho_v, "converged": float(f.converged and pre.converged)}
 
 
@@ -226,6 +233,17 @@ def mask_unconverged(rows) -> list[dict]:
     bad = {key(r) for r in rows if r["source"] == "theory" and r["metric"] == "converged" and not r["value"] > 0.5}
     return [dict(r, value=math.nan) if (r["source"] == "theory" and r["metric"] != "converged" and key(r) in bad)
             else r for r in rows]
+
+
+def mask_where(rows, metric: str, other: str, predicate) -> list[dict]:
+    """A copy of ``rows`` where ``metric`` is NaN at the points (same source, setting, ``D``) where
+    ``predicate(value of other)`` holds, e.g. the recalibration ``c`` where ``Ŝ = 0`` (``q_pre = 0``):
+    there ``cŜ`` does not depend on ``c`` and its value means nothing."""
+    def key(r):
+        return tuple(str(r[k]) for k in ("source", "D") + SETTING_KEYS)
+
+    hit = {key(r) for r in rows if r["metric"] == other and predicate(r["value"])}
+    return [dict(r, value=math.nan) if (r["metric"] == metric and key(r) in hit) else r for r in rows]
 
 
 def argmin_x(rows, x: str, **filters) -> float:

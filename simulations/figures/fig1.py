@@ -23,10 +23,7 @@ from . import common
 
 NAME = "fig1"
 
-
-def _grid(lo, hi, n) -> tuple:
-    return tuple(float(x) for x in np.geomspace(lo, hi, n))
-
+_grid = common.geomgrid
 
 @dataclass(frozen=True)
 class Config:
@@ -67,12 +64,12 @@ def reproduce(out: Path, *, quick: bool = False, workers: int = 1, progress: boo
     finite = [lp for lp in cfg.lam_primes if math.isfinite(lp)]
     best = {d: _optimal_lam(rows, d, finite or list(cfg.lam_primes)) for d in cfg.deltas}
     # inset: the main curves' λ' at the optimal λ, plus the extra λ' of the config solved there
-    inset_rows = [dict(r, panel=r["panel"] + ",inset") for r in rows if r["lam"] == best[r["delta"]]]
+    inset_rows = [dict(r, panel=r["panel"] + " inset") for r in rows if r["lam"] == best[r["delta"]]]
     if cfg.inset_lam_primes:
         insets = run.sweep("theory_inset", common.theory_curve,
                            [dict(setting, delta=d, lams=[best[d]], lam_primes=list(cfg.inset_lam_primes), **mc)
                             for d in cfg.deltas])
-        inset_rows += common.theory_rows(insets, lambda p: _panel(p) + ",inset")
+        inset_rows += common.theory_rows(insets, lambda p: _panel(p) + " inset")
 
     variants = [dict(lam_prime=lp) for lp in cfg.lam_primes]
     sims = run.sweep("simulation", common.simulation_point,
@@ -118,7 +115,7 @@ def plot(rows, cfg: Config):
         ax.set_title(f"Δ = {delta:g}  (α = {cfg.alpha:g}, α' = {cfg.alpha_prime:g}, T = {cfg.T}; "
                      f"markers D = {cfg.D}, {cfg.seeds} runs)", fontsize=8)
         ax.legend(fontsize=7, loc="upper left")
-        _inset(ax, rows, panel + ",inset")
+        _inset(ax, rows, panel + " inset")
     fig.tight_layout()
     return fig
 

@@ -3,7 +3,8 @@
 At Figure 1's setting (``α = 0.1, α' = 3, T = 3``, ``Δ = 0.5`` and ``2``, ``λ' = 1``), ``E'`` vs the
 pre-training ``λ`` for plain LoRA ``Ŝ + uuᵀ/√D`` (solid, ●) and LoRA with a trained scalar
 ``cŜ + uuᵀ/√D`` (``recalibrate=True``; dash-dot, ■); the no-adaptation baseline ``E'_0`` in grey
-dashes. Bottom row: the learned ``c`` (THEORY.md §4: ``c ≈ m/q`` removes the part of ``H0`` that
+dashes. Bottom row: the learned ``c``, drawn only where ``Ŝ ≠ 0`` (at large ``λ`` pre-training
+returns ``Ŝ = 0`` and ``c`` is undetermined) (THEORY.md §4: ``c ≈ m/q`` removes the part of ``H0`` that
 ``Ĥ`` explains, turning the effective noise ``Δ' + mse_S`` into ``Δ' + ρ0 − m²/q``; both are in the
 CSV as ``effective_noise`` and ``effective_noise_recalibrated``). Lines: state evolution; markers:
 simulations (mean ± s.e. over seeds).
@@ -42,7 +43,8 @@ class Config:
 
 
 FULL = Config()
-QUICK = Config(lams=FIG1_QUICK.lams, D=FIG1_QUICK.D, seeds=FIG1_QUICK.seeds, n_test=FIG1_QUICK.n_test,
+# quick: Figure 1's quick λ range with 5 points per Δ (recalibrated solves are the slowest: ≤ 5 min on 2 cores)
+QUICK = Config(lams=tuple(common.geomgrid(g[0], g[-1], 5) for g in FIG1_QUICK.lams), D=FIG1_QUICK.D, seeds=FIG1_QUICK.seeds, n_test=FIG1_QUICK.n_test,
                n_samples=FIG1_QUICK.n_samples, n_test_samples=FIG1_QUICK.n_test_samples)
 
 
@@ -71,7 +73,7 @@ def _panel(point) -> str:
 
 def plot(rows, cfg: Config):
     """The figure from the tidy rows (also used by the notebook)."""
-    rows = common.mask_unconverged(rows)
+    rows = common.mask_where(common.mask_unconverged(rows), "c", "q_pre", lambda q: q <= 1e-8)
     fig, axes = common.new_figure(2, len(cfg.deltas), width=4.6, height=3.0)
     for col, delta in enumerate(cfg.deltas):
         panel = f"delta={delta:g}"

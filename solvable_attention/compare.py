@@ -224,8 +224,8 @@ def comparison_table(theory: dict, values: dict, *, theory_se: dict | None = Non
     return ComparisonTable(tuple(rows), tuple(extrapolations))
 
 
-def plot_comparison(table: ComparisonTable, path=None, *, metrics=None, title: str = ""):
-    """Two rows of panels per metric column: the metric vs ``D`` (simulation mean ± s.e., theory line,
+def plot_comparison(table: ComparisonTable, path=None, *, metrics=None, title: str = "", per_row: int = 5):
+    """Two rows of panels per metric column (``per_row`` metrics per block of two rows): the metric vs ``D`` (simulation mean ± s.e., theory line,
     extrapolated value at the right edge) and the gap ``simulation − theory`` vs ``1/D`` with the
     fitted line ``(a − theory) + b D^{-p}``. Saves to ``path`` (format from its suffix) if given;
     returns the figure."""
@@ -236,16 +236,22 @@ def plot_comparison(table: ComparisonTable, path=None, *, metrics=None, title: s
     import matplotlib.pyplot as plt
 
     metrics = list(metrics or table.metrics)
-    fig, axes = plt.subplots(2, len(metrics), figsize=(3.2 * len(metrics), 5.2), squeeze=False)
-    for col, metric in enumerate(metrics):
+    ncols = min(len(metrics), per_row)
+    nblocks = -(-len(metrics) // ncols)
+    fig, axes = plt.subplots(2 * nblocks, ncols, figsize=(3.2 * ncols, 5.2 * nblocks), squeeze=False)
+    for col in range(len(metrics) - (nblocks - 1) * ncols, ncols):  # the empty panels of the last block
+        axes[-2, col].set_visible(False)
+        axes[-1, col].set_visible(False)
+    for i, metric in enumerate(metrics):
+        block, col = divmod(i, ncols)
         rows, ex = table.rows_of(metric), table.extrapolation_of(metric)
         Ds = np.array([r.D for r in rows], float)
-        ax = axes[0, col]
+        ax = axes[2 * block, col]
         ax.errorbar(Ds, [r.mean for r in rows], yerr=[r.se for r in rows], fmt="o", label="simulation")
         ax.axhline(rows[0].theory, color="k", lw=1, label="theory (D → ∞)")
         ax.set_xlabel("D")
         ax.set_title(metric, fontsize=9)
-        ax = axes[1, col]
+        ax = axes[2 * block + 1, col]
         x = Ds ** -(ex.power if ex else 1.0)
         ax.errorbar(x, [r.gap for r in rows], yerr=[r.se for r in rows], fmt="o")
         ax.axhline(0.0, color="k", lw=1)

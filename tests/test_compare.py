@@ -89,6 +89,9 @@ def test_comparison_table_records_csv_and_plot(tmp_path):
     assert len(rows) == 5 and float(rows[0]["mean"]) == pytest.approx(1.0 + 2.0 / 50)
     plot_comparison(table, tmp_path / "t.png")
     assert (tmp_path / "t.png").stat().st_size > 1000
+    seven = comparison_table({f"m{i}": 1.0 for i in range(7)}, {f"m{i}": _synthetic(1.0, 2.0) for i in range(7)})
+    fig = plot_comparison(seven, tmp_path / "seven.png", per_row=5)  # 2 blocks of 2 rows, 3 panels hidden
+    assert sum(ax.get_visible() for ax in fig.axes) == 2 * 7
     assert "extrapolation" not in table.format() and "agrees" in table.format()
 
 

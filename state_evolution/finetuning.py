@@ -22,7 +22,7 @@ import numpy as np
 from solvable_attention.params import FinetuneParams
 
 from .channel_lora import LoraChannel
-from .fixed_point import SAMPLED_TOL, InvalidIterate, predicted_start, solve_fixed_point, warn_if_not_converged
+from .fixed_point import SAMPLED_ACCEPT_TOL, SAMPLED_TOL, InvalidIterate, predicted_start, solve_fixed_point, warn_if_not_converged
 from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraining
 
 
@@ -101,7 +101,8 @@ def make_lora_channel(pre: PretrainingSolution, fine: FinetuneParams, *, n_sampl
 
 
 def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prime, *, delta_prime=None,
-                     gamma=1.0, recalibrate=False, init=None, tol=SAMPLED_TOL, max_iter=400, damping=0.5,
+                     gamma=1.0, recalibrate=False, init=None, tol=SAMPLED_TOL, accept_tol=SAMPLED_ACCEPT_TOL, max_iter=400,
+                     damping=0.5,
                      n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1, channel=None,
                      fallback=True, warn=True) -> FinetuningSolution:
     """Solve the LoRA state evolution given the pre-training fixed point.
@@ -110,6 +111,8 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
     ``E' = E'_0`` exactly. ``init``: ``(m', q', V'[, c])``; default ``(0.5, 0.5, 0.5[, 1])``, an
     informative start (``m' = 0`` is a symmetric, uninformative fixed point). ``fallback=False``
     disables the root polish/fallback of :func:`solve_fixed_point` (damped iteration only).
+    ``tol``: target relative residual; ``accept_tol``: accepted once the iteration stalls (the Monte
+    Carlo map's noise floor, :data:`fixed_point.SAMPLED_TOL`).
     """
     fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=lam_prime,
                           delta_prime=pretrain_result.params.delta if delta_prime is None else delta_prime,
@@ -155,7 +158,7 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
         return y
 
     sol = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=project,
-                            fallback=fallback)
+                            fallback=fallback, accept_tol=max(tol, accept_tol))
     if warn:
         warn_if_not_converged("fine-tuning state evolution", sol, tol)
     x = sol.value
@@ -220,9 +223,14 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
         for lp in lam_primes:
             past = previous.get(lp, [])[-2:]
             init = predicted_start([x for _, x in past], [p for p, _ in past], lam)
-            f = solve_finetuning(pre, alpha_prime, lp, delta_prime=delta_prime, gamma=gamma,
-                                 recalibrate=recalibrate and math.isfinite(lp), init=init,
-                                 channel=channel, warn=warn)
+            kw = dict(delta_prime=delta_prime, gamma=gamma, recalibrate=recalibrate and math.isfinite(lp),
+                      channel=channel, warn=warn)
+            try:
+                f = solve_finetuning(pre, alpha_prime, lp, init=init, **kw)
+            except InvalidIterate:  # the extrapolated start left the map's domain: the last fixed point instead
+                if not past:
+                    raise
+                f = solve_finetuning(pre, alpha_prime, lp, init=past[-1][1], **kw)
             if f.params.adapts and f.converged:
                 previous.setdefault(lp, []).append((lam, (f.m, f.q, f.V, f.c)))
             out.append(StateEvolutionSolution(pretrain=pre, finetune=f))

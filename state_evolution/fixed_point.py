@@ -56,13 +56,15 @@ def _root_polish(F, x, tol):
         return x, np.inf, 0
 
 
-# Default tolerance of fixed points whose map is a Monte Carlo average over n fixed samples (softmax
+# Default tolerances of fixed points whose map is a Monte Carlo average over n fixed samples (softmax
 # pre-training, every LoRA channel). The outputs carry a relative Monte Carlo error ~1e-3 at n = 2^14,
 # and the sampled map is only piecewise smooth: when a sample's global prox minimiser switches between
 # two local minima of the non-convex loss, the map jumps by O(1/n) relative. Residuals stall at a few
-# 1e-5 where many samples sit near a switch (small λ, small λ'), so 1e-7 was unreachable there (hundreds
-# of evaluations) while 1e-5 already pins the fixed point two orders below its Monte Carlo error.
+# 1e-5 where many samples sit near a switch (measured: softmax α = 0.1, Δ = 0.5, λ = 0.005, λ' = 0.05,
+# best residual 4e-5 cycling up to 2e-4 for 400 evaluations), so the target is 1e-5 and a stalled
+# iteration is accepted below 1e-4 (still an order of magnitude under the Monte Carlo error).
 SAMPLED_TOL = 1e-5
+SAMPLED_ACCEPT_TOL = 1e-4
 MAX_EXTRAPOLATION = 10.0  # largest Anderson step, in units of the undamped step F(x) − x
 MAX_INVALID_RUN = 8  # consecutive invalid iterates (η already at its floor) before giving up
 STALL = 12  # evaluations without a new best residual before Anderson mixing is abandoned
@@ -92,8 +94,14 @@ def _anderson_step(xs, fs, eta, reg=1e-10):
 
 
 def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min=0.02, damping_max=1.0,
-                      anderson=4, fallback=True, polish_below=0.0, project=None) -> FixedPointSolution:
+                      anderson=4, fallback=True, polish_below=0.0, project=None,
+                      accept_tol=None) -> FixedPointSolution:
     """Solve ``x = F(x)`` until ``relative_residual(x, F(x)) ≤ tol``.
+
+    ``accept_tol`` (default ``tol``): a looser tolerance accepted once the iteration has stalled
+    (``STALL`` evaluations without a new best residual) with its best residual below it; the result is
+    then the best iterate, ``converged=True``, ``method="stalled<=accept_tol"`` and its residual. Meant
+    for maps with a noise floor (Monte Carlo maps with O(1/n) jumps, see ``SAMPLED_TOL``).
 
     Steps are damped, ``x ← x + η (F(x) − x)``, accelerated by Anderson mixing over the last
     ``anderson`` steps (``0``: plain damped iteration). ``η`` grows (×1.2, up to ``damping_max``) while
@@ -110,6 +118,8 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
     ``project``: optional map applied after each update (e.g. clip to a valid domain).
     """
     x = np.asarray(x0, float)
+    if project is not None:  # a start outside the domain (e.g. an extrapolated warm start) is projected first
+        x = np.asarray(project(x), float)
     eta = float(damping)
     history = []
     best_x = best_Fx = None
@@ -157,6 +167,8 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
             best_x, best_Fx, best_res, since_best = x, Fx, res, 0
         else:
             since_best += 1
+        if since_best >= STALL and accept_tol is not None and best_res <= accept_tol:
+            return FixedPointSolution(best_Fx, True, n_eval, best_res, "stalled<=accept_tol", tuple(history))
         if anderson > 0 and since_best >= STALL:
             # Anderson is wandering: plain damped steps from the best iterate, root polish allowed
             anderson, polish_below = 0, max(polish_below, 1e-4)

@@ -19,7 +19,7 @@ import numpy as np
 from solvable_attention.params import PretrainParams
 
 from .channels import make_channel
-from .fixed_point import SAMPLED_TOL, InvalidIterate, predicted_start, solve_fixed_point, warn_if_not_converged
+from .fixed_point import SAMPLED_ACCEPT_TOL, SAMPLED_TOL, InvalidIterate, predicted_start, solve_fixed_point, warn_if_not_converged
 from .spectral_prior import prior_overlaps_free, prior_overlaps_matrix
 
 
@@ -153,7 +153,7 @@ def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fal
                                    damping=damping, project=project, fallback=False, anderson=0)
         x0 = coarse.value
     sol = solve_fixed_point(state_map(channel), x0, tol=tol, max_iter=max_iter, damping=damping, project=project,
-                            fallback=fallback)
+                            fallback=fallback, accept_tol=max(tol, SAMPLED_ACCEPT_TOL) if sampled else None)
     if warn:
         warn_if_not_converged("pre-training state evolution", sol, tol)
     m, q, V = (float(v) for v in sol.value)
@@ -191,6 +191,12 @@ def sweep_pretraining(lams, alpha, delta, *, progress=True, **kwargs) -> list[Pr
     out = []
     for lam in tqdm(lams, disable=not progress, desc="λ sweep"):
         start = predicted_start([s.overlaps for s in out[-2:]], [s.params.lam for s in out[-2:]], lam)
-        out.append(solve_pretraining(alpha, delta, lam, init=init if start is None else start, channel=channel,
-                                     **kwargs))
+        try:
+            sol = solve_pretraining(alpha, delta, lam, init=init if start is None else start, channel=channel,
+                                    **kwargs)
+        except InvalidIterate:  # the extrapolated start left the map's domain: the last fixed point instead
+            if not out:
+                raise
+            sol = solve_pretraining(alpha, delta, lam, init=out[-1].overlaps, channel=channel, **kwargs)
+        out.append(sol)
     return out

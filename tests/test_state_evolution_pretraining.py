@@ -171,3 +171,22 @@ def test_predicted_start_is_the_secant_in_log_lambda():
     np.testing.assert_allclose(predicted_start([f(0.1)], [0.1], 0.4), f(0.1))
     assert predicted_start([], [], 0.4) is None
     np.testing.assert_allclose(predicted_start([f(0.1), f(0.2)], [0.1, 0.2], 100.0), 2 * f(0.2) - f(0.1))
+
+
+def test_stalled_iteration_is_accepted_only_below_accept_tol():
+    """A map with a noise floor (a contraction plus a deterministic ±3e-5 jitter that never lets the
+    residual fall below ~1e-5): with tol = 1e-9 alone it does not converge; with accept_tol = 1e-4 it
+    stops once stalled, converged, with its residual reported; accept_tol = 1e-6 still fails."""
+    from state_evolution.fixed_point import solve_fixed_point
+
+    def F(x):
+        jitter = 3e-5 * np.sign(np.sin(1e6 * x))  # O(1/n)-like jumps of a sampled map
+        return 0.5 * x + 1.0 + jitter
+
+    plain = solve_fixed_point(F, np.array([0.0, 5.0]), tol=1e-9, max_iter=60, fallback=False)
+    assert not plain.converged
+    acc = solve_fixed_point(F, np.array([0.0, 5.0]), tol=1e-9, max_iter=60, fallback=False, accept_tol=1e-4)
+    assert acc.converged and acc.method == "stalled<=accept_tol" and 1e-9 < acc.residual <= 1e-4
+    np.testing.assert_allclose(acc.value, [2.0, 2.0], atol=1e-3)
+    strict = solve_fixed_point(F, np.array([0.0, 5.0]), tol=1e-9, max_iter=60, fallback=False, accept_tol=1e-6)
+    assert not strict.converged

@@ -135,6 +135,9 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
     n_x = 4 if recalibrate else 3
 
     def prior(ev):
+        conj = np.array([ev.m_hat, ev.q_hat, ev.V_hat, ev.ridge_shift], float)
+        if not np.all(np.isfinite(conj)) or np.max(np.abs(conj)) > 1e150:
+            raise InvalidIterate(f"LoRA conjugates out of range (m̂', q̂', V̂', shift) = {conj}")
         denom = fine.lam_prime + ev.ridge_shift + ev.V_hat
         if denom <= 0:
             raise InvalidIterate(f"λ_eff + V̂' = {denom:.3g} <= 0: the LoRA objective is unbounded here")
@@ -196,20 +199,22 @@ def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3,
 
 def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progress=True, recalibrate=False,
                           delta_prime=None, gamma=1.0, n_samples=2 ** 14, n_test_samples=2 ** 17, seed=0,
-                          warn=True, **setting) -> list[StateEvolutionSolution]:
+                          max_iter=100, warn=True, **setting) -> list[StateEvolutionSolution]:
     """Both stages along a grid ``lams × lam_primes`` with warm starts (Figure 1's curves).
 
     Pre-training is solved along ``lams`` (:func:`sweep_pretraining`: one channel, each ``λ`` started
     from its predecessor); for each ``λ`` the LoRA fixed point is solved for every ``λ'`` in
     ``lam_primes`` (``inf`` allowed), each started from the secant extrapolation of the same ``λ'`` at the
     two previous ``λ``.
+    ``max_iter``: evaluations per solve (a point that does not converge is reported with
+    ``converged=False`` rather than holding up the sweep; warm-started solves need 3–10).
     ``setting``: ``T, beta, kappa0, kappa, activation, noise``. Returns one
     :class:`StateEvolutionSolution` per ``(λ, λ')``, ``λ``-major (``λ'`` varies fastest).
     """
     from tqdm.auto import tqdm
 
     lams, lam_primes = list(lams), list(lam_primes)
-    pres = sweep_pretraining(lams, alpha, delta, progress=False, n_samples=n_samples,
+    pres = sweep_pretraining(lams, alpha, delta, progress=False, n_samples=n_samples, max_iter=max_iter,
                              n_test_samples=n_test_samples, seed=seed, warn=warn, **setting)
     out, previous = [], {}  # λ' -> [(λ, (m', q', V', c)), ...] of the converged solves
     channel = None  # one set of fixed samples for the whole grid (λ' does not enter the channel)
@@ -224,7 +229,7 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
             past = previous.get(lp, [])[-2:]
             init = predicted_start([x for _, x in past], [p for p, _ in past], lam)
             kw = dict(delta_prime=delta_prime, gamma=gamma, recalibrate=recalibrate and math.isfinite(lp),
-                      channel=channel, warn=warn)
+                      channel=channel, warn=warn, max_iter=max_iter)
             try:
                 f = solve_finetuning(pre, alpha_prime, lp, init=init, **kw)
             except InvalidIterate:  # the extrapolated start left the map's domain: the last fixed point instead

@@ -232,10 +232,13 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
                       channel=channel, warn=warn, max_iter=max_iter)
             try:
                 f = solve_finetuning(pre, alpha_prime, lp, init=init, **kw)
-            except InvalidIterate:  # the extrapolated start left the map's domain: the last fixed point instead
+            except InvalidIterate:  # the extrapolated start left the map's domain
                 if not past:
                     raise
-                f = solve_finetuning(pre, alpha_prime, lp, init=past[-1][1], **kw)
+                f = None
+            if len(past) >= 2 and (f is None or not f.converged):  # retry from the last fixed point
+                retry = solve_finetuning(pre, alpha_prime, lp, init=past[-1][1], **kw)
+                f = retry if (f is None or retry.converged or retry.residual < f.residual) else f
             if f.params.adapts and f.converged:
                 previous.setdefault(lp, []).append((lam, (f.m, f.q, f.V, f.c)))
             out.append(StateEvolutionSolution(pretrain=pre, finetune=f))

@@ -194,9 +194,12 @@ def sweep_pretraining(lams, alpha, delta, *, progress=True, **kwargs) -> list[Pr
         try:
             sol = solve_pretraining(alpha, delta, lam, init=init if start is None else start, channel=channel,
                                     **kwargs)
-        except InvalidIterate:  # the extrapolated start left the map's domain: the last fixed point instead
+        except InvalidIterate:  # the extrapolated start left the map's domain
             if not out:
                 raise
-            sol = solve_pretraining(alpha, delta, lam, init=out[-1].overlaps, channel=channel, **kwargs)
+            sol = None
+        if out and len(out) >= 2 and (sol is None or not sol.converged):  # retry from the last fixed point
+            retry = solve_pretraining(alpha, delta, lam, init=out[-1].overlaps, channel=channel, **kwargs)
+            sol = retry if (sol is None or retry.converged or retry.residual < sol.residual) else sol
         out.append(sol)
     return out

@@ -225,8 +225,9 @@ def main(argv=None):
     ap.add_argument("--figure", default="docs/figures/claims_softmax.png")
     ap.add_argument("--quick", action="store_true", help="coarse grids (for a smoke test)")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--deltas", type=float, nargs="+", default=[0.5, 2.0], help="label-noise values (Figure 1: 0.5 2)")
     args = ap.parse_args(argv)
-    deltas = (0.5, 2.0)
+    deltas = tuple(args.deltas)
     n_lam, n_surr, n_lp = (6, 3, 5) if args.quick else (16, 5, 10)
     lams = [float(x) for x in np.geomspace(0.005, 0.5, n_lam)]
     lams_surr = [float(x) for x in np.geomspace(0.005, 0.5, n_surr)]

@@ -41,6 +41,23 @@ INF = math.inf
 
 # --------------------------------------------------------------------------- configuration
 
+@dataclasses.dataclass(frozen=True)
+class FigureConfig:
+    """Fields shared by the figures' configurations: the fixed model settings and the run sizes
+    (simulation ``D``, ``seeds``, test samples; the theory's Monte Carlo samples). Each figure's
+    ``Config`` subclasses it with its own grid."""
+
+    activation: str = "softmax"
+    delta: float = 0.5
+    lam_prime: float = 1.0
+    T: int = 3
+    D: int = 150
+    seeds: int = 4
+    n_test: int = 20000
+    n_samples: int = 2 ** 14
+    n_test_samples: int = 2 ** 17
+
+
 def make_config(full, quick_config, quick: bool, overrides: dict):
     """``quick_config`` or ``full`` with ``overrides`` (field names of the dataclass) applied.
 

@@ -28,19 +28,10 @@ NAME = "fig2"
 
 
 @dataclass(frozen=True)
-class Config:
-    activation: str = "softmax"
+class Config(common.FigureConfig):
     alpha_prime: float = 3.0
-    delta: float = 0.5
-    lam_prime: float = 1.0
-    T: int = 3
     alphas: tuple = tuple(float(x) for x in np.geomspace(0.02, 1.0, 9))
     lams: tuple = (0.003, 0.03, 0.3)
-    D: int = 150
-    seeds: int = 4
-    n_test: int = 20000
-    n_samples: int = 2 ** 14
-    n_test_samples: int = 2 ** 17
 
 
 FULL = Config()

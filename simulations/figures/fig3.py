@@ -22,20 +22,11 @@ NAME = "fig3"
 
 
 @dataclass(frozen=True)
-class Config:
-    activation: str = "softmax"
+class Config(common.FigureConfig):
     alpha: float = 0.1
     alpha_prime: float = 2.0
-    delta: float = 0.5
-    lam_prime: float = 1.0
-    T: int = 3
     pool_ratio: float = 4.0
     lams: tuple = (0.01, 0.03, 0.1, 0.3)
-    D: int = 150
-    seeds: int = 4
-    n_test: int = 20000
-    n_samples: int = 2 ** 14
-    n_test_samples: int = 2 ** 17
 
 
 FULL = Config()

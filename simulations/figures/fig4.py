@@ -23,21 +23,12 @@ NAME = "fig4"
 
 
 @dataclass(frozen=True)
-class Config:
-    activation: str = "softmax"
+class Config(common.FigureConfig):
     alpha: float = 0.1
-    delta: float = 0.5
     lam: float = 0.05
-    lam_prime: float = 1.0
-    T: int = 3
     pool_ratio: float = 8.0
     alpha_primes: tuple = (1.0, 2.0, 4.0, 8.0)
     strategies: tuple = ("random", "entropy", "low_logit_norm", "logit_norm")
-    D: int = 150
-    seeds: int = 4
-    n_test: int = 20000
-    n_samples: int = 2 ** 14
-    n_test_samples: int = 2 ** 17
 
 
 FULL = Config()

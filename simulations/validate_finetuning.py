@@ -25,6 +25,9 @@ SETTINGS = [
     dict(activation="softmax", alpha=0.1, alpha_prime=3.0, delta=2.0, lam=0.1, T=3),
     dict(activation="softmax", alpha=0.1, alpha_prime=3.0, delta=0.5, lam=0.01, T=3),
     dict(activation="identity", alpha=0.1, alpha_prime=3.0, delta=0.5, lam=0.1, T=3),
+    # the weak-λ, strong-noise regime where the global LoRA prox switches branches often (V̂' by Stein,
+    # docs/theory.md §4.3): Figure 1's Δ = 2 curves at small λ
+    dict(activation="softmax", alpha=0.1, alpha_prime=3.0, delta=2.0, lam=0.02, T=3),
 ]
 
 

@@ -67,7 +67,8 @@ SAMPLED_TOL = 1e-5
 SAMPLED_ACCEPT_TOL = 1e-4
 MAX_EXTRAPOLATION = 10.0  # largest Anderson step, in units of the undamped step F(x) − x
 MAX_INVALID_RUN = 8  # consecutive invalid iterates (η already at its floor) before giving up
-STALL = 12  # evaluations without a new best residual before Anderson mixing is abandoned
+STALL = 12  # evaluations without a significantly better residual before Anderson mixing is abandoned
+STALL_GAIN = 0.7  # "significantly better": below STALL_GAIN × the residual at the last reset of the stall count
 
 
 def _anderson_step(xs, fs, eta, reg=1e-10):
@@ -128,7 +129,8 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
     xs, fs = [], []
     polished = False
     n_eval = 0
-    since_best = 0  # evaluations since the best residual last improved
+    since_best = 0  # evaluations since the best residual last improved significantly (STALL_GAIN)
+    stall_ref = np.inf  # the residual at the last reset of since_best
     invalid_run = 0  # consecutive evaluations that raised InvalidIterate
 
     def restart_from_best():
@@ -164,7 +166,9 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
             x = restart_from_best()
             continue
         if res < best_res:
-            best_x, best_Fx, best_res, since_best = x, Fx, res, 0
+            best_x, best_Fx, best_res = x, Fx, res
+        if res < STALL_GAIN * stall_ref:  # a creeping best (a cycle near the noise floor) is a stall too
+            stall_ref, since_best = res, 0
         else:
             since_best += 1
         if since_best >= STALL and accept_tol is not None and best_res <= accept_tol:

@@ -22,8 +22,17 @@ import numpy as np
 from solvable_attention.params import FinetuneParams
 
 from .channel_lora import LoraChannel
-from .fixed_point import SAMPLED_ACCEPT_TOL, SAMPLED_TOL, InvalidIterate, predicted_start, solve_fixed_point, warn_if_not_converged
+from .fixed_point import SAMPLED_TOL, InvalidIterate, predicted_start, solve_fixed_point, warn_if_not_converged
 from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraining
+
+
+# A stalled LoRA iteration is accepted below this relative residual. The LoRA map's noise floor is higher
+# than the pre-training one: V̂' is a Stein average over two proxes per sample (docs/theory.md §4.3) and
+# samples switch prox branch as (m', q', V') move, so the map jumps by O(1/n). Measured floors: ~4e-5 at
+# Δ = 2, λ = 0.02, λ' = 0.05, ~3e-4 at Δ = 2, λ = 0.005, λ' = 0.05 (cold start, 80 evaluations). The
+# outputs' Monte Carlo s.d. between channel seeds at 2^14 samples (Δ = 0.5, λ = λ' = 0.05, 4 seeds):
+# m' 1.4 %, q' 2.6 %, E' 0.3 %, alignment 0.13 %: 5e-4 is below all of them.
+LORA_ACCEPT_TOL = 5e-4
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,7 @@ def make_lora_channel(pre: PretrainingSolution, fine: FinetuneParams, *, n_sampl
 
 
 def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prime, *, delta_prime=None,
-                     gamma=1.0, recalibrate=False, init=None, tol=SAMPLED_TOL, accept_tol=SAMPLED_ACCEPT_TOL, max_iter=400,
+                     gamma=1.0, recalibrate=False, init=None, tol=SAMPLED_TOL, accept_tol=LORA_ACCEPT_TOL, max_iter=400,
                      damping=0.5,
                      n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1, channel=None,
                      fallback=True, warn=True) -> FinetuningSolution:

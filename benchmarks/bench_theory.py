@@ -7,7 +7,7 @@ with compilation, and a second call); a warm-started sweep of 40 λ values (soft
 --quick); the full two-stage solve at the reference point; the relative Monte Carlo error of the test
 error; and a D = 150 simulation of the same point for the speed ratio.
 
-``--figure1``: the theory curves of Figure 1 (softmax, α = 0.1, α' = 3, T = 3, Δ ∈ {0.5, 2}, 40 λ in
+``--figure1 [--workers 2] [--n-samples N]``: the theory curves of Figure 1 (softmax, α = 0.1, α' = 3, T = 3, Δ ∈ {0.5, 2}, 40 λ in
 [0.005, 0.5] × λ' ∈ {0.05, 1, ∞}, warm starts, after one compilation run) and one D = 150 simulation
 of a Figure-1 point with its three λ' (one pre-training, three fine-tunings), from which the cost of
 simulating the same 80 (λ, Δ) points × 4 runs is extrapolated.
@@ -34,6 +34,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/theory.json")
     ap.add_argument("--figure1", action="store_true", help="time Figure 1's theory curves only")
+    ap.add_argument("--workers", type=int, default=1, help="--figure1: processes (one per Δ when 2)")
+    ap.add_argument("--n-samples", type=int, default=2 ** 14, help="--figure1: Monte Carlo samples per channel")
     args = ap.parse_args(argv)
     if args.figure1:
         return figure1(args)
@@ -62,28 +64,71 @@ def main(argv=None):
     write_json_atomic(Path(args.out), res)
 
 
+def _figure1_curve(delta, lams, lam_primes, n_samples, partial_path=None):
+    """One Δ of Figure 1 (both stages, warm starts) in this process: (wall seconds, rows).
+
+    ``partial_path``: the rows finished so far, with their elapsed time, rewritten after every ``λ``
+    (so that a run stopped by a time limit still says how far it got)."""
+    from simulations.sweep import write_json_atomic
+    from state_evolution import sweep_state_evolution
+
+    t0 = time.perf_counter()
+    rows = []
+
+    def record(sols):
+        for s in sols:
+            f = s.finetune
+            rows.append(dict(lam=s.pretrain.params.lam, lam_prime=str(f.params.lam_prime), converged=s.converged,
+                             pre_iterations=s.pretrain.iterations, ft_iterations=f.iterations,
+                             ft_seconds=f.seconds, residual=f.residual, test_error=s.pretrain.test_error,
+                             test_error_ft=f.test_error, alignment=f.alignment, m_prime=abs(f.m), q_prime=f.q,
+                             elapsed_s=time.perf_counter() - t0))
+        if partial_path is not None:
+            write_json_atomic(Path(partial_path), dict(delta=delta, n_samples=n_samples, rows=rows))
+
+    sweep_state_evolution(0.1, 3.0, delta, lams, lam_primes, progress=False, n_samples=n_samples, warn=False,
+                          on_point=record)
+    return time.perf_counter() - t0, rows
+
+
 def figure1(args):
     import math
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
 
     from simulations import simulate_variants
     from simulations.sweep import versions, write_json_atomic
-    from state_evolution import sweep_state_evolution
 
     lam_primes = [0.05, 1.0, math.inf]
     n_lam = 8 if args.quick else 40
     lams = np.geomspace(0.005, 0.5, n_lam)
-    res = {"versions": versions(), "n_lambda": n_lam, "lam_primes": ["0.05", "1", "inf"]}
-    _, res["compile_run_s"] = timed(sweep_state_evolution, 0.1, 3.0, 0.5, lams[:2], lam_primes, progress=False)
-    total, sols = 0.0, []
-    for delta in (0.5, 2.0):
-        out, t = timed(sweep_state_evolution, 0.1, 3.0, delta, lams, lam_primes, progress=False)
+    deltas = (0.5, 2.0)
+    res = {"versions": versions(), "n_lambda": n_lam, "lam_primes": ["0.05", "1", "inf"],
+           "n_samples": args.n_samples, "workers": args.workers, "loadavg_before": list(__import__("os").getloadavg())}
+    partial = str(Path(args.out).with_suffix("")) + "_partial_delta{}.json" if args.out != "benchmarks/results/theory.json" \
+        else "benchmarks/results/figure1_partial_delta{}.json"
+    t0 = time.perf_counter()
+    if args.workers > 1:  # one process per Δ (each compiles once; included in the wall time)
+        with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
+            outs = list(pool.map(_figure1_curve, deltas, [lams] * 2, [lam_primes] * 2, [args.n_samples] * 2,
+                                 [partial.format(d) for d in deltas]))
+    else:
+        _, res["compile_run_s"] = timed(_figure1_curve, 0.5, lams[:2], lam_primes, args.n_samples)
+        outs = [_figure1_curve(d, lams, lam_primes, args.n_samples, partial.format(d)) for d in deltas]
+    total = time.perf_counter() - t0
+    rows = []
+    for delta, (t, r) in zip(deltas, outs):
         res[f"figure1_delta{delta}_s"] = t
-        total += t
-        sols += out
+        rows += [dict(row, delta=delta) for row in r]
     res["figure1_theory_s"] = total
-    res["all_converged"] = all(s.converged for s in sols)
-    res["finetune_iterations_mean"] = float(np.mean([s.finetune.iterations for s in sols
-                                                     if s.finetune.params.adapts]))
+    res["points"] = len(rows)
+    res["not_converged"] = [(r["delta"], r["lam"], r["lam_prime"]) for r in rows if not r["converged"]]
+    res["slowest_finetune_solves"] = sorted(((r["ft_seconds"], r["delta"], r["lam"], r["lam_prime"], r["ft_iterations"])
+                                             for r in rows), reverse=True)[:8]
+    res["finetune_iterations_mean"] = float(np.mean([r["ft_iterations"] for r in rows if r["ft_iterations"] > 0]))
+    res["finetune_iterations_max"] = int(max(r["ft_iterations"] for r in rows))
+    res["pretrain_iterations_mean"] = float(np.mean([r["pre_iterations"] for r in rows]))
+    res["curves"] = rows
     D = 60 if args.quick else 150
     variants = [dict(lam_prime=lp) for lp in lam_primes]
     _, res[f"simulation_D{D}_one_point_3_lam_primes_s"] = timed(simulate_variants, D, 0.1, 3.0, 0.5, 0.05,
@@ -92,7 +137,7 @@ def figure1(args):
     res["speed_ratio_simulation_over_theory"] = res["simulating_figure1_4_runs_estimate_s"] / total
     res["loadavg_after"] = list(__import__("os").getloadavg())
     for k, v in res.items():
-        if k != "versions":
+        if k not in ("versions", "curves"):
             print(f"{k:45s} {v}")
     write_json_atomic(Path(args.out if args.out != "benchmarks/results/theory.json"
                            else "benchmarks/results/figure1.json"), res)

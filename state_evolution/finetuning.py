@@ -208,7 +208,7 @@ def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3,
 
 def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progress=True, recalibrate=False,
                           delta_prime=None, gamma=1.0, n_samples=2 ** 14, n_test_samples=2 ** 17, seed=0,
-                          max_iter=100, warn=True, **setting) -> list[StateEvolutionSolution]:
+                          max_iter=100, warn=True, on_point=None, **setting) -> list[StateEvolutionSolution]:
     """Both stages along a grid ``lams × lam_primes`` with warm starts (Figure 1's curves).
 
     Pre-training is solved along ``lams`` (:func:`sweep_pretraining`: one channel, each ``λ`` started
@@ -217,6 +217,8 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
     two previous ``λ``.
     ``max_iter``: evaluations per solve (a point that does not converge is reported with
     ``converged=False`` rather than holding up the sweep; warm-started solves need 3–10).
+    ``on_point``: optional callback, called with the list of solutions of each ``λ`` (all its ``λ'``) as
+    soon as they are finished (progress reports, incremental saving).
     ``setting``: ``T, beta, kappa0, kappa, activation, noise``. Returns one
     :class:`StateEvolutionSolution` per ``(λ, λ')``, ``λ``-major (``λ'`` varies fastest).
     """
@@ -251,4 +253,6 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
             if f.params.adapts and f.converged:
                 previous.setdefault(lp, []).append((lam, (f.m, f.q, f.V, f.c)))
             out.append(StateEvolutionSolution(pretrain=pre, finetune=f))
+        if on_point is not None:
+            on_point(out[-len(lam_primes):])
     return out

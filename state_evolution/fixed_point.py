@@ -68,6 +68,7 @@ SAMPLED_ACCEPT_TOL = 1e-4
 MAX_EXTRAPOLATION = 10.0  # largest Anderson step, in units of the undamped step F(x) − x
 MAX_INVALID_RUN = 8  # consecutive invalid iterates (η already at its floor) before giving up
 STALL = 12  # evaluations without a significantly better residual before Anderson mixing is abandoned
+ACCEPT_STALL = 4  # below accept_tol, evaluations without a significant gain before the best iterate is accepted
 STALL_GAIN = 0.7  # "significantly better": below STALL_GAIN × the residual at the last reset of the stall count
 
 
@@ -100,7 +101,8 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
     """Solve ``x = F(x)`` until ``relative_residual(x, F(x)) ≤ tol``.
 
     ``accept_tol`` (default ``tol``): a looser tolerance accepted once the iteration has stalled
-    (``STALL`` evaluations without a new best residual) with its best residual below it; the result is
+    (``ACCEPT_STALL`` evaluations without a residual below ``STALL_GAIN`` × the last reference) with its best
+    residual below it; the result is
     then the best iterate, ``converged=True``, ``method="stalled<=accept_tol"`` and its residual. Meant
     for maps with a noise floor (Monte Carlo maps with O(1/n) jumps, see ``SAMPLED_TOL``).
 
@@ -171,7 +173,7 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
             stall_ref, since_best = res, 0
         else:
             since_best += 1
-        if since_best >= STALL and accept_tol is not None and best_res <= accept_tol:
+        if since_best >= ACCEPT_STALL and accept_tol is not None and best_res <= accept_tol:
             return FixedPointSolution(best_Fx, True, n_eval, best_res, "stalled<=accept_tol", tuple(history))
         if anderson > 0 and since_best >= STALL:
             # Anderson is wandering: plain damped steps from the best iterate, root polish allowed

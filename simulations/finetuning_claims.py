@@ -167,6 +167,50 @@ def analyse(results: dict, deltas) -> dict:
     return out
 
 
+def fine_grid_claims(curves: list[dict]) -> dict:
+    """(c) and (d) on a finer λ grid: the rows of ``benchmarks/bench_theory.py --figure1`` (``curves``:
+    ``delta, lam, lam_prime`` (a string), ``test_error`` (E), ``test_error_ft`` (E'), ``alignment``,
+    ``converged``). Per Δ: the E-optimal λ, and per λ' the E'-optimal λ with the two regrets
+    ``E'(λ_E) − E'(λ_E')`` and ``E(λ_E') − E(λ_E)``, and the disagreement intervals along λ."""
+    out = {}
+    for delta in sorted({r["delta"] for r in curves}):
+        rows = [r for r in curves if r["delta"] == delta and r["converged"]]
+        by_lp = {}
+        for r in rows:
+            by_lp.setdefault(str(r["lam_prime"]), {})[r["lam"]] = r
+        first = next(iter(by_lp.values()))
+        lam_E = min(first.values(), key=lambda r: r["test_error"])["lam"]
+        c = {"lam_opt_E": lam_E, "n_lambda": len(first)}
+        for lp, x in by_lp.items():
+            lam_F = min(x.values(), key=lambda r: r["test_error_ft"])["lam"]
+            entry = dict(lam_opt_E_prime=lam_F)
+            if lam_E in x:
+                entry["regret_E_prime_at_lam_E"] = x[lam_E]["test_error_ft"] - x[lam_F]["test_error_ft"]
+                entry["regret_E_at_lam_E_prime"] = x[lam_F]["test_error"] - x[lam_E]["test_error"]
+            if math.isfinite(float(lp)):
+                lams = sorted(x)
+                entry["disagree_along_lam"] = disagreement_intervals(
+                    lams, [x[lam]["test_error_ft"] for lam in lams], [x[lam]["alignment"] for lam in lams])
+            c[lp] = entry
+        out[delta] = c
+    return out
+
+
+def format_fine_grid(claims: dict, source: str) -> str:
+    lines = [f"\n## (c), (d) on Figure 1's 40-point λ grid (from `{source}`)\n",
+             "| Δ | λ' | λ minimising E | λ minimising E' | E'(λ_E) − E'(λ_E') | E(λ_E') − E(λ_E) | E' and alignment "
+             "disagree on |", "|---|---|---|---|---|---|---|"]
+    for delta, c in claims.items():
+        for lp, e in c.items():
+            if not isinstance(e, dict):
+                continue
+            iv = ", ".join(f"[{a:.3g}, {b:.3g}]" for a, b in e.get("disagree_along_lam", [])) or "—"
+            lines.append(f"| {delta} | {lp} | {c['lam_opt_E']:.4g} | {e['lam_opt_E_prime']:.4g} | "
+                         f"{e.get('regret_E_prime_at_lam_E', float('nan')):.4f} | "
+                         f"{e.get('regret_E_at_lam_E_prime', float('nan')):.4f} | {iv} |")
+    return "\n".join(lines) + "\n"
+
+
 # ----------------------------------------------------------------------------------------- report
 
 def plot(results, deltas, path):
@@ -226,7 +270,13 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="coarse grids (for a smoke test)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--deltas", type=float, nargs="+", default=[0.5, 2.0], help="label-noise values (Figure 1: 0.5 2)")
+    ap.add_argument("--figure1-curves", default=None,
+                    help="also analyse (c), (d) on the curves of `benchmarks/bench_theory.py --figure1` (its JSON)")
     args = ap.parse_args(argv)
+    if args.figure1_curves is not None:
+        import json
+
+        fine = fine_grid_claims(json.loads(Path(args.figure1_curves).read_text())["curves"])
     deltas = tuple(args.deltas)
     n_lam, n_surr, n_lp = (6, 3, 5) if args.quick else (16, 5, 10)
     lams = [float(x) for x in np.geomspace(0.005, 0.5, n_lam)]
@@ -256,6 +306,8 @@ def main(argv=None):
                                                             setting=BASE, lams=lams, lam_prime_grid=lp_grid,
                                                             versions=versions()))
     text = format_report(claims, deltas, BASE, args)
+    if args.figure1_curves is not None:
+        text += format_fine_grid(fine, args.figure1_curves)
     Path(args.report).parent.mkdir(parents=True, exist_ok=True)
     Path(args.report).write_text(text)
     print(text)

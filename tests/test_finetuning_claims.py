@@ -4,6 +4,7 @@ end-to-end run of its sweeps (identity activation: closed-form pre-training, sec
 import math
 
 import numpy as np
+import pytest
 
 from simulations.finetuning_claims import argmin_lam, disagreement_intervals, lambda_sweep, surrogate_sweep
 
@@ -32,3 +33,23 @@ def test_identity_surrogate_is_exact():
     rows = lambda_sweep(0.5, [0.1, 0.2], [1.0, "inf"], activation="identity")["rows"]
     assert [r["lam_prime"] for r in rows] == [1.0, math.inf, 1.0, math.inf]
     assert all(r["converged"] for r in rows) and np.isfinite([r["E_prime"] for r in rows]).all()
+
+
+def test_fine_grid_claims_minima_regrets_and_intervals():
+    """(c)/(d) from Figure-1 curve rows: synthetic E(λ) minimal at λ = 0.02, E'(λ) at 0.04, alignment
+    rising until 0.06: the minima, both regrets (exact differences of the grid values) and the
+    disagreement interval [0.04, 0.06] (E' worsens while the alignment still improves) are found."""
+    from simulations.finetuning_claims import fine_grid_claims, format_fine_grid
+
+    lams = [0.01, 0.02, 0.04, 0.06, 0.08]
+    E = {0.01: 0.5, 0.02: 0.4, 0.04: 0.45, 0.06: 0.5, 0.08: 0.6}
+    Ep = {0.01: 0.7, 0.02: 0.65, 0.04: 0.6, 0.06: 0.62, 0.08: 0.7}
+    al = {0.01: 0.5, 0.02: 0.6, 0.04: 0.7, 0.06: 0.8, 0.08: 0.7}
+    curves = [dict(delta=0.5, lam=lam, lam_prime="1.0", test_error=E[lam], test_error_ft=Ep[lam],
+                   alignment=al[lam], converged=True) for lam in lams]
+    c = fine_grid_claims(curves)[0.5]
+    assert c["lam_opt_E"] == 0.02 and c["1.0"]["lam_opt_E_prime"] == 0.04
+    assert c["1.0"]["regret_E_prime_at_lam_E"] == pytest.approx(0.05)
+    assert c["1.0"]["regret_E_at_lam_E_prime"] == pytest.approx(0.05)
+    assert c["1.0"]["disagree_along_lam"] == [(0.04, 0.06)]
+    assert "0.04" in format_fine_grid({0.5: c}, "x.json")

@@ -116,6 +116,8 @@ def figure1(args):
         _, res["compile_run_s"] = timed(_figure1_curve, 0.5, lams[:2], lam_primes, args.n_samples)
         outs = [_figure1_curve(d, lams, lam_primes, args.n_samples, partial.format(d)) for d in deltas]
     total = time.perf_counter() - t0
+    for d in deltas:  # the run finished: the partial records are superseded by the result file
+        Path(partial.format(d)).unlink(missing_ok=True)
     rows = []
     for delta, (t, r) in zip(deltas, outs):
         res[f"figure1_delta{delta}_s"] = t

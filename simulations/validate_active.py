@@ -97,8 +97,10 @@ def main(argv=None):
                  title="Reuse and active selection: theory vs simulation",
                  default_out="results/validation_active", default_report="docs/validation_active.md",
                  figure_prefix="active", default_D=(50, 100, 150), default_seeds=8, quick_D=(50, 60),
+                 control=("rho_v", 1.0),
                  notes=f"α' = 2 of a pool α_pool = {POOL} (φ = 1/2), λ' = 1; variants on the same pre-trained Ŝ "
-                       "and test inputs; gain[v] = E'[fresh] − E'[v]; 5000 test samples per seed.")
+                       "and test inputs; gain[v] = E'[fresh] − E'[v]; 5000 test samples per seed. Rows 'adj. "
+                       "rho_v': per-D means with ρ_v = ‖v‖²/D (known mean 1) as a control variate.")
 
 
 if __name__ == "__main__":

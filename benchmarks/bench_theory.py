@@ -105,8 +105,8 @@ def figure1(args):
     deltas = (0.5, 2.0)
     res = {"versions": versions(), "n_lambda": n_lam, "lam_primes": ["0.05", "1", "inf"],
            "n_samples": args.n_samples, "workers": args.workers, "loadavg_before": list(__import__("os").getloadavg())}
-    partial = str(Path(args.out).with_suffix("")) + "_partial_delta{}.json" if args.out != "benchmarks/results/theory.json" \
-        else "benchmarks/results/figure1_partial_delta{}.json"
+    out = Path(args.out if args.out != "benchmarks/results/theory.json" else "benchmarks/results/figure1.json")
+    partial = str(out.with_suffix("")) + "_partial_delta{}.json"
     t0 = time.perf_counter()
     if args.workers > 1:  # one process per Δ (each compiles once; included in the wall time)
         with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
@@ -141,8 +141,7 @@ def figure1(args):
     for k, v in res.items():
         if k not in ("versions", "curves"):
             print(f"{k:45s} {v}")
-    write_json_atomic(Path(args.out if args.out != "benchmarks/results/theory.json"
-                           else "benchmarks/results/figure1.json"), res)
+    write_json_atomic(out, res)
 
 
 if __name__ == "__main__":

@@ -179,10 +179,10 @@ def fine_grid_claims(curves: list[dict]) -> dict:
         for r in rows:
             by_lp.setdefault(str(r["lam_prime"]), {})[r["lam"]] = r
         first = next(iter(by_lp.values()))
-        lam_E = min(first.values(), key=lambda r: r["test_error"])["lam"]
+        lam_E = argmin_lam(first.values(), "test_error")[0]
         c = {"lam_opt_E": lam_E, "n_lambda": len(first)}
         for lp, x in by_lp.items():
-            lam_F = min(x.values(), key=lambda r: r["test_error_ft"])["lam"]
+            lam_F = argmin_lam(x.values(), "test_error_ft")[0]
             entry = dict(lam_opt_E_prime=lam_F)
             if lam_E in x:
                 entry["regret_E_prime_at_lam_E"] = x[lam_E]["test_error_ft"] - x[lam_F]["test_error_ft"]

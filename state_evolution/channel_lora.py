@@ -280,7 +280,8 @@ class LoraChannel:
                   "V_hat_hessian": a * stats["V_hessian"][1],
                   "ridge_shift": 2 * a * stats["dq"][1]}
             return LoraEvaluation(m_hat=a * stats["m"][0], q_hat=a * stats["q"][0], V_hat=a * stats["V"][0],
-                                  ridge_shift=2 * a * stats["dq"][0], V_hat_hessian=a * stats["V_hessian"][0], dc=stats["dc"][0], dcc=stats["dcc"][0],
+                                  ridge_shift=2 * a * stats["dq"][0], V_hat_hessian=a * stats["V_hessian"][0],
+                                  dc=stats["dc"][0], dcc=stats["dcc"][0],
                                   train_loss=stats["train"], se=se, prox_residual=float(res))
 
     def test_errors(self, mp, qp, c=1.0) -> dict:

@@ -102,8 +102,7 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
 
     ``accept_tol`` (default ``tol``): a looser tolerance accepted once the iteration has stalled
     (``ACCEPT_STALL`` evaluations without a residual below ``STALL_GAIN`` × the last reference) with its best
-    residual below it; the result is
-    then the best iterate, ``converged=True``, ``method="stalled<=accept_tol"`` and its residual. Meant
+    residual below it; the result is then the best iterate, ``converged=True``, ``method="stalled<=accept_tol"`` and its residual. Meant
     for maps with a noise floor (Monte Carlo maps with O(1/n) jumps, see ``SAMPLED_TOL``).
 
     Steps are damped, ``x ← x + η (F(x) − x)``, accelerated by Anderson mixing over the last

@@ -7,10 +7,13 @@ with compilation, and a second call); a warm-started sweep of 40 λ values (soft
 --quick); the full two-stage solve at the reference point; the relative Monte Carlo error of the test
 error; and a D = 150 simulation of the same point for the speed ratio.
 
-``--figure1 [--workers 2] [--n-samples N]``: the theory curves of Figure 1 (softmax, α = 0.1, α' = 3, T = 3, Δ ∈ {0.5, 2}, 40 λ in
-[0.005, 0.5] × λ' ∈ {0.05, 1, ∞}, warm starts, after one compilation run) and one D = 150 simulation
-of a Figure-1 point with its three λ' (one pre-training, three fine-tunings), from which the cost of
-simulating the same 80 (λ, Δ) points × 4 runs is extrapolated.
+``--figure1 [--workers 2] [--chunks K] [--n-samples N]``: the theory curves of Figure 1 (softmax, α = 0.1,
+α' = 3, T = 3, Δ ∈ {0.5, 2}, 40 λ in [0.005, 0.5] × λ' ∈ {0.05, 1, ∞}, warm starts) and one D = 150
+simulation of a Figure-1 point with its three λ' (one pre-training, three fine-tunings), from which the
+cost of simulating the same 80 (λ, Δ) points × 4 runs is extrapolated. With ``--workers 2`` each Δ's λ
+grid is cut into ``--chunks`` contiguous pieces (default 1: one process per Δ), each a warm-started
+sweep that starts cold at its first λ; the pieces go to the processes as they free up, the Δ = 2 ones
+first (the costly small-λ, λ' = 0.05 solves are there). Compilation is included in the wall time.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def main(argv=None):
     ap.add_argument("--figure1", action="store_true", help="time Figure 1's theory curves only")
     ap.add_argument("--workers", type=int, default=1, help="--figure1: processes (one per Δ when 2)")
     ap.add_argument("--n-samples", type=int, default=2 ** 14, help="--figure1: Monte Carlo samples per channel")
+    ap.add_argument("--chunks", type=int, default=1, help="--figure1: contiguous λ pieces per Δ (load balance)")
     args = ap.parse_args(argv)
     if args.figure1:
         return figure1(args)
@@ -106,22 +110,29 @@ def figure1(args):
     res = {"versions": versions(), "n_lambda": n_lam, "lam_primes": ["0.05", "1", "inf"],
            "n_samples": args.n_samples, "workers": args.workers, "loadavg_before": list(__import__("os").getloadavg())}
     out = Path(args.out if args.out != "benchmarks/results/theory.json" else "benchmarks/results/figure1.json")
-    partial = str(out.with_suffix("")) + "_partial_delta{}.json"
+    partial = str(out.with_suffix("")) + "_partial_delta{}_{}.json"
+    pieces = [(d, list(chunk)) for d in sorted(deltas, reverse=True)
+              for chunk in np.array_split(lams, max(1, args.chunks))]  # Δ = 2 first: its small λ cost most
+    res["chunks"] = [[d, float(c[0]), float(c[-1]), len(c)] for d, c in pieces]
     t0 = time.perf_counter()
-    if args.workers > 1:  # one process per Δ (each compiles once; included in the wall time)
+    if args.workers > 1:  # processes take the pieces in order as they free up (each compiles once)
         with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
-            outs = list(pool.map(_figure1_curve, deltas, [lams] * 2, [lam_primes] * 2, [args.n_samples] * 2,
-                                 [partial.format(d) for d in deltas]))
+            outs = list(pool.map(_figure1_curve, [d for d, _ in pieces], [c for _, c in pieces],
+                                 [lam_primes] * len(pieces), [args.n_samples] * len(pieces),
+                                 [partial.format(d, i) for i, (d, _) in enumerate(pieces)]))
     else:
         _, res["compile_run_s"] = timed(_figure1_curve, 0.5, lams[:2], lam_primes, args.n_samples)
-        outs = [_figure1_curve(d, lams, lam_primes, args.n_samples, partial.format(d)) for d in deltas]
+        outs = [_figure1_curve(d, c, lam_primes, args.n_samples, partial.format(d, i))
+                for i, (d, c) in enumerate(pieces)]
     total = time.perf_counter() - t0
-    for d in deltas:  # the run finished: the partial records are superseded by the result file
-        Path(partial.format(d)).unlink(missing_ok=True)
+    for i, (d, _) in enumerate(pieces):  # the run finished: the partial records are superseded by the result file
+        Path(partial.format(d, i)).unlink(missing_ok=True)
     rows = []
-    for delta, (t, r) in zip(deltas, outs):
-        res[f"figure1_delta{delta}_s"] = t
+    for (delta, chunk), (t, r) in zip(pieces, outs):
+        key = f"figure1_delta{delta}_s"
+        res[key] = res.get(key, 0.0) + t  # process seconds spent on this Δ (all its pieces)
         rows += [dict(row, delta=delta) for row in r]
+    rows.sort(key=lambda row: (row["delta"], row["lam"]))
     res["figure1_theory_s"] = total
     res["points"] = len(rows)
     res["not_converged"] = [(r["delta"], r["lam"], r["lam_prime"]) for r in rows if not r["converged"]]

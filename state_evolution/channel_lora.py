@@ -42,7 +42,7 @@ from solvable_attention.activations import apply_activation
 from solvable_attention.runtime import float64
 
 from .goe_coordinates import from_coordinates, goe_from_square, n_free_entries
-from .loss_derivatives import logit_derivatives
+from .loss_derivatives import as_entries, entry_sum, entries, logit_derivatives, logit_loss, stack_entries
 from .overlap_fields import student_teacher_fields
 from .prox_newton import solve_prox_multistart, start_towards
 from .small_linalg import solve
@@ -63,6 +63,18 @@ def lora_logits(z, q_prime, c, H_hat):
     return c * H_hat + z[..., :, None] * z[..., None, :] - q_prime * jnp.eye(T, dtype=z.dtype)
 
 
+def _lora_logit_entries(z, q_prime, c, H_hat):
+    """``c Ĥ + z zᵀ − q' I`` as a nested list of ``(n,)`` entries (:mod:`state_evolution.loss_derivatives`)."""
+    T = z.shape[-1]
+    Hh, zs = as_entries(H_hat), [z[..., k] for k in range(T)]
+    return [[c * Hh[a][b] + zs[a] * zs[b] - (q_prime if a == b else 0.0) for b in range(T)] for a in range(T)]
+
+
+def lora_batch_loss(z, q_prime, c, H_hat, Y, activation, beta):
+    """``ℓ = ½‖Y' − σ(c Ĥ + z zᵀ − q' I)‖²_F`` per sample of a batch, shape ``(n,)``."""
+    return logit_loss(_lora_logit_entries(z, q_prime, c, H_hat), as_entries(Y), activation, beta)
+
+
 def lora_derivatives(z, q_prime, c, H_hat, Y, activation, beta):
     """Closed-form derivatives of the batched LoRA loss (chain rule from :func:`logit_derivatives`).
 
@@ -72,18 +84,29 @@ def lora_derivatives(z, q_prime, c, H_hat, Y, activation, beta):
         ∇_z ℓ = (G + Gᵀ) z,      ∇²_z ℓ = Σ_a P_k[a,:] R[a] P_l[a,:]ᵀ + G + Gᵀ,
         ∂ℓ/∂q' = −tr G,          ∂ℓ/∂c = ⟨G, Ĥ⟩,      ∂²ℓ/∂c² = Σ_a Ĥ[a,:] R[a] Ĥ[a,:]ᵀ.
 
+    The first sum, expanded with ``P_k[a,c] = δ_ka z_c + z_a δ_kc`` (``R`` symmetric in ``c, d``), is
+    ``δ_kl u_k + z_k w_kl + z_l w_lk + Σ_a z_a² R[a,k,l]`` with ``w_ac = Σ_d R[a,c,d] z_d`` and
+    ``u_a = Σ_c z_c w_ac``; everything is evaluated entry by entry (structure of arrays).
+
     Returns ``(∇_z ℓ, ∇²_z ℓ, ∂ℓ/∂q', ∂ℓ/∂c, ∂²ℓ/∂c²)`` with shapes ``(n,T), (n,T,T), (n,), (n,), (n,)``.
     """
     T = z.shape[-1]
-    G, R = logit_derivatives(lora_logits(z, q_prime, c, H_hat), Y, activation, beta)
-    Gs = G + jnp.swapaxes(G, -1, -2)
-    eye = jnp.eye(T, dtype=z.dtype)
-    P = eye[None, :, :, None] * z[:, None, None, :] + z[:, None, :, None] * eye[None, :, None, :]  # (n,k,a,c)
-    hess = jnp.einsum("nkac,nacd,nlad->nkl", P, R, P) + Gs
-    dq = -jnp.trace(G, axis1=-2, axis2=-1)
-    dc = jnp.sum(G * H_hat, axis=(-1, -2))
-    dcc = jnp.einsum("nac,nacd,nad->n", H_hat, R, H_hat)
-    return jnp.einsum("nkc,nc->nk", Gs, z), hess, dq, dc, dcc
+    zs = [z[..., k] for k in range(T)]
+    Hh = as_entries(H_hat)
+    G, R = logit_derivatives(_lora_logit_entries(z, q_prime, c, Hh), as_entries(Y), activation, beta)
+    w = [[entry_sum(R(a, k, d) * zs[d] for d in range(T)) for k in range(T)] for a in range(T)]
+    u = [entry_sum(zs[k] * w[a][k] for k in range(T)) for a in range(T)]
+    hess = [[None] * T for _ in range(T)]
+    for k in range(T):
+        for l in range(k, T):
+            v = zs[k] * w[k][l] + zs[l] * w[l][k] + G[k][l] + G[l][k] \
+                + entry_sum(zs[a] * zs[a] * R(a, k, l) for a in range(T))
+            hess[k][l] = hess[l][k] = v + u[k] if k == l else v
+    grad = jnp.stack([entry_sum((G[k][d] + G[d][k]) * zs[d] for d in range(T)) for k in range(T)], axis=-1)
+    dq = -entry_sum(G[a][a] for a in range(T))
+    dc = entry_sum(G[a][b] * Hh[a][b] for a in range(T) for b in range(T))
+    dcc = entry_sum(Hh[a][k] * R(a, k, d) * Hh[a][d] for a in range(T) for k in range(T) for d in range(T))
+    return grad, stack_entries(hess), dq, dc, dcc
 
 
 def teacher_logits(H0, z_star, gamma, rho_v):
@@ -112,32 +135,39 @@ def _lora_statistics(mp, qp, Vp, c, side, consts, samples, activation, noise, ma
     else:
         Y = apply_activation(target, activation, beta) + jnp.sqrt(delta_p) * noise_draw
 
-    def loss(z):
-        r = Y - apply_activation(lora_logits(z, qp, c, H_hat), activation, beta)
-        return 0.5 * jnp.sum(r * r, axis=(-1, -2))
+    def loss(z, d):
+        Y_, H_hat_, _ = d
+        return lora_batch_loss(z, qp, c, H_hat_, Y_, activation, beta)
 
-    def derivs(z):
-        return lora_derivatives(z, qp, c, H_hat, Y, activation, beta)[:2]
+    def derivs(z, d):
+        Y_, H_hat_, _ = d
+        return lora_derivatives(z, qp, c, H_hat_, Y_, activation, beta)[:2]
 
-    def prox(centre):  # two starts, z = ω and z = z*; the lower LoRA objective wins (non-convex in z)
-        starts = (jnp.zeros_like(centre), start_towards(centre, Vp, z_star))
-        return solve_prox_multistart(centre, Vp, starts, loss, derivs, max_newton)
+    def prox(centre, data):  # two starts, z = ω and z = z*; the lower LoRA objective wins (non-convex in z)
+        starts = (jnp.zeros_like(centre), start_towards(centre, Vp, data[2]))
+        return solve_prox_multistart(centre, Vp, starts, loss, derivs, max_newton, data=data)
 
-    g, _, residual, iters = prox(omega)
+    data = (entries(Y), entries(H_hat), z_star)  # split once: the Newton loop reads contiguous entries
+    if v_hat == "hessian":
+        g, _, residual, iters = prox(omega, data)
+    else:  # antithetic Stein: ω = (m'/ρ_v) z* + s η, reflected ω̃ = 2(m'/ρ_v) z* − ω (η → −η); one batch
+        n = omega.shape[0]
+        both = lambda a, b: jnp.concatenate([a, b], axis=0)  # noqa: E731
+        g2, _, residual, iters = prox(both(omega, 2 * (mp / rho_v) * z_star - omega),
+                                      jax.tree_util.tree_map(lambda a: both(a, a), data))
+        g, g_r = g2[:n], g2[n:]
     z = omega + Vp * g
     _, hess, dq, dc, dcc = lora_derivatives(z, qp, c, H_hat, Y, activation, beta)
     hessian_term = jnp.trace(solve(jnp.eye(T, dtype=g.dtype) + Vp * hess, hess), axis1=-2, axis2=-1)
     if v_hat == "hessian":
         v_term = hessian_term
-    else:  # antithetic Stein: ω = (m'/ρ_v) z* + s η, reflected ω̃ = 2(m'/ρ_v) z* − ω (η → −η)
+    else:
         s = jnp.sqrt(jnp.maximum(qp - mp ** 2 / rho_v, 0.0))
         eta = (omega - (mp / rho_v) * z_star) / jnp.maximum(s, 1e-300)
-        g_r, _, residual_r, iters_r = prox(2 * (mp / rho_v) * z_star - omega)
-        residual, iters = jnp.maximum(residual, residual_r), iters + iters_r
         stein = -jnp.sum((g - g_r) * eta, -1) / (2 * jnp.maximum(s, 1e-300))
         v_term = jnp.where(s > 1e-6, stein, hessian_term)
     terms = dict(q=jnp.sum(g * g, -1), V=v_term, V_hessian=hessian_term,
-                 m=jnp.sum(g * xi1, -1) / jnp.maximum(c1, 1e-300), dq=dq, dc=dc, dcc=dcc, train=2 * loss(z))
+                 m=jnp.sum(g * xi1, -1) / jnp.maximum(c1, 1e-300), dq=dq, dc=dc, dcc=dcc, train=2 * loss(z, data))
     return terms, g, residual, iters
 
 

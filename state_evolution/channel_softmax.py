@@ -34,7 +34,7 @@ from solvable_attention.params import PretrainParams
 
 from .channels import ChannelEvaluation, Conjugates
 from .goe_coordinates import from_coordinates, goe_from_square, n_free_entries, to_coordinates
-from .loss_derivatives import loss_derivatives, loss_value
+from .loss_derivatives import entries, loss_derivatives, loss_value
 from .overlap_fields import student_teacher_fields
 from .prox_newton import solve_prox_multistart, start_towards
 from .small_linalg import solve
@@ -63,14 +63,14 @@ def _channel_statistics(m, q, V, rho0, delta, beta, xi0, xi1, noise_draw, T, act
     """
     omega, h0, c1 = student_teacher_fields(m, q, rho0, xi0, xi1)
     Y = channel_labels(h0, noise_draw, delta, T, activation, beta, noise)
-    loss = lambda h: loss_value(h, Y, T, activation, beta)  # noqa: E731
-    derivs = lambda h: loss_derivatives(h, Y, T, activation, beta)  # noqa: E731
+    loss = lambda h, Y_: loss_value(h, Y_, T, activation, beta)  # noqa: E731
+    derivs = lambda h, Y_: loss_derivatives(h, Y_, T, activation, beta)  # noqa: E731
     if noise == "logits":
         h_Y = h0 + jnp.sqrt(delta) * to_coordinates(goe_from_square(noise_draw))
     else:
         h_Y = h0
     starts = (jnp.zeros_like(omega), start_towards(omega, V, h_Y))
-    g, hess, residual, iters = solve_prox_multistart(omega, V, starts, loss, derivs, max_newton)
+    g, hess, residual, iters = solve_prox_multistart(omega, V, starts, loss, derivs, max_newton, data=entries(Y))
     K = xi0.shape[-1]
     q_term = jnp.sum(g * g, axis=-1)
     V_term = jnp.trace(solve(jnp.eye(K, dtype=g.dtype) + V * hess, hess), axis1=-2, axis2=-1)

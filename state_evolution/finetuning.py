@@ -22,7 +22,8 @@ import numpy as np
 from solvable_attention.params import FinetuneParams
 
 from .channel_lora import LoraChannel
-from .fixed_point import SAMPLED_TOL, InvalidIterate, predicted_start, solve_fixed_point, warn_if_not_converged
+from .fixed_point import (SAMPLED_TOL, InvalidIterate, MemoizedMap, predicted_start, solve_fixed_point,
+                          warn_if_not_converged)
 from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraining
 
 
@@ -33,6 +34,12 @@ from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraini
 # outputs' Monte Carlo s.d. between channel seeds at 2^14 samples (Δ = 0.5, λ = λ' = 0.05, 4 seeds):
 # m' 1.4 %, q' 2.6 %, E' 0.3 %, alignment 0.13 %: 5e-4 is below all of them.
 LORA_ACCEPT_TOL = 5e-4
+# ... or below this fraction of the relative Monte Carlo standard error of the map's output F(x), when that is
+# larger. Where the prox is strongly non-convex (softmax, Δ = 2, λ ≲ 0.01, λ' = 0.05: V' ≈ 2.3) many samples
+# sit near a switch between two minima and the noise floor is ~1e-3 (measured: residuals cycling between
+# 4e-4 and 3e-3 for 20–40 evaluations), while one evaluation's relative s.e. there is ~3 % (m̂' 2.4 %, λ_eff + V̂'
+# 1.5 %): iterating below 1/20 of it resolves nothing that the samples determine.
+LORA_ACCEPT_NOISE_FRACTION = 0.05
 
 
 @dataclass(frozen=True)
@@ -70,9 +77,10 @@ class FinetuningSolution:
     prox_residual: float = 0.0
     seconds: float = 0.0
     history: tuple = field(default=(), repr=False)
+    memory: tuple | None = field(default=None, repr=False)  # the solver's secant pairs (warm sweeps)
 
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "history"}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("history", "memory")}
         d["params"] = self.params.to_dict()
         return d
 
@@ -113,7 +121,7 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
                      gamma=1.0, recalibrate=False, init=None, tol=SAMPLED_TOL, accept_tol=LORA_ACCEPT_TOL, max_iter=400,
                      damping=0.5,
                      n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1, channel=None,
-                     fallback=True, warn=True) -> FinetuningSolution:
+                     fallback=True, warn=True, memory=None) -> FinetuningSolution:
     """Solve the LoRA state evolution given the pre-training fixed point.
 
     ``delta_prime`` defaults to the pre-training ``Δ``; ``lam_prime = inf`` gives ``û = 0`` and
@@ -121,7 +129,9 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
     informative start (``m' = 0`` is a symmetric, uninformative fixed point). ``fallback=False``
     disables the root polish/fallback of :func:`solve_fixed_point` (damped iteration only).
     ``tol``: target relative residual; ``accept_tol``: accepted once the iteration stalls (the Monte
-    Carlo map's noise floor, :data:`fixed_point.SAMPLED_TOL`).
+    Carlo map's noise floor, :data:`fixed_point.SAMPLED_TOL`), or below ``LORA_ACCEPT_NOISE_FRACTION``
+    of the relative Monte Carlo s.e. of the map's output at that point when that is larger. ``memory``: the ``.memory`` of a solve at
+    a nearby setting (its solver's secant pairs), seeding the Anderson mixing (warm sweeps).
     """
     fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=lam_prime,
                           delta_prime=pretrain_result.params.delta if delta_prime is None else delta_prime,
@@ -152,13 +162,19 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
             raise InvalidIterate(f"λ_eff + V̂' = {denom:.3g} <= 0: the LoRA objective is unbounded here")
         return np.array([ev.m_hat / denom, (ev.m_hat ** 2 + ev.q_hat) / denom ** 2, 1.0 / denom])
 
-    def F(x):
+    def evaluate(x):
         c = x[3] if recalibrate else 1.0
         ev = channel.evaluate(float(x[0]), float(max(x[1], 1e-12)), float(max(x[2], 0.0)), c)
         out = prior(ev)
         if recalibrate:
             out = np.append(out, c - ev.dc / ev.dcc if ev.dcc > 0 else c - ev.dc)
-        return out
+        return out, (ev, _relative_noise(ev, out, fine.lam_prime))
+
+    F = MemoizedMap(evaluate)
+
+    def accept(x):  # the stall tolerance at an evaluated point: LORA_ACCEPT_TOL or its Monte Carlo floor
+        aux = F.aux_at(x)
+        return max(accept_tol, LORA_ACCEPT_NOISE_FRACTION * aux[1]) if aux is not None else accept_tol
 
     x0 = np.array([0.5, 0.5, 0.5, 1.0][:n_x]) if init is None else np.asarray(init, float)[:n_x]
     if x0.shape != (n_x,) or not np.all(np.isfinite(x0)):
@@ -170,13 +186,14 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
         return y
 
     sol = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=project,
-                            fallback=fallback, accept_tol=max(tol, accept_tol))
+                            fallback=fallback, accept_tol=accept if accept_tol > tol else tol, memory=memory)
     if warn:
         warn_if_not_converged("fine-tuning state evolution", sol, tol)
     x = sol.value
     c = float(x[3]) if recalibrate else 1.0
     mp, qp, Vp = float(x[0]), float(x[1]), float(x[2])
-    ev = channel.evaluate(mp, qp, Vp, c)
+    behind = F.aux_at(sol.evaluated_at)  # the evaluation whose prior image is x (x = F(evaluated_at))
+    ev = behind[0] if behind is not None else channel.evaluate(mp, qp, Vp, c)
     errs = channel.test_errors(mp, qp, c)
     return FinetuningSolution(
         params=fine, m=mp, q=qp, V=Vp, m_hat=ev.m_hat, q_hat=ev.q_hat, V_hat=ev.V_hat, rho_v=1.0,
@@ -186,7 +203,20 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
         lam_eff=fine.lam_prime + ev.ridge_shift, c=c, effective_noise=noise_eff,
         effective_noise_recalibrated=noise_recal, converged=sol.converged, iterations=sol.iterations,
         residual=sol.residual, prox_residual=ev.prox_residual, seconds=time.perf_counter() - t0,
-        history=sol.history)
+        history=sol.history, memory=sol.memory)
+
+
+def _relative_noise(ev, out, lam_prime) -> float:
+    """Relative Monte Carlo standard error ``‖se(F(x))‖/‖F(x)‖`` of the LoRA map's output
+    ``(m', q', V') = (m̂'/d, (m̂'² + q̂')/d², 1/d)``, ``d = λ' + shift + V̂'``, to first order in the
+    conjugates' standard errors (taken as independent; the recalibration scale ``c`` is left out)."""
+    d = lam_prime + ev.ridge_shift + ev.V_hat
+    se_d = math.hypot(ev.se["V_hat"], ev.se["ridge_shift"])
+    mp, qp, Vp = out[0], out[1], out[2]
+    se = [math.hypot(ev.se["m_hat"] / d, mp * se_d / d),
+          math.hypot(2 * ev.m_hat * ev.se["m_hat"] / d ** 2, ev.se["q_hat"] / d ** 2, 2 * qp * se_d / d),
+          Vp * se_d / d]
+    return math.sqrt(sum(v * v for v in se)) / max(float(np.linalg.norm(out[:3])), 1e-300)
 
 
 def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3, beta=1.0, kappa0=1.0, kappa=1.0,
@@ -214,7 +244,7 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
     Pre-training is solved along ``lams`` (:func:`sweep_pretraining`: one channel, each ``λ`` started
     from its predecessor); for each ``λ`` the LoRA fixed point is solved for every ``λ'`` in
     ``lam_primes`` (``inf`` allowed), each started from the secant extrapolation of the same ``λ'`` at the
-    two previous ``λ``.
+    two previous ``λ`` and seeded with the secant pairs of the previous ``λ``'s solve (``memory``).
     ``max_iter``: evaluations per solve (a point that does not converge is reported with
     ``converged=False`` rather than holding up the sweep; warm-started solves need 3–10).
     ``on_point``: optional callback, called with the list of solutions of each ``λ`` (all its ``λ'``) as
@@ -228,6 +258,7 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
     pres = sweep_pretraining(lams, alpha, delta, progress=False, n_samples=n_samples, max_iter=max_iter,
                              n_test_samples=n_test_samples, seed=seed, warn=warn, **setting)
     out, previous = [], {}  # λ' -> [(λ, (m', q', V', c)), ...] of the converged solves
+    memory = {}  # λ' -> the secant pairs of its last converged solve
     channel = None  # one set of fixed samples for the whole grid (λ' does not enter the channel)
     for pre in tqdm(pres, disable=not progress, desc="λ sweep (both stages)"):
         if channel is None:
@@ -242,7 +273,7 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
             kw = dict(delta_prime=delta_prime, gamma=gamma, recalibrate=recalibrate and math.isfinite(lp),
                       channel=channel, warn=warn, max_iter=max_iter)
             try:
-                f = solve_finetuning(pre, alpha_prime, lp, init=init, **kw)
+                f = solve_finetuning(pre, alpha_prime, lp, init=init, memory=memory.get(lp), **kw)
             except InvalidIterate:  # the extrapolated start left the map's domain
                 if not past:
                     raise
@@ -252,6 +283,7 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
                 f = retry if (f is None or retry.converged or retry.residual < f.residual) else f
             if f.params.adapts and f.converged:
                 previous.setdefault(lp, []).append((lam, (f.m, f.q, f.V, f.c)))
+                memory[lp] = f.memory
             out.append(StateEvolutionSolution(pretrain=pre, finetune=f))
         if on_point is not None:
             on_point(out[-len(lam_primes):])

@@ -32,7 +32,12 @@ class InvalidIterate(ArithmeticError):
 @dataclass(frozen=True)
 class FixedPointSolution:
     """``value``, ``converged``, ``iterations`` (evaluations of ``F``), final ``residual``, ``method``
-    (``"damped"``, ``"damped+root"`` or ``"root"``) and the residual history."""
+    (``"damped"``, ``"damped+root"`` or ``"root"``), the residual history, and ``memory``: the
+    secant pairs ``(ΔX, ΔF)`` of the last Anderson steps (columns), to seed the solve of a nearby
+    map (:func:`solve_fixed_point`'s ``memory``; ``None`` when there are none), and ``evaluated_at``: the
+    point where ``F`` was evaluated to give ``value`` (``value = F(evaluated_at)`` for the damped
+    methods; ``value`` itself for ``"root"`` and for a failed solve), so that a caller that memoises its
+    map's evaluations can report the quantities behind ``value`` without evaluating ``F`` again."""
 
     value: np.ndarray
     converged: bool
@@ -40,6 +45,8 @@ class FixedPointSolution:
     residual: float
     method: str
     history: tuple = field(default=(), repr=False)
+    memory: tuple | None = field(default=None, repr=False)
+    evaluated_at: np.ndarray | None = field(default=None, repr=False)
 
 
 def relative_residual(x, Fx, scale: float = 1e-8) -> float:
@@ -72,20 +79,20 @@ ACCEPT_STALL = 4  # below accept_tol, evaluations without a significant gain bef
 STALL_GAIN = 0.7  # "significantly better": below STALL_GAIN × the residual at the last reset of the stall count
 
 
-def _anderson_step(xs, fs, eta, reg=1e-10):
-    """Anderson (type II) mixing of the stored iterates ``xs`` and residuals ``fs = F(x) − x``.
+def _anderson_step(x, f, dxs, dfs, eta, reg=1e-10):
+    """Anderson (type II) mixing at the iterate ``x`` with residual ``f = F(x) − x`` and the stored
+    secant pairs ``dxs, dfs`` (differences of consecutive iterates and of their residuals).
 
-    With ``ΔX, ΔF`` the differences of consecutive columns, ``γ = argmin ‖f_k − ΔF γ‖²`` (Tikhonov
-    ``reg`` relative to ``‖ΔF‖²``) and ``x⁺ = x_k + η f_k − (ΔX + η ΔF) γ``; with a single pair this
-    is the damped step ``x_k + η f_k``, which is also used when the mixed step is more than
-    ``MAX_EXTRAPOLATION`` times longer than the undamped step ``f_k`` (a bound independent of ``η``, so that
-    Anderson keeps its secant steps after a restart has shrunk ``η``).
+    With ``ΔX, ΔF`` their columns, ``γ = argmin ‖f − ΔF γ‖²`` (Tikhonov ``reg`` relative to ``‖ΔF‖²``)
+    and ``x⁺ = x + η f − (ΔX + η ΔF) γ``; with no pair this is the damped step ``x + η f``, which is
+    also used when the mixed step is more than ``MAX_EXTRAPOLATION`` times longer than the undamped
+    step ``f`` (a bound independent of ``η``, so that Anderson keeps its secant steps after a restart
+    has shrunk ``η``). When the pairs span the space, ``x⁺ = x − ΔX ΔF⁻¹ f``: a secant (quasi-Newton)
+    step whatever ``η``.
     """
-    x, f = xs[-1], fs[-1]
-    if len(xs) < 2:
+    if not dxs:
         return x + eta * f
-    dX = np.diff(np.stack(xs, 1), axis=1)
-    dF = np.diff(np.stack(fs, 1), axis=1)
+    dX, dF = np.stack(dxs, 1), np.stack(dfs, 1)
     A = dF.T @ dF
     A += reg * (np.trace(A) + 1e-300) * np.eye(A.shape[0])
     gamma = np.linalg.solve(A, dF.T @ f)
@@ -97,13 +104,15 @@ def _anderson_step(xs, fs, eta, reg=1e-10):
 
 def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min=0.02, damping_max=1.0,
                       anderson=4, fallback=True, polish_below=0.0, project=None,
-                      accept_tol=None) -> FixedPointSolution:
+                      accept_tol=None, memory=None) -> FixedPointSolution:
     """Solve ``x = F(x)`` until ``relative_residual(x, F(x)) ≤ tol``.
 
     ``accept_tol`` (default ``tol``): a looser tolerance accepted once the iteration has stalled
     (``ACCEPT_STALL`` evaluations without a residual below ``STALL_GAIN`` × the last reference) with its best
     residual below it; the result is then the best iterate, ``converged=True``, ``method="stalled<=accept_tol"`` and its residual. Meant
-    for maps with a noise floor (Monte Carlo maps with O(1/n) jumps, see ``SAMPLED_TOL``).
+    for maps with a noise floor (Monte Carlo maps with O(1/n) jumps, see ``SAMPLED_TOL``). A callable
+    ``accept_tol(x)`` gives the tolerance at the evaluated point ``x`` (e.g. from the Monte Carlo error
+    of ``F(x)``, which a memoising map knows).
 
     Steps are damped, ``x ← x + η (F(x) − x)``, accelerated by Anderson mixing over the last
     ``anderson`` steps (``0``: plain damped iteration). ``η`` grows (×1.2, up to ``damping_max``) while
@@ -118,6 +127,11 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
     Anderson needs 2–4 steps). After ``max_iter`` evaluations the root finder is tried from the best
     iterate (``fallback``).
     ``project``: optional map applied after each update (e.g. clip to a valid domain).
+    ``memory``: secant pairs ``(ΔX, ΔF)`` (``(n, k)`` arrays, columns) from the solve of a nearby map
+    (``FixedPointSolution.memory`` of the previous point of a sweep): the first step is then already a
+    secant step (the Jacobian of ``F − id`` changes slowly along a sweep), instead of ``anderson``
+    damped steps spent rebuilding it (measured on Figure 1's sweeps: docs/theory.md §6). Discarded
+    at the first restart, like the solve's own pairs.
     """
     x = np.asarray(x0, float)
     if project is not None:  # a start outside the domain (e.g. an extrapolated warm start) is projected first
@@ -127,7 +141,13 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
     best_x = best_Fx = None
     best_res = np.inf
     prev = np.inf
-    xs, fs = [], []
+    dxs, dfs = [], []  # Anderson secant pairs (differences of consecutive iterates / residuals)
+    if memory is not None and anderson > 0:
+        mX, mF = (np.asarray(a, float) for a in memory)
+        if mX.shape == mF.shape and mX.ndim == 2 and mX.shape[0] == x.size and np.all(np.isfinite(mX)) \
+                and np.all(np.isfinite(mF)):
+            dxs, dfs = list(mX.T[-anderson:]), list(mF.T[-anderson:])
+    last = None  # (x, F(x) − x) of the previous accepted evaluation
     polished = False
     n_eval = 0
     since_best = 0  # evaluations since the best residual last improved significantly (STALL_GAIN)
@@ -135,10 +155,14 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
     invalid_run = 0  # consecutive evaluations that raised InvalidIterate
 
     def restart_from_best():
-        nonlocal eta, xs, fs
+        nonlocal eta, dxs, dfs, last
         eta = max(eta * 0.25, damping_min)
-        xs, fs = [], []
+        dxs, dfs, last = [], [], None
         return (1 - eta) * best_x + eta * best_Fx
+
+    def done(value, converged, res, method, at):
+        mem = (np.stack(dxs, 1), np.stack(dfs, 1)) if dxs else None
+        return FixedPointSolution(value, converged, n_eval, res, method, tuple(history), mem, at)
 
     while n_eval < max_iter:
         try:
@@ -162,8 +186,8 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
         res = relative_residual(x, Fx)
         history.append(res)
         if res <= tol:
-            return FixedPointSolution(Fx, True, n_eval, res, "damped", tuple(history))
-        if res > 10 * best_res and xs:
+            return done(Fx, True, res, "damped", x)
+        if res > 10 * best_res and (dxs or last is not None):
             x = restart_from_best()
             continue
         if res < best_res:
@@ -172,8 +196,9 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
             stall_ref, since_best = res, 0
         else:
             since_best += 1
-        if since_best >= ACCEPT_STALL and accept_tol is not None and best_res <= accept_tol:
-            return FixedPointSolution(best_Fx, True, n_eval, best_res, "stalled<=accept_tol", tuple(history))
+        if since_best >= ACCEPT_STALL and accept_tol is not None and \
+                best_res <= (accept_tol(best_x) if callable(accept_tol) else accept_tol):
+            return done(best_Fx, True, best_res, "stalled<=accept_tol", best_x)
         if anderson > 0 and since_best >= STALL:
             # Anderson is wandering: plain damped steps from the best iterate, root polish allowed
             anderson, polish_below = 0, max(polish_below, 1e-4)
@@ -185,11 +210,14 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
             n_eval += ne
             history.append(rr)
             if rr <= tol:
-                return FixedPointSolution(xr, True, n_eval, rr, "damped+root", tuple(history))
+                return done(xr, True, rr, "damped+root", xr)
         eta = min(eta * 1.2, damping_max) if res < prev else max(eta * 0.5, damping_min)
         prev = res
-        xs, fs = (xs + [x])[-(anderson + 1):], (fs + [Fx - x])[-(anderson + 1):]
-        x = _anderson_step(xs, fs, eta) if anderson > 0 else x + eta * (Fx - x)
+        f = Fx - x
+        if last is not None and anderson > 0:
+            dxs, dfs = (dxs + [x - last[0]])[-anderson:], (dfs + [f - last[1]])[-anderson:]
+        last = (x, f)
+        x = _anderson_step(x, f, dxs, dfs, eta) if anderson > 0 else x + eta * f
         if project is not None:
             x = np.asarray(project(x), float)
     if fallback and best_x is not None:
@@ -197,9 +225,9 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
         n_eval += ne
         history.append(rr)
         if rr <= tol:
-            return FixedPointSolution(xr, True, n_eval, rr, "root", tuple(history))
-    return FixedPointSolution(best_x if best_x is not None else x, False, n_eval, best_res, "damped",
-                              tuple(history))
+            return done(xr, True, rr, "root", xr)
+    value = best_x if best_x is not None else x
+    return done(value, False, best_res, "damped", value)
 
 
 def warn_if_not_converged(name: str, solution: FixedPointSolution, tol: float) -> None:
@@ -208,16 +236,48 @@ def warn_if_not_converged(name: str, solution: FixedPointSolution, tol: float) -
                       f"{solution.iterations} iterations (converged=False)", ConvergenceWarning, stacklevel=3)
 
 
+class MemoizedMap:
+    """``x ↦ F(x)`` that remembers its auxiliary output per evaluated point: ``evaluate(x)`` returns
+    ``(F(x), aux)`` for the wrapped function; calling the object returns ``F(x)`` (what the solver
+    needs) and ``aux_at(x)`` gives back the ``aux`` of an evaluated point (``None`` otherwise). The
+    channels' conjugates behind a solution are read this way instead of evaluating the channel again
+    at ``FixedPointSolution.evaluated_at``."""
+
+    def __init__(self, evaluate):
+        self._evaluate = evaluate
+        self._aux = {}
+
+    @staticmethod
+    def _key(x):
+        return np.asarray(x, float).tobytes()
+
+    def __call__(self, x):
+        value, aux = self._evaluate(x)
+        self._aux[self._key(x)] = aux
+        return value
+
+    def aux_at(self, x):
+        return None if x is None else self._aux.get(self._key(x))
+
+
 def predicted_start(previous, params, new_param):
     """Warm start along a sweep: the secant extrapolation in ``log(parameter)`` through the last two
     solutions (``previous``: their state vectors, ``params``: their parameter values), or the last
-    solution when only one is known. Halves the distance to the next fixed point on smooth curves."""
+    solution when only one is known. Halves the distance to the next fixed point on smooth curves.
+
+    The step is at most one secant step (``t ∈ [0, 1]``) and is shortened so that no component moves
+    towards zero by more than half its value: overlaps that vanish at a transition (``Ŝ → 0`` at
+    large ``λ``) decay faster than linearly, and a start past zero (``V ≤ 0``) cost the Δ = 2
+    pre-training sweep 113 evaluations at one ``λ`` (measured; 5 with the guard)."""
     if not previous:
         return None
     x1 = np.asarray(previous[-1], float)
     if len(previous) < 2 or params[-1] == params[-2] or min(params[-1], params[-2], new_param) <= 0:
         return x1
     x0 = np.asarray(previous[-2], float)
-    t = np.log(new_param / params[-1]) / np.log(params[-1] / params[-2])
-    return x1 + min(max(t, 0.0), 1.0) * (x1 - x0)
-
+    t = min(max(np.log(new_param / params[-1]) / np.log(params[-1] / params[-2]), 0.0), 1.0)
+    d = x1 - x0
+    shrinking = (d * x1 < 0) & (np.abs(d) > 0)
+    if np.any(shrinking):
+        t = min(t, float(np.min(0.5 * np.abs(x1[shrinking]) / np.abs(d[shrinking]))))
+    return x1 + t * d

@@ -19,7 +19,8 @@ import numpy as np
 from solvable_attention.params import PretrainParams
 
 from .channels import make_channel
-from .fixed_point import SAMPLED_ACCEPT_TOL, SAMPLED_TOL, InvalidIterate, predicted_start, solve_fixed_point, warn_if_not_converged
+from .fixed_point import (SAMPLED_ACCEPT_TOL, SAMPLED_TOL, InvalidIterate, MemoizedMap, predicted_start,
+                          solve_fixed_point, warn_if_not_converged)
 from .spectral_prior import prior_overlaps_free, prior_overlaps_matrix
 
 
@@ -58,9 +59,10 @@ class PretrainingSolution:
     seconds: float = 0.0
     method: str = "damped"
     history: tuple = field(default=(), repr=False)
+    memory: tuple | None = field(default=None, repr=False)  # the solver's secant pairs (warm sweeps)
 
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("history",)}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("history", "memory")}
         d["params"] = self.params.to_dict()
         return d
 
@@ -86,7 +88,7 @@ def prior_map(params: PretrainParams, m_hat, q_hat, V_hat, draws=None):
 def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0, activation="softmax",
                       noise="logits", init=None, tol=None, max_iter=400, damping=0.7, n_samples=2 ** 14,
                       n_test_samples=2 ** 17, seed=0, channel=None, prior_draws=None,
-                      fallback=True, warn=True) -> PretrainingSolution:
+                      fallback=True, warn=True, memory=None) -> PretrainingSolution:
     """Solve the pre-training state evolution at one setting (MODEL.md §2, D → ∞).
 
     Args:
@@ -102,6 +104,8 @@ def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0
         fallback: allow the Powell-hybrid root polish/fallback of :func:`solve_fixed_point`
             (``False``: damped iteration only).
         warn: emit a :class:`ConvergenceWarning` when not converged.
+        memory: the ``.memory`` of a solution at a nearby setting (secant pairs of its solver): seeds
+            the Anderson mixing (:func:`fixed_point.solve_fixed_point`), as warm sweeps do.
     """
     params = PretrainParams(alpha=alpha, delta=delta, lam=lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa,
                             activation=activation, noise=noise)
@@ -109,7 +113,7 @@ def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0
         channel = make_channel(params, n_samples=n_samples, n_test_samples=n_test_samples, seed=seed)
     else:
         _check_channel(channel, params)
-    return _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fallback)
+    return _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fallback, memory)
 
 
 def _check_channel(channel, params: PretrainParams) -> None:
@@ -125,18 +129,20 @@ MIN_COARSE_SAMPLES = 1024  # ... when that leaves at least this many
 COARSE_TOL = 1e-3  # well above the coarse channel's own Monte Carlo error is pointless
 
 
-def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fallback=True) -> PretrainingSolution:
+def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fallback=True,
+           memory=None) -> PretrainingSolution:
     t0 = time.perf_counter()
     sampled = params.activation != "identity" or not hasattr(channel, "weight")
     tol = (SAMPLED_TOL if sampled else 1e-10) if tol is None else float(tol)
 
     def state_map(ch):
-        def F(x):
+        def evaluate(x):
             m, q, V = (float(v) for v in x)
-            c = ch.evaluate(m, q, max(V, 0.0)).conjugates
+            ev = ch.evaluate(m, q, max(V, 0.0))
+            c = ev.conjugates
             pr = prior_map(params, c.m_hat, c.q_hat, c.V_hat, prior_draws)
-            return np.array([pr.m, pr.q, pr.V])
-        return F
+            return np.array([pr.m, pr.q, pr.V]), (ev, pr)
+        return MemoizedMap(evaluate)
 
     x0 = np.zeros(3) if init is None else np.asarray(init, float)
     if x0.shape != (3,) or not np.all(np.isfinite(x0)):
@@ -152,14 +158,18 @@ def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fal
         coarse = solve_fixed_point(state_map(channel.subset(n_coarse)), x0, tol=COARSE_TOL, max_iter=max_iter,
                                    damping=damping, project=project, fallback=False, anderson=0)
         x0 = coarse.value
-    sol = solve_fixed_point(state_map(channel), x0, tol=tol, max_iter=max_iter, damping=damping, project=project,
-                            fallback=fallback, accept_tol=max(tol, SAMPLED_ACCEPT_TOL) if sampled else None)
+    F = state_map(channel)
+    sol = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=project,
+                            fallback=fallback, accept_tol=max(tol, SAMPLED_ACCEPT_TOL) if sampled else None,
+                            memory=memory)
     if warn:
         warn_if_not_converged("pre-training state evolution", sol, tol)
     m, q, V = (float(v) for v in sol.value)
-    ev = channel.evaluate(m, q, V)
+    behind = F.aux_at(sol.evaluated_at)  # the evaluation whose prior image is (m, q, V)
+    ev, pr = behind if behind is not None else (channel.evaluate(m, q, V), None)
     c = ev.conjugates
-    pr = prior_map(params, c.m_hat, c.q_hat, c.V_hat, prior_draws)
+    if pr is None:
+        pr = prior_map(params, c.m_hat, c.q_hat, c.V_hat, prior_draws)
     E, E_se = channel.test_error(m, q)
     return PretrainingSolution(
         params=params, m=m, q=q, V=V, m_hat=c.m_hat, q_hat=c.q_hat, V_hat=c.V_hat, rho0=params.rho0,
@@ -167,14 +177,16 @@ def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fal
         train_loss_se=ev.train_loss[1], rank_fraction=pr.rank_fraction, converged=sol.converged,
         iterations=sol.iterations, residual=sol.residual, m_hat_se=c.m_hat_se, q_hat_se=c.q_hat_se,
         V_hat_se=c.V_hat_se, prox_residual=ev.prox_residual, seconds=time.perf_counter() - t0,
-        method=sol.method, history=sol.history)
+        method=sol.method, history=sol.history, memory=sol.memory)
 
 
 def sweep_pretraining(lams, alpha, delta, *, progress=True, **kwargs) -> list[PretrainingSolution]:
     """Solve along a sequence of ``λ`` with warm starts (one channel, same fixed samples).
 
     ``kwargs`` as :func:`solve_pretraining`; ``init`` applies to the first ``λ``, each later one
-    starts from the secant extrapolation of its two predecessors (:func:`fixed_point.predicted_start`); ``channel`` (default: built once here) serves every ``λ``.
+    starts from the secant extrapolation of its two predecessors (:func:`fixed_point.predicted_start`)
+    with its predecessor's Anderson secant pairs (``memory``); ``channel`` (default: built once here)
+    serves every ``λ``.
     """
     from tqdm.auto import tqdm
 
@@ -193,7 +205,7 @@ def sweep_pretraining(lams, alpha, delta, *, progress=True, **kwargs) -> list[Pr
         start = predicted_start([s.overlaps for s in out[-2:]], [s.params.lam for s in out[-2:]], lam)
         try:
             sol = solve_pretraining(alpha, delta, lam, init=init if start is None else start, channel=channel,
-                                    **kwargs)
+                                    memory=out[-1].memory if out else None, **kwargs)
         except InvalidIterate:  # the extrapolated start left the map's domain
             if not out:
                 raise

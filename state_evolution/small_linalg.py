@@ -15,6 +15,55 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 
+def cholesky_factor(A):
+    """Lower Cholesky factor as a nested list of ``(...)`` arrays (``L[i][j]``, ``j ≤ i``) and the
+    positive-definiteness flag; see :func:`cholesky`. Written entry by entry (structure of arrays):
+    XLA fuses the recursion into one vectorised loop over the batch (a 6×6 factorisation of 32768
+    matrices: 6.7 ms with column arrays and ``.at[].set``, about 1 ms this way, one core)."""
+    K = A.shape[-1]
+    tiny = jnp.finfo(A.dtype).tiny
+    a = [[A[..., i, j] for j in range(i + 1)] for i in range(K)]  # lower triangle only
+    L = [[None] * K for _ in range(K)]
+    pd = jnp.ones(A.shape[:-2], dtype=bool)
+    for j in range(K):
+        d = a[j][j]
+        for k in range(j):
+            d = d - L[j][k] * L[j][k]
+        pd = pd & (d > 0)
+        ljj = jnp.sqrt(jnp.maximum(d, tiny))
+        L[j][j] = ljj
+        for i in range(j + 1, K):
+            v = a[i][j]
+            for k in range(j):
+                v = v - L[i][k] * L[j][k]
+            L[i][j] = v / ljj
+    return L, pd
+
+
+def _cholesky_solve_entries(L, X):
+    """Solve ``L Lᵀ x = b`` for each of the ``K`` right-hand-side entries ``X[i]`` (arrays of shape
+    ``(...)`` or ``(..., R)``), ``L`` as returned by :func:`cholesky_factor`."""
+    K = len(L)
+    y = [None] * K
+    for i in range(K):  # forward substitution  L y = b
+        acc = X[i]
+        for k in range(i):
+            acc = acc - _bcast(L[i][k], acc) * y[k]
+        y[i] = acc / _bcast(L[i][i], acc)
+    x = [None] * K
+    for i in reversed(range(K)):  # back substitution  Lᵀ x = y
+        acc = y[i]
+        for k in range(i + 1, K):
+            acc = acc - _bcast(L[k][i], acc) * x[k]
+        x[i] = acc / _bcast(L[i][i], acc)
+    return x
+
+
+def _bcast(l, like):
+    """A factor entry ``(...)`` broadcast against a right-hand side ``(...)`` or ``(..., R)``."""
+    return l if l.ndim == like.ndim else l[..., None]
+
+
 def cholesky(A):
     """Lower Cholesky factor ``L`` (``A = L Lᵀ``) and the flag ``A ≻ 0`` per batch element.
 
@@ -22,42 +71,31 @@ def cholesky(A):
     ``d_j = A_jj − Σ_{k<j} L_jk²`` is not positive the flag is ``False`` and the factor is
     computed with ``d_j`` replaced by a tiny positive number (finite, but meaningless).
     """
-    K = A.shape[-1]
-    tiny = jnp.finfo(A.dtype).tiny
-    cols = []
-    pd = jnp.ones(A.shape[:-2], dtype=bool)
-    for j in range(K):
-        d = A[..., j, j] - sum((cols[k][..., j] ** 2 for k in range(j)), jnp.zeros_like(A[..., j, j]))
-        pd = pd & (d > 0)
-        ljj = jnp.sqrt(jnp.maximum(d, tiny))
-        below = A[..., :, j] - sum((cols[k] * cols[k][..., j:j + 1] for k in range(j)), jnp.zeros_like(A[..., :, j]))
-        col = jnp.where(jnp.arange(K) > j, below / ljj[..., None], 0.0)
-        col = col.at[..., j].set(ljj)
-        cols.append(col)
-    return jnp.stack(cols, axis=-1), pd
+    L, pd = cholesky_factor(A)
+    K = len(L)
+    zero = jnp.zeros_like(A[..., 0, 0])
+    return jnp.stack([jnp.stack([L[i][j] if j <= i else zero for j in range(K)], axis=-1) for i in range(K)],
+                     axis=-2), pd
 
 
 def cholesky_solve(L, B):
     """Solve ``L Lᵀ X = B`` for ``B`` of shape ``(..., K)`` or ``(..., K, R)``."""
-    vector = B.ndim == L.ndim - 1
-    X = B[..., None] if vector else B
     K = L.shape[-1]
-    y = []
-    for i in range(K):  # forward substitution  L y = B
-        acc = X[..., i, :] - sum((L[..., i, k, None] * y[k] for k in range(i)), jnp.zeros_like(X[..., i, :]))
-        y.append(acc / L[..., i, i, None])
-    x = [None] * K
-    for i in reversed(range(K)):  # back substitution  Lᵀ x = y
-        acc = y[i] - sum((L[..., k, i, None] * x[k] for k in range(i + 1, K)), jnp.zeros_like(y[i]))
-        x[i] = acc / L[..., i, i, None]
-    X = jnp.stack(x, axis=-2)
-    return X[..., 0] if vector else X
+    Le = [[L[..., i, j] for j in range(i + 1)] + [None] * (K - i - 1) for i in range(K)]
+    return _solve_with(Le, B)
+
+
+def _solve_with(Le, B):
+    vector = B.ndim == Le[0][0].ndim + 1
+    x = _cholesky_solve_entries(Le, [B[..., i] if vector else B[..., i, :] for i in range(len(Le))])
+    return jnp.stack(x, axis=-1 if vector else -2)
 
 
 def spd_solve(A, B):
-    """``A⁻¹ B`` for symmetric positive-definite ``A`` (``(..., K, K)``), by :func:`cholesky`."""
-    L, _ = cholesky(A)
-    return cholesky_solve(L, B)
+    """``A⁻¹ B`` for symmetric positive-definite ``A`` (``(..., K, K)``), by :func:`cholesky`
+    (factor and substitutions entry by entry, never stacked in between)."""
+    L, _ = cholesky_factor(A)
+    return _solve_with(L, B)
 
 
 def solve(A, B):

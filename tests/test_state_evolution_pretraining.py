@@ -173,6 +173,18 @@ def test_predicted_start_is_the_secant_in_log_lambda():
     np.testing.assert_allclose(predicted_start([f(0.1), f(0.2)], [0.1, 0.2], 100.0), 2 * f(0.2) - f(0.1))
 
 
+def test_predicted_start_never_more_than_halves_a_component():
+    """Overlaps that vanish at a transition (the Δ = 2 pre-training sweep near λ = 0.25: V = 0.193,
+    0.074 at the two previous λ) must not be extrapolated past zero: the secant would give V < 0."""
+    from state_evolution.fixed_point import predicted_start
+
+    x0, x1 = np.array([0.0513, 0.0102, 0.193]), np.array([0.0203, 0.0026, 0.074])
+    start = predicted_start([x0, x1], [0.1944, 0.2188], 0.2462)
+    assert np.all(start > 0) and np.all(start >= 0.5 * x1 - 1e-15)
+    assert np.any(np.isclose(start, 0.5 * x1))  # the binding component is halved exactly
+    assert np.all(start < x1)  # still a step along the secant
+
+
 def test_stalled_iteration_is_accepted_only_below_accept_tol():
     """A map with a noise floor (a contraction plus a deterministic ±3e-5 jitter that never lets the
     residual fall below ~1e-5): with tol = 1e-9 alone it does not converge; with accept_tol = 1e-4 it

@@ -11,7 +11,7 @@ error; and a D = 150 simulation of the same point for the speed ratio.
 α' = 3, T = 3, Δ ∈ {0.5, 2}, 40 λ in [0.005, 0.5] × λ' ∈ {0.05, 1, ∞}, warm starts) and one D = 150
 simulation of a Figure-1 point with its three λ' (one pre-training, three fine-tunings), from which the
 cost of simulating the same 80 (λ, Δ) points × 4 runs is extrapolated. With ``--workers 2`` each Δ's λ
-grid is cut into ``--chunks`` contiguous pieces (default 1: one process per Δ), each a warm-started
+grid is cut into ``--chunks`` contiguous pieces (default 3; 1: one process per Δ), each a warm-started
 sweep that starts cold at its first λ; the pieces go to the processes as they free up, the Δ = 2 ones
 first (the costly small-λ, λ' = 0.05 solves are there). Compilation is included in the wall time.
 """
@@ -39,7 +39,7 @@ def main(argv=None):
     ap.add_argument("--figure1", action="store_true", help="time Figure 1's theory curves only")
     ap.add_argument("--workers", type=int, default=1, help="--figure1: processes (one per Δ when 2)")
     ap.add_argument("--n-samples", type=int, default=2 ** 14, help="--figure1: Monte Carlo samples per channel")
-    ap.add_argument("--chunks", type=int, default=1, help="--figure1: contiguous λ pieces per Δ (load balance)")
+    ap.add_argument("--chunks", type=int, default=3, help="--figure1: contiguous λ pieces per Δ (load balance)")
     args = ap.parse_args(argv)
     if args.figure1:
         return figure1(args)

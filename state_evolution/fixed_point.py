@@ -130,7 +130,7 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
     ``memory``: secant pairs ``(ΔX, ΔF)`` (``(n, k)`` arrays, columns) from the solve of a nearby map
     (``FixedPointSolution.memory`` of the previous point of a sweep): the first step is then already a
     secant step (the Jacobian of ``F − id`` changes slowly along a sweep), instead of ``anderson``
-    damped steps spent rebuilding it (measured on Figure 1's sweeps: docs/theory.md §6). Discarded
+    damped steps spent rebuilding it (measured on Figure 1's sweeps: docs/theory.md §2.6). Discarded
     at the first restart, like the solve's own pairs.
     """
     x = np.asarray(x0, float)

@@ -179,17 +179,17 @@ def _finite_difference_V_hat(ch, mp, qp, Vp, eps):
         target = teacher_logits(H0, z_star, ch.gamma, ch.rho_v)
         Y = apply_activation(target + jnp.sqrt(ch.delta_prime) * goe_from_square(noise_draw), ch.activation, ch.beta)
 
-        def loss(z, _):
-            r = Y - apply_activation(lora_logits(z, qp, 1.0, H_hat), ch.activation, ch.beta)
+        def loss(z, d):  # d = (Y, Ĥ) of the batch being solved (the prox stacks the starts into one batch)
+            r = d[0] - apply_activation(lora_logits(z, qp, 1.0, d[1]), ch.activation, ch.beta)
             return 0.5 * jnp.sum(r * r, axis=(-1, -2))
 
-        def derivs(z, _):
-            return lora_derivatives(z, qp, 1.0, H_hat, Y, ch.activation, ch.beta)[:2]
+        def derivs(z, d):
+            return lora_derivatives(z, qp, 1.0, d[1], d[0], ch.activation, ch.beta)[:2]
 
         def g_at(centre):
             starts = (jnp.zeros_like(centre), start_towards(centre, Vp, z_star))
             return np.asarray(solve_prox_multistart(centre, Vp, starts, loss, derivs, ch.max_newton,
-                                                         compact=False)[0])
+                                                    data=(Y, H_hat), compact=False)[0])
 
         div = 0.0
         for k in range(T):

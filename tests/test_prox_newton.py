@@ -11,7 +11,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from solvable_attention.activations import apply_activation
 from solvable_attention.runtime import float64
 from state_evolution.prox_newton import MIN_TAIL, TAIL_FRACTION, newton_prox, solve_prox_multistart, start_towards
 

@@ -17,7 +17,7 @@ from .validation import run_campaign
 
 VARIANTS = {"lp=0.05": dict(lam_prime=0.05), "lp=1": dict(lam_prime=1.0), "lp=inf": dict(lam_prime=math.inf),
             "lp=1,recal": dict(lam_prime=1.0, recalibrate=True)}
-FT_METRICS = ("m_abs", "q", "alignment", "test_error", "test_error_baseline")
+FT_METRICS = ("m_abs", "q", "alignment", "test_error", "test_error_baseline", "train_loss")
 METRICS = tuple(f"{m}[{v}]" for v in VARIANTS for m in FT_METRICS if not (v == "lp=inf" and m != "test_error"))
 
 SETTINGS = [
@@ -36,13 +36,20 @@ def finetune_point(D, seed, n_test=5000, **setting) -> dict:
     from simulations import simulate_variants
 
     s = dict(setting)
+    alpha_prime = s["alpha_prime"]
     results = simulate_variants(D, s.pop("alpha"), s.pop("alpha_prime"), s.pop("delta"), s.pop("lam"),
                                 variants=list(VARIANTS.values()), seed=seed, n_test=n_test, **s)
-    out = {"rho_v": results[0].finetune.rho_v, "pretrain_mse_S": results[0].pretrain.mse_S}
-    for name, r in zip(VARIANTS, results):
+    p = results[0].pretrain
+    out = {"rho_v": results[0].finetune.rho_v, "pretrain_mse_S": p.mse_S, "pretrain_m": p.m, "pretrain_q": p.q,
+           "pretrain_rho0": p.rho0}
+    n_ft = max(1, round(alpha_prime * D))
+    for (name, variant), r in zip(VARIANTS.items(), results):
         f = r.finetune
+        # the training loss (1/n') Σ_ν ‖Y'_ν − σ(·)‖²_F, comparable with the theory's E‖Y' − σ‖² at the prox
+        lp = variant["lam_prime"]
+        train = (2 * f.objective - lp * f.q * D) / n_ft if math.isfinite(lp) else math.nan
         vals = dict(m_abs=abs(f.m), q=f.q, alignment=f.alignment, test_error=f.test_error,
-                    test_error_baseline=f.test_error_baseline, c=f.c, converged=f.converged)
+                    test_error_baseline=f.test_error_baseline, c=f.c, converged=f.converged, train_loss=train)
         out.update({f"{k}[{name}]": v for k, v in vals.items()})
     return out
 
@@ -58,7 +65,7 @@ def theory_point(setting: dict, seed: int = 0) -> dict:
         f = solve_finetuning(pre, alpha_prime, v["lam_prime"], recalibrate=v.get("recalibrate", False),
                              seed=seed + 1000)
         vals = dict(m_abs=abs(f.m), q=f.q, alignment=f.alignment, test_error=f.test_error,
-                    test_error_baseline=f.test_error_baseline)
+                    test_error_baseline=f.test_error_baseline, train_loss=f.train_loss)
         out.update({f"{k}[{name}]": val for k, val in vals.items()})
         out["converged"] = out["converged"] and f.converged
         out["seconds"] += f.seconds

@@ -147,8 +147,17 @@ def run_campaign(argv, *, settings, quick_settings, point_fn, theory_fn, metrics
     ap.add_argument("--figures", default="docs/figures")
     ap.add_argument("--mc-replicas", type=int, default=4,
                     help="independent Monte Carlo seeds of the theory (its error enters the verdict)")
+    ap.add_argument("--settings", type=int, nargs="+", default=None, metavar="I",
+                    help=f"run only these settings (indices 0..{len(settings) - 1} of the campaign's list)")
+    ap.add_argument("--figure-prefix", default=figure_prefix,
+                    help="figures are written to FIGURES/<prefix>_<activation>.png")
     args = ap.parse_args(argv)
     Ds, seeds = args.D, args.seeds
+    if args.settings is not None:
+        bad = [i for i in args.settings if not 0 <= i < len(settings)]
+        if bad:
+            ap.error(f"--settings must be indices in 0..{len(settings) - 1}, got {bad}")
+        settings = [settings[i] for i in args.settings]
     if args.quick:
         settings, Ds, seeds = quick_settings, list(quick_D), 2
     points = [dict(setting, D=D, seed=s) for setting in settings for D in Ds for s in range(seeds)]
@@ -164,6 +173,6 @@ def run_campaign(argv, *, settings, quick_settings, point_fn, theory_fn, metrics
     Path(args.report).write_text(header + text + "\n")
     write_json_atomic(Path(args.out) / "summary" / "summary.json", summary)
     for act in sorted({s["activation"] for s in settings}):
-        plot(settings, records, theories, act, Path(args.figures) / f"{figure_prefix}_{act}.png", plot_metrics,
+        plot(settings, records, theories, act, Path(args.figures) / f"{args.figure_prefix}_{act}.png", plot_metrics,
              title)
     print(header + text)

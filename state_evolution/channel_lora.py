@@ -31,6 +31,7 @@ and, for recalibration, the stationarity of the scalar ``c``: ``E[∂ℓ/∂c] =
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from functools import partial
 
@@ -158,7 +159,8 @@ def _lora_statistics(mp, qp, Vp, c, side, consts, samples, activation, noise, ma
         g, g_r = g2[:n], g2[n:]
     z = omega + Vp * g
     _, hess, dq, dc, dcc = lora_derivatives(z, qp, c, H_hat, Y, activation, beta)
-    hessian_term = jnp.trace(solve(jnp.eye(T, dtype=g.dtype) + Vp * hess, hess), axis1=-2, axis2=-1)
+    jac = solve(jnp.eye(T, dtype=g.dtype) + Vp * hess, hess)  # −∂g/∂ω of the smooth branch (implicit form)
+    hessian_term = jnp.trace(jac, axis1=-2, axis2=-1)
     if v_hat == "hessian":
         v_term = hessian_term
     else:
@@ -167,7 +169,8 @@ def _lora_statistics(mp, qp, Vp, c, side, consts, samples, activation, noise, ma
         stein = -jnp.sum((g - g_r) * eta, -1) / (2 * jnp.maximum(s, 1e-300))
         v_term = jnp.where(s > 1e-6, stein, hessian_term)
     terms = dict(q=jnp.sum(g * g, -1), V=v_term, V_hessian=hessian_term,
-                 m=jnp.sum(g * xi1, -1) / jnp.maximum(c1, 1e-300), dq=dq, dc=dc, dcc=dcc, train=2 * loss(z, data))
+                 m=jnp.sum(g * xi1, -1) / jnp.maximum(c1, 1e-300), dq=dq, dc=dc, dcc=dcc, train=2 * loss(z, data),
+                 jac2=jnp.sum(jac * jac, axis=(-1, -2)))
     return terms, g, residual, iters
 
 
@@ -190,7 +193,12 @@ def _lora_test_samples(mp, qp, c, pre, consts, samples, activation):
 @dataclass(frozen=True)
 class LoraEvaluation:
     """One evaluation of the LoRA channel: conjugates, ridge shift ``2α'E[∂ℓ/∂q']``, ``E[∂ℓ/∂c]``,
-    ``E[∂²ℓ/∂c²]``, train loss and prox diagnostics."""
+    ``E[∂²ℓ/∂c²]``, train loss and prox diagnostics.
+
+    ``replicon = α' V'² E‖∂g/∂ω‖²_F`` with the smooth-branch Jacobian ``∂g/∂ω = −(I + V'∇²ℓ)⁻¹∇²ℓ``:
+    the replicon (de Almeida–Thouless) parameter of the ridge GLM; the replica-symmetric fixed point
+    is locally stable while it is below 1 (docs/theory.md §4.5). The jumps of the global prox are
+    not in it (they only add to it)."""
 
     m_hat: float
     q_hat: float
@@ -202,6 +210,7 @@ class LoraEvaluation:
     train_loss: tuple
     se: dict
     prox_residual: float
+    replicon: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -312,7 +321,8 @@ class LoraChannel:
             return LoraEvaluation(m_hat=a * stats["m"][0], q_hat=a * stats["q"][0], V_hat=a * stats["V"][0],
                                   ridge_shift=2 * a * stats["dq"][0], V_hat_hessian=a * stats["V_hessian"][0],
                                   dc=stats["dc"][0], dcc=stats["dcc"][0],
-                                  train_loss=stats["train"], se=se, prox_residual=float(res))
+                                  train_loss=stats["train"], se=se, prox_residual=float(res),
+                                  replicon=a * Vp ** 2 * stats["jac2"][0])
 
     def test_errors(self, mp, qp, c=1.0) -> dict:
         """``E'`` and ``E'_0`` (mean, s.e.) on fresh samples (same samples: common random numbers)."""

@@ -50,7 +50,9 @@ class FinetuningSolution:
     ``test_error`` = ``E'``, ``test_error_baseline`` = ``E'_0`` (``λ' = ∞``), with Monte Carlo s.e.;
     ``lam_eff`` = ``λ'`` + the self-consistent shift from the diagonal centring; ``c`` recalibration;
     ``effective_noise`` = ``Δ' + mse_S`` (logit units; ``Δ' + (β/T)² mse_S`` for the identity with
-    output noise), ``effective_noise_recalibrated`` = ``Δ' + ρ0 − m²/q``.
+    output noise), ``effective_noise_recalibrated`` = ``Δ' + ρ0 − m²/q``; ``replicon`` =
+    ``α' V'² E‖∂g/∂ω‖²_F`` (smooth branch of the prox), the de Almeida–Thouless parameter: the
+    replica-symmetric fixed point is locally stable while it is below 1 (docs/theory.md §4.5).
     """
 
     params: FinetuneParams
@@ -75,6 +77,7 @@ class FinetuningSolution:
     iterations: int
     residual: float
     prox_residual: float = 0.0
+    replicon: float = 0.0
     seconds: float = 0.0
     history: tuple = field(default=(), repr=False)
     memory: tuple | None = field(default=None, repr=False)  # the solver's secant pairs (warm sweeps)
@@ -202,7 +205,8 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
         test_error_baseline_se=errs["test_error_baseline"][1], train_loss=ev.train_loss[0],
         lam_eff=fine.lam_prime + ev.ridge_shift, c=c, effective_noise=noise_eff,
         effective_noise_recalibrated=noise_recal, converged=sol.converged, iterations=sol.iterations,
-        residual=sol.residual, prox_residual=ev.prox_residual, seconds=time.perf_counter() - t0,
+        residual=sol.residual, prox_residual=ev.prox_residual, replicon=ev.replicon,
+        seconds=time.perf_counter() - t0,
         history=sol.history, memory=sol.memory)
 
 

@@ -157,10 +157,11 @@ def test_channel_hooks_uniform_weights_and_fresh_side_fields_change_nothing(iden
         hooked.with_pretraining(0.1, 0.2)
 
 
-def _finite_difference_V_hat(ch, mp, qp, Vp, eps):
-    """Plain oracle of ``V̂' = −α' E Tr ∂g/∂ω``: central differences of the global prox ``g`` in each
-    coordinate of ``ω`` with common random numbers (same label, side fields and starts), per sample.
-    Unlike the implicit-differentiation (Hessian) form it sees the jumps of the global prox."""
+def _finite_difference_jacobian(ch, mp, qp, Vp, eps):
+    """Plain oracle of ``∂g/∂ω`` per sample, ``(n, T, T)`` with ``[:, j, k] = ∂g_j/∂ω_k``: central
+    differences of the global prox ``g`` in each coordinate of ``ω`` with common random numbers (same
+    label, side fields and starts). Unlike the implicit-differentiation (Hessian) form it sees the
+    jumps of the global prox (at the finite ``eps``)."""
     import jax.numpy as jnp
 
     from solvable_attention.activations import apply_activation
@@ -191,11 +192,36 @@ def _finite_difference_V_hat(ch, mp, qp, Vp, eps):
             return np.asarray(solve_prox_multistart(centre, Vp, starts, loss, derivs, ch.max_newton,
                                                     data=(Y, H_hat), compact=False)[0])
 
-        div = 0.0
+        cols = []
         for k in range(T):
             e = eps * jnp.eye(T, dtype=omega.dtype)[k]
-            div = div + (g_at(omega + e)[:, k] - g_at(omega - e)[:, k]) / (2 * eps)
-    return -ch.alpha_prime * div  # per-sample terms of V̂'
+            cols.append((g_at(omega + e) - g_at(omega - e)) / (2 * eps))
+    return np.stack(cols, axis=-1)
+
+
+def _finite_difference_V_hat(ch, mp, qp, Vp, eps):
+    """Per-sample terms of ``V̂' = −α' E Tr ∂g/∂ω`` from the finite-difference Jacobian."""
+    return -ch.alpha_prime * np.trace(_finite_difference_jacobian(ch, mp, qp, Vp, eps), axis1=-2, axis2=-1)
+
+
+@pytest.mark.parametrize("activation", ["identity", "softmax"])
+def test_replicon_matches_finite_difference_jacobian(activation):
+    """``LoraEvaluation.replicon = α' V'² E‖∂g/∂ω‖²_F`` (the AT parameter, docs/theory.md §4.5) against the
+    finite-difference Jacobian of the prox on the same samples, in a smooth regime (λ'-scale iterate of
+    Δ = 0.5): a sample whose ±ε pair straddles a jump would blow the oracle up, with probability O(ε) per
+    sample. Tolerance 1e-4 relative: central differences O(ε²) and the Newton tolerance / ε."""
+    from state_evolution.channel_lora import LoraChannel
+
+    ch = LoraChannel.create(m=1.14, q=1.06, rho0=2.0, T=3, alpha_prime=3.0, delta_prime=0.5, gamma=1.0,
+                            activation=activation, beta=1.0, noise="logits", n_samples=2 ** 9,
+                            n_test_samples=2 ** 8, seed=5)
+    mp, qp, Vp = 0.54, 0.34, 0.55
+    ev = ch.evaluate(mp, qp, Vp)
+    J = _finite_difference_jacobian(ch, mp, qp, Vp, eps=1e-5)
+    want = ch.alpha_prime * Vp ** 2 * np.mean(np.sum(J * J, axis=(-1, -2)))
+    assert ev.replicon == pytest.approx(want, rel=1e-4)
+    # and the trace of the same Jacobian is the Hessian-form V̂' (no jump in this regime)
+    assert ev.V_hat_hessian == pytest.approx(-ch.alpha_prime * np.mean(np.trace(J, axis1=-2, axis2=-1)), rel=1e-4)
 
 
 @pytest.mark.slow

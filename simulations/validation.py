@@ -96,7 +96,11 @@ def build_report(settings, records, theories, Ds, metrics, control=None) -> tupl
     return "\n".join(lines), summary
 
 
-def plot(settings, records, theories, activation, path, metrics, title):
+def plot(settings, records, theories, activation, path, metrics, title, control=None):
+    """Each metric against 1/D with the theory line (± its Monte Carlo s.e.) and the a + b/D fit.
+
+    ``control = (name, known_mean)``: the points are the control-variate means of the report's
+    'adj.' rows instead of the plain means."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,10 +115,18 @@ def plot(settings, records, theories, activation, path, metrics, title):
         for col, metric in enumerate(metrics):
             ax = axes[row, col]
             by_D = values_by_D(records, setting, metric)
-            rows = comparison_rows(metric, th[metric], by_D)
+            if control is None:
+                rows = comparison_rows(metric, th[metric], by_D)
+            else:
+                rows = comparison_rows(metric, th[metric], by_D, values_by_D(records, setting, control[0]),
+                                       control[1])
             x = [1 / r.D for r in rows]
-            ax.errorbar(x, [r.mean for r in rows], yerr=[r.se for r in rows], fmt="o", label="simulation")
+            ax.errorbar(x, [r.mean for r in rows], yerr=[r.se for r in rows], fmt="o",
+                        label="simulation" if control is None else f"simulation ({control[0]}-adjusted)")
             ax.axhline(th[metric], color="k", lw=1, label="state evolution")
+            th_se = float(th.get(f"{metric}_mc_se", 0.0))
+            if th_se > 0:
+                ax.axhspan(th[metric] - th_se, th[metric] + th_se, color="k", alpha=0.12, lw=0)
             if len(rows) >= 2:
                 ex = extrapolate(rows, 1.0)
                 xs = np.linspace(0, max(x), 20)
@@ -151,6 +163,8 @@ def run_campaign(argv, *, settings, quick_settings, point_fn, theory_fn, metrics
                     help=f"run only these settings (indices 0..{len(settings) - 1} of the campaign's list)")
     ap.add_argument("--figure-prefix", default=figure_prefix,
                     help="figures are written to FIGURES/<prefix>_<activation>.png")
+    ap.add_argument("--plot-metrics", nargs="+", default=list(plot_metrics), metavar="METRIC",
+                    help=f"metrics drawn in the figures (any of {', '.join(metrics)})")
     args = ap.parse_args(argv)
     Ds, seeds = args.D, args.seeds
     if args.settings is not None:
@@ -158,6 +172,9 @@ def run_campaign(argv, *, settings, quick_settings, point_fn, theory_fn, metrics
         if bad:
             ap.error(f"--settings must be indices in 0..{len(settings) - 1}, got {bad}")
         settings = [settings[i] for i in args.settings]
+    unknown = sorted(set(args.plot_metrics) - set(metrics))
+    if unknown:
+        ap.error(f"--plot-metrics must be among the campaign's metrics {list(metrics)}, got {unknown}")
     if args.quick:
         settings, Ds, seeds = quick_settings, list(quick_D), 2
     points = [dict(setting, D=D, seed=s) for setting in settings for D in Ds for s in range(seeds)]
@@ -173,6 +190,6 @@ def run_campaign(argv, *, settings, quick_settings, point_fn, theory_fn, metrics
     Path(args.report).write_text(header + text + "\n")
     write_json_atomic(Path(args.out) / "summary" / "summary.json", summary)
     for act in sorted({s["activation"] for s in settings}):
-        plot(settings, records, theories, act, Path(args.figures) / f"{args.figure_prefix}_{act}.png", plot_metrics,
-             title)
+        plot(settings, records, theories, act, Path(args.figures) / f"{args.figure_prefix}_{act}.png",
+             args.plot_metrics, title, control=control)
     print(header + text)

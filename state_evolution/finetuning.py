@@ -133,8 +133,9 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
     disables the root polish/fallback of :func:`solve_fixed_point` (damped iteration only).
     ``tol``: target relative residual; ``accept_tol``: accepted once the iteration stalls (the Monte
     Carlo map's noise floor, :data:`fixed_point.SAMPLED_TOL`), or below ``LORA_ACCEPT_NOISE_FRACTION``
-    of the relative Monte Carlo s.e. of the map's output at that point when that is larger. ``memory``: the ``.memory`` of a solve at
-    a nearby setting (its solver's secant pairs), seeding the Anderson mixing (warm sweeps).
+    of the relative Monte Carlo s.e. of the map's output at that point when that is larger.
+    ``memory``: the ``.memory`` of a solve at a nearby setting (its solver's secant pairs), seeding the
+    Anderson mixing (warm sweeps).
     """
     fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=lam_prime,
                           delta_prime=pretrain_result.params.delta if delta_prime is None else delta_prime,

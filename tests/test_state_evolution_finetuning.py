@@ -209,7 +209,8 @@ def test_replicon_matches_finite_difference_jacobian(activation):
     """``LoraEvaluation.replicon = α' V'² E‖∂g/∂ω‖²_F`` (the AT parameter, docs/theory.md §4.5) against the
     finite-difference Jacobian of the prox on the same samples, in a smooth regime (near the λ' = 1 fixed
     point of softmax Δ = 0.5, λ = 0.01): a sample whose ±ε pair straddles a jump would blow the oracle up,
-    with probability O(ε) per sample. Tolerance 1e-4 relative: central differences O(ε²) and the Newton tolerance / ε."""
+    with probability O(ε) per sample. Tolerance 1e-4 relative: central differences O(ε²) and the Newton
+    tolerance / ε."""
     from state_evolution.channel_lora import LoraChannel
 
     ch = LoraChannel.create(m=1.14, q=1.06, rho0=2.0, T=3, alpha_prime=3.0, delta_prime=0.5, gamma=1.0,

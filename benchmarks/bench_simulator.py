@@ -40,9 +40,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from simulations import pretrain as pretrain_module  # noqa: E402
-from simulations.cli import run_metadata, write_json_atomic  # noqa: E402
-from simulations.objectives import chunk_samples, pretrain_loss, pretrain_loss_and_grad  # noqa: E402
-from simulations.pretrain import fit_proximal, nuclear_prox  # noqa: E402
+from simulations.campaigns.records import run_metadata, write_json_atomic  # noqa: E402
+from simulations.simulator.objectives import chunk_samples, pretrain_loss, pretrain_loss_and_grad  # noqa: E402
+from simulations.simulator.pretraining_fit import fit_proximal, nuclear_prox  # noqa: E402
 from solvable_attention.data import sample_inputs, sample_labels, sample_teacher  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -44,7 +44,7 @@ def main(argv=None):
     if args.figure1:
         return figure1(args)
     from simulations import simulate
-    from simulations.sweep import versions, write_json_atomic
+    from simulations.campaigns.records import versions, write_json_atomic
     from state_evolution import solve_pretraining, solve_state_evolution, sweep_pretraining
 
     res = {"versions": versions()}
@@ -73,7 +73,7 @@ def _figure1_curve(delta, lams, lam_primes, n_samples, partial_path=None):
 
     ``partial_path``: the rows finished so far, with their elapsed time, rewritten after every ``λ``
     (so that a run stopped by a time limit still says how far it got)."""
-    from simulations.sweep import write_json_atomic
+    from simulations.campaigns.records import write_json_atomic
     from state_evolution import sweep_state_evolution
 
     t0 = time.perf_counter()
@@ -101,7 +101,7 @@ def figure1(args):
     from concurrent.futures import ProcessPoolExecutor
 
     from simulations import simulate_variants
-    from simulations.sweep import versions, write_json_atomic
+    from simulations.campaigns.records import versions, write_json_atomic
 
     lam_primes = [0.05, 1.0, math.inf]
     n_lam = 8 if args.quick else 40

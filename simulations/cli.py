@@ -5,7 +5,7 @@ that adds one sub-parser and sets ``func=<handler(args) -> exit code>``. Adding 
 command is one register function, one handler and one entry in :data:`COMMANDS`.
 
 ``reproduce FIGURE``: one of the paper's figures (:mod:`simulations.figures`).
-``convergence``: theory vs simulation as ``D`` grows at one setting (:mod:`simulations.comparison`).
+``convergence``: theory vs simulation as ``D`` grows at one setting (:mod:`simulations.campaigns.convergence`).
 
 ``simulate``: train both stages of the model at finite ``D`` over several seeds
 (:func:`simulations.simulate`), print mean ± standard error of every metric, and
@@ -18,20 +18,18 @@ Exit codes: 0 success, 2 bad arguments (one line ``error: <message>`` on stderr)
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
-import platform
 import sys
 import time
 
 import numpy as np
 
-from .sweep import versions, write_json_atomic
+from .campaigns.records import run_metadata, write_json_atomic
+from .campaigns.resumable import Executor
 
 PRETRAIN_METRICS = ("m", "q", "rho0", "mse_S", "test_error", "train_loss", "rank_fraction")
 FINETUNE_METRICS = ("m", "q", "rho_v", "alignment", "test_error", "test_error_baseline", "c")
 EXIT_USAGE = 2
-SWEEP_ENV = ("SA_SWEEP_BACKEND", "SA_DASK_SCHEDULER")  # read by simulations/sweep.py
 
 
 class UsageError(Exception):
@@ -50,7 +48,6 @@ class _Parser(argparse.ArgumentParser):
 def main(argv=None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
-    saved = {k: os.environ.get(k) for k in SWEEP_ENV}
     try:
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
@@ -59,12 +56,6 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
-    finally:  # --dask sets these for the command's sweeps only
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,7 +159,7 @@ def cmd_simulate(args) -> int:
     results = run_seeds(args.D, seeds, kw)
     wall = time.perf_counter() - t0
 
-    from .summary import summarize
+    from .simulator.summary import summarize
     summary = summarize(results)
     print(format_report(args.D, seeds, kw, results, summary, wall))
     if args.json:
@@ -181,7 +172,7 @@ def run_seeds(D, seeds, kw) -> list:
     """``simulate(D, seed=s, **kw)`` for each seed under a tqdm bar (pre-training in the postfix)."""
     from tqdm import tqdm
 
-    from .simulate import simulate
+    from .simulator import simulate
 
     results = []
     with tqdm(seeds, desc=f"simulate D={D}", unit="seed", dynamic_ncols=True) as bar:
@@ -209,7 +200,7 @@ def _pretrain_postfix(bar, seed, every: float = 0.25):
 # --------------------------------------------------------------------------- report
 
 def format_report(D, seeds, kw, results, summary, wall) -> str:
-    from .summary import format_mean_se
+    from .simulator.summary import format_mean_se
 
     n = len(results)
     head = (f"D={D}  seeds={seeds}  activation={kw['activation']}  noise={kw['noise']}  "
@@ -257,21 +248,6 @@ def simulate_payload(D, seeds, kw, results, summary, wall) -> dict:
     }
 
 
-def run_metadata() -> dict:
-    """Versions, machine (no host name) and a UTC timestamp, for any result file."""
-    return {"versions": versions(), "machine": machine_info(),
-            "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-
-
-def machine_info() -> dict:
-    import jax
-
-    return {"platform": platform.platform(), "machine": platform.machine(),
-            "processor": platform.processor(), "python_implementation": platform.python_implementation(),
-            "cpu_count": os.cpu_count(), "jax_backend": jax.default_backend(),
-            "jax_devices": [str(d) for d in jax.devices()]}
-
-
 def check_writable(path, flag: str = "--json") -> None:
     """Fail early (before hours of work) when ``path``'s directory cannot be written."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -312,17 +288,17 @@ def add_dask_argument(p) -> None:
                         "address given (tcp://host:8786); needs the [distributed] extra")
 
 
-def use_dask(args) -> None:
-    """``--dask [ADDRESS]``: send every sweep of this command to Dask (simulations/sweep.py reads these)."""
+def make_executor(args) -> Executor:
+    """``--workers N [--dask [ADDRESS]]``: where the command's points run (:class:`Executor`)."""
+    if args.workers < 1:
+        raise UsageError(f"--workers must be a positive integer, got {args.workers}")
     if args.dask is None:
-        return
+        return Executor(workers=args.workers)
     try:
         import dask.distributed  # noqa: F401
     except ImportError:
         raise UsageError("--dask needs the optional extra: pip install -e '.[distributed]'") from None
-    os.environ["SA_SWEEP_BACKEND"] = "dask"
-    if args.dask != "local":
-        os.environ["SA_DASK_SCHEDULER"] = args.dask
+    return Executor(workers=args.workers, backend="dask", address=None if args.dask == "local" else args.dask)
 
 
 def cmd_reproduce(args) -> int:
@@ -330,8 +306,7 @@ def cmd_reproduce(args) -> int:
 
     if args.figure not in FIGURES:
         raise UsageError(f"unknown figure {args.figure!r}; choose from {', '.join(FIGURES)}")
-    if args.workers < 1:
-        raise UsageError(f"--workers must be a positive integer, got {args.workers}")
+    executor = make_executor(args)
     if args.D is not None and args.D < 2:
         raise UsageError(f"--D must be an integer >= 2, got {args.D}")
     if args.seeds is not None and args.seeds < 1:
@@ -342,10 +317,9 @@ def cmd_reproduce(args) -> int:
     except FigureUnavailable as exc:
         raise UsageError(str(exc)) from None
     overrides = {k: v for k, v in (("D", args.D), ("seeds", args.seeds)) if v is not None}
-    use_dask(args)
     from pathlib import Path
 
-    result = module.reproduce(Path(args.out), quick=args.quick, workers=args.workers,
+    result = module.reproduce(Path(args.out), quick=args.quick, executor=executor,
                               progress=not args.no_progress, **overrides)
     for ext, path in result["paths"].items():
         print(f"wrote {path}")
@@ -387,17 +361,15 @@ def cmd_convergence(args) -> int:
         raise UsageError(f"--D needs at least 2 distinct dimensions to extrapolate, got {args.D}")
     for D in Ds:
         validate(D, kw)
-    if args.workers < 1:
-        raise UsageError(f"--workers must be a positive integer, got {args.workers}")
+    executor = make_executor(args)
     if args.mc_replicas < 1:
         raise UsageError(f"--mc-replicas must be a positive integer, got {args.mc_replicas}")
     if not args.power > 0:
         raise UsageError(f"--power must be > 0, got {args.power}")
     check_writable(os.path.join(args.out, "x"), flag="--out")
-    from .comparison import run_comparison
+    from .campaigns.convergence import run_comparison
 
-    use_dask(args)
-    result = run_comparison(kw, Ds, seeds, out_dir=args.out, workers=args.workers, mc_replicas=args.mc_replicas,
+    result = run_comparison(kw, Ds, seeds, out_dir=args.out, executor=executor, mc_replicas=args.mc_replicas,
                             power=args.power, progress=not args.no_progress)
     print(result["table"].format())
     for path in result["paths"].values():

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from solvable_attention.params import PretrainParams
 
-from .channels import ChannelEvaluation, Conjugates
+from .channel_types import ChannelEvaluation, Conjugates
 from .goe_coordinates import n_free_entries
 
 

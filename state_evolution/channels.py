@@ -1,49 +1,9 @@
-"""Output (channel) side of the pre-training state evolution: common types and dispatch.
-
-Per sample the ``T×T`` logits are ``K = T(T+1)/2`` whitened Gaussian fields
-(:mod:`state_evolution.goe_coordinates`). With ``ω = √q ξ0`` (student),
-``h0 = (m/√q) ξ0 + √(ρ0 − m²/q) ξ1`` (teacher), the label ``Y`` drawn from the
-channel, and the per-sample loss ``ℓ(Y, h) = ½‖Y − σ(H(h))‖²_F``, the proximal map
-
-    h*(ω, Y) = argmin_h ‖h − ω‖²/(2V) + ℓ(Y, h),     g = (h* − ω)/V
-
-gives the conjugates (``2α`` = samples per free parameter of ``Ŝ``, ``N = D²/2``):
-
-    q̂ = 2α E‖g‖²,   V̂ = −2α E Tr ∂g/∂ω,   m̂ = 2α E[g · ξ1]/√(ρ0 − m²/q).
-
-Derivation: docs/theory.md §2.
-"""
+"""The pre-training output channel of a setting: closed form for the identity, Monte Carlo otherwise."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Conjugates:
-    """``(m̂, q̂, V̂)`` and their Monte Carlo standard errors (0 for closed forms)."""
-
-    m_hat: float
-    q_hat: float
-    V_hat: float
-    m_hat_se: float = 0.0
-    q_hat_se: float = 0.0
-    V_hat_se: float = 0.0
-
-
-@dataclass(frozen=True)
-class ChannelEvaluation:
-    """One evaluation of the channel at ``(m, q, V)``.
-
-    ``train_loss``: ``(mean, s.e.)`` of ``‖Y − σ(H(h*))‖²_F`` (training residual at the minimiser);
-    ``prox_residual``: largest ``|g + ∇ℓ|`` over the samples (0 for closed forms);
-    ``prox_iterations``: Newton iterations of the sampled prox (0 for closed forms).
-    """
-
-    conjugates: Conjugates
-    train_loss: tuple
-    prox_residual: float = 0.0
-    prox_iterations: int = 0
+from .channel_identity import IdentityChannel
+from .channel_monte_carlo import MonteCarloChannel
 
 
 def make_channel(params, *, n_samples: int = 2 ** 14, n_test_samples: int = 2 ** 17, seed: int = 0,
@@ -54,9 +14,6 @@ def make_channel(params, *, n_samples: int = 2 ** 14, n_test_samples: int = 2 **
     ``closed_form=False``; otherwise the Monte Carlo channel with ``n_samples``
     fixed samples drawn from ``seed`` (common random numbers).
     """
-    from .channel_identity import IdentityChannel
-    from .channel_softmax import MonteCarloChannel
-
     if params.activation == "identity" and closed_form:
         return IdentityChannel(params)
     return MonteCarloChannel.create(params, n_samples=n_samples, n_test_samples=n_test_samples, seed=seed)

@@ -5,7 +5,7 @@ pre-training channel). Scrambled Sobol points mapped through the normal quantile
 variance of these averages over i.i.d. draws at the same cost (measured: seed-to-seed spread of the
 softmax fixed point's ``q`` at 2¹⁴ samples, see docs/theory.md §2.4); different ``seed`` values give
 independent randomisations, whose spread is the honest Monte Carlo error of a whole fixed point
-(``--mc-replicas`` of the validation campaigns, :func:`simulations.validation.replicate_theory`).
+(``--mc-replicas`` of the validation campaigns, :func:`simulations.campaigns.validation.replicate_theory`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import math
 import numpy as np
 import scipy.special
 from scipy.stats import qmc
+
+from solvable_attention.averages import mean_se
 
 
 def gaussian_samples(n: int, shapes, seed: int, method: str = "sobol"):
@@ -47,17 +49,7 @@ def gaussian_samples(n: int, shapes, seed: int, method: str = "sobol"):
 
 
 def sample_mean_se(x, weights=None) -> tuple[float, float]:
-    """Mean of per-sample values and its standard error ``std(ddof=1)/√n`` (as i.i.d. draws: for
-    scrambled Sobol points an upper bound; the replica spread is the sharper estimate).
-
-    With importance ``weights`` (non-negative, normalised here to ``w_i``, ``Σ w_i = 1``): the weighted
-    mean ``Σ w_i x_i`` and the delta-method s.e. ``√(Σ w_i² (x_i − x̄)²)`` (``= std/√n`` for equal weights
-    up to the ``ddof`` factor).
-    """
-    x = np.asarray(x)
-    if weights is None:
-        return float(x.mean()), float(x.std(ddof=1) / np.sqrt(x.size))
-    w = np.asarray(weights, float)
-    w = w / w.sum()
-    mean = float(np.sum(w * x))
-    return mean, float(np.sqrt(np.sum(w * w * (x - mean) ** 2)))
+    """``(mean, s.e.)`` of per-sample values (optionally importance-weighted): the first two fields of
+    :func:`solvable_attention.averages.mean_se`."""
+    est = mean_se(x, weights)
+    return est.mean, est.se

@@ -9,7 +9,7 @@ independent of them and of how the samples were chosen. Two variants change only
 * **reuse** (candidates are pre-training samples): the pre-training output channel at its fixed
   point ``(m, q, V)``, i.e. the *training* law: with the cavity field ``ω = √q ξ0``, the teacher
   field ``h0`` as above, the pre-training label ``Y = σ(H(h0) + √Δ Ξ)`` and the prox
-  ``g*`` (:mod:`state_evolution.channel_softmax`),
+  ``g*`` (:mod:`state_evolution.channel_monte_carlo`),
 
       ĥ = ω + V g*(ω, Y),      h0,      Y.
 
@@ -72,7 +72,7 @@ def fresh_candidates(pre, n: int, seed: int, sampling: str = "iid") -> Candidate
 
 def reuse_candidates(pre, n: int, seed: int, sampling: str = "iid") -> CandidateFields:
     """``n`` pre-training samples at the pre-training fixed point: ``ĥ = ω + V g*``, ``h0``, ``Y``."""
-    from .channel_softmax import MonteCarloChannel, _channel_statistics, channel_labels
+    from .channel_monte_carlo import MonteCarloChannel, _channel_statistics, channel_labels
 
     p = pre.params
     ch = MonteCarloChannel.create(p, n_samples=int(n), n_test_samples=2, seed=seed, sampling=sampling)

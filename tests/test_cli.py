@@ -12,7 +12,8 @@ import pytest
 
 from simulations import simulate
 from simulations.cli import build_parser, main, write_json_atomic
-from simulations.summary import format_mean_se, mean_se, summarize
+from simulations.simulator.summary import format_mean_se, summarize
+from solvable_attention.averages import mean_se
 
 # Tiny, convex (identity) setting: n = 0.5·20² = 200, n' = 60; one compilation shared by all runs.
 SETTING = dict(alpha=0.5, alpha_prime=3.0, delta=0.5, lam=0.01, T=3, activation="identity")
@@ -93,7 +94,7 @@ def test_bad_arguments_exit_2_naming_the_parameter(extra, name, capsys, monkeypa
     def must_not_run(*args, **kwargs):
         raise AssertionError("simulate ran despite a bad argument")
 
-    monkeypatch.setattr(sys.modules["simulations.simulate"], "simulate", must_not_run)
+    monkeypatch.setattr(sys.modules["simulations.simulator.two_stage"], "simulate", must_not_run)
     assert main(ARGV + extra) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
@@ -141,6 +142,6 @@ def test_summarize_exact_mean_and_se():
 
 def test_mean_se_single_value_and_formatting():
     one = mean_se([0.25])
-    assert one["mean"] == 0.25 and math.isnan(one["se"]) and one["n"] == 1
-    assert format_mean_se(one) == "0.25"
-    assert format_mean_se(mean_se([1.0, 3.0])) == "2 ± 1"
+    assert one.mean == 0.25 and math.isnan(one.se) and one.n == 1
+    assert format_mean_se(one._asdict()) == "0.25" == one.format()
+    assert format_mean_se(mean_se([1.0, 3.0])._asdict()) == "2 ± 1"

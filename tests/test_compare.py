@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from simulations.validation import replicate_theory
-from solvable_attention.compare import comparison_rows, extrapolate, gap_shrinks
+from simulations.campaigns.validation import replicate_theory
+from simulations.campaigns.statistics import comparison_rows, extrapolate, gap_shrinks
 
 
 def test_extrapolation_recovers_a_known_line_and_z_uses_the_theory_error():
@@ -48,7 +48,7 @@ def _synthetic(a=1.3, b=-4.0, eps=0.01, Ds=(50, 100, 200, 400)):
 
 
 def test_comparison_table_rows_have_the_known_statistics():
-    from solvable_attention.compare import comparison_table
+    from simulations.campaigns.statistics import comparison_table
 
     a, b, th = 1.3, -4.0, 1.25
     table = comparison_table({"x": th, "y": 2.0}, {"x": _synthetic(a, b), "y": _synthetic(2.0, 1.0)},
@@ -77,7 +77,8 @@ def test_comparison_table_rows_have_the_known_statistics():
 def test_comparison_table_records_csv_and_plot(tmp_path):
     import csv
 
-    from solvable_attention.compare import comparison_table, plot_comparison
+    from simulations.campaigns.comparison_plots import plot_comparison
+    from simulations.campaigns.statistics import comparison_table
 
     table = comparison_table({"x": 1.0}, {"x": _synthetic(1.0, 2.0)})
     recs = table.records()
@@ -96,7 +97,7 @@ def test_comparison_table_records_csv_and_plot(tmp_path):
 
 
 def test_comparison_table_rejects_metrics_without_theory():
-    from solvable_attention.compare import comparison_table
+    from simulations.campaigns.statistics import comparison_table
 
     with pytest.raises(ValueError, match="no theory value"):
         comparison_table({"x": 1.0}, {"x": _synthetic(), "z": _synthetic()})
@@ -106,7 +107,7 @@ def test_run_comparison_tabulates_and_resumes(tmp_path):
     """The runner on a fake simulation with a known D → ∞ limit (tests/sweep_helpers.py); a rerun
     simulates nothing (its point function would raise)."""
     import sweep_helpers
-    from simulations.comparison import run_comparison
+    from simulations.campaigns.convergence import run_comparison
 
     setting = dict(a=1.0, b=-2.0, theory=0.9)
     res = run_comparison(setting, [20, 40, 80], [0, 1], out_dir=tmp_path, metrics=["x"], progress=False,
@@ -131,7 +132,7 @@ def test_control_variate_removes_a_known_linear_dependence():
     """y = 2 + 3(c − 1) + small noise with E[c] = 1: the control-variate mean is 2 within its s.e. even when
     the seeds' c̄ is far from 1 (where the plain mean is biased by 3(c̄ − 1)); s.e. formula checked against
     the spread over repetitions (Monte Carlo: 2000 repetitions, tolerance 10 % on the s.e.)."""
-    from solvable_attention.compare import control_variate_mean_se
+    from simulations.campaigns.statistics import control_variate_mean_se
 
     rng = np.random.default_rng(0)
     est, ses = [], []

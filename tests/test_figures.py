@@ -163,9 +163,9 @@ def test_convergence_cli_tiny_identity(tmp_path, capsys):
     assert (tmp_path / "comparison.png").stat().st_size > 1000 and (tmp_path / "comparison.csv").exists()
 
 
-def test_dask_flag_sends_the_sweeps_to_dask_and_is_undone(tmp_path, monkeypatch):
-    """``--dask`` sets the sweep backend for the command only (the runner itself is tested on a local
-    Dask cluster in test_sweep.py); here the figure's sweep sees it, and main() restores the env."""
+def test_dask_flag_sends_the_runs_to_dask(tmp_path, monkeypatch):
+    """``--dask ADDRESS`` reaches the figure's resumable runs as an explicit :class:`Executor` (the runner
+    itself is tested on a local Dask cluster in test_sweep.py); nothing is left in the environment."""
     import os
 
     from simulations.figures import common as fig_common
@@ -173,16 +173,15 @@ def test_dask_flag_sends_the_sweeps_to_dask_and_is_undone(tmp_path, monkeypatch)
     seen = []
 
     def spy(fn, points, out_dir, **kw):
-        seen.append((os.environ.get("SA_SWEEP_BACKEND"), os.environ.get("SA_DASK_SCHEDULER")))
-        raise RuntimeError("stop after the first sweep")
+        seen.append(kw["executor"])
+        raise RuntimeError("stop after the first run")
 
-    monkeypatch.setattr(fig_common, "run_sweep", spy)
-    monkeypatch.delenv("SA_SWEEP_BACKEND", raising=False)
-    monkeypatch.delenv("SA_DASK_SCHEDULER", raising=False)
+    monkeypatch.setattr(fig_common, "run_points", spy)
+    environ = dict(os.environ)
     with pytest.raises(RuntimeError, match="stop after"):
-        main(["reproduce", "fig5", "--quick", "--out", str(tmp_path), "--dask", "tcp://example:8786"])
-    assert seen == [("dask", "tcp://example:8786")]
-    assert "SA_SWEEP_BACKEND" not in os.environ and "SA_DASK_SCHEDULER" not in os.environ
+        main(["reproduce", "fig5", "--quick", "--out", str(tmp_path), "--dask", "tcp://example:8786", "--workers", "3"])
+    assert [(e.backend, e.address, e.workers) for e in seen] == [("dask", "tcp://example:8786", 3)]
+    assert dict(os.environ) == environ
 
 
 def test_simulation_rows_are_mean_and_se_over_seeds():

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from simulations.finetuning_claims import argmin_lam, disagreement_intervals, lambda_sweep, surrogate_sweep
+from simulations.campaigns.finetuning_claims import argmin_lam, disagreement_intervals, lambda_sweep, surrogate_sweep
 
 
 def test_disagreement_intervals_mark_where_error_and_alignment_move_together():
@@ -39,7 +39,7 @@ def test_fine_grid_claims_minima_regrets_and_intervals():
     """(c)/(d) from Figure-1 curve rows: synthetic E(λ) minimal at λ = 0.02, E'(λ) at 0.04, alignment
     rising until 0.06: the minima, both regrets (exact differences of the grid values) and the
     disagreement interval [0.04, 0.06] (E' worsens while the alignment still improves) are found."""
-    from simulations.finetuning_claims import fine_grid_claims, format_fine_grid
+    from simulations.campaigns.finetuning_claims import fine_grid_claims, format_fine_grid
 
     lams = [0.01, 0.02, 0.04, 0.06, 0.08]
     E = {0.01: 0.5, 0.02: 0.4, 0.04: 0.45, 0.06: 0.5, 0.08: 0.6}

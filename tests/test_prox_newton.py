@@ -85,7 +85,7 @@ def test_compacted_channels_equal_the_plain_loop(channel, monkeypatch):
             values = lambda ev: np.array([ev.m_hat, ev.q_hat, ev.V_hat, ev.ridge_shift])  # noqa: E731
         else:
             from solvable_attention.params import PretrainParams
-            from state_evolution.channel_softmax import MonteCarloChannel
+            from state_evolution.channel_monte_carlo import MonteCarloChannel
 
             ch = MonteCarloChannel.create(PretrainParams(alpha=0.1, delta=2.0, lam=0.01), n_samples=4096,
                                           n_test_samples=16)

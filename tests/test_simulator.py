@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from simulations import simulate
-from simulations.finetune import fit_lora
-from simulations.objectives import (chunk_samples, lora_objective, pretrain_loss, pretrain_loss_and_grad)
-from simulations.pretrain import fit_factorized, fit_proximal, prox_gradient_residual
+from simulations.simulator.lora_fit import fit_lora
+from simulations.simulator.objectives import (chunk_samples, lora_objective, pretrain_loss, pretrain_loss_and_grad)
+from simulations.simulator.pretraining_fit import fit_factorized, fit_proximal, prox_gradient_residual
 from solvable_attention.attention import attention_logits
 from solvable_attention.data import sample_inputs, sample_labels, sample_teacher
 

@@ -13,7 +13,7 @@ import pytest
 from solvable_attention.params import PretrainParams
 from state_evolution import ConvergenceWarning, bayes_optimal, solve_pretraining
 from state_evolution.channel_identity import IdentityChannel
-from state_evolution.channel_softmax import MonteCarloChannel, per_sample_loss
+from state_evolution.channel_monte_carlo import MonteCarloChannel, per_sample_loss
 from state_evolution.goe_coordinates import from_coordinates, to_coordinates
 from state_evolution.loss_derivatives import loss_derivatives
 from state_evolution.spectral_prior import draw_prior_matrices

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import sweep_helpers
-from simulations.sweep import load_records, pending, point_id, run_sweep
+from simulations.campaigns.resumable import Executor, load_records, pending, point_id, run_points
 
 HERE = Path(__file__).parent
 
@@ -33,9 +33,9 @@ def _check_complete(records, n):
 def test_rerun_skips_finished_points(tmp_path):
     log = tmp_path / "log"
     points = _points(5, log)
-    run_sweep(sweep_helpers.logged_square, points[:3], tmp_path / "out", progress=False)
+    run_points(sweep_helpers.logged_square, points[:3], tmp_path / "out", progress=False)
     assert pending(points, tmp_path / "out") == points[3:]
-    records = run_sweep(sweep_helpers.logged_square, points, tmp_path / "out", progress=False)
+    records = run_points(sweep_helpers.logged_square, points, tmp_path / "out", progress=False)
     _check_complete(records, 5)
     assert sweep_helpers.calls(log) == {i: 1 for i in range(5)}  # nothing computed twice
 
@@ -45,8 +45,8 @@ def test_killed_sweep_loses_no_finished_point_and_rerun_recomputes_none(tmp_path
     the rerun computes only the missing points."""
     out, log, n = tmp_path / "out", tmp_path / "log", 30
     script = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import sweep_helpers; "
-              f"from simulations.sweep import run_sweep; "
-              f"run_sweep(sweep_helpers.logged_square, "
+              f"from simulations.campaigns.resumable import run_points; "
+              f"run_points(sweep_helpers.logged_square, "
               f"[dict(x=i, log_dir={str(log)!r}, delay=0.25) for i in range({n})], {str(out)!r}, progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.monotonic() + 120
@@ -61,7 +61,7 @@ def test_killed_sweep_loses_no_finished_point_and_rerun_recomputes_none(tmp_path
     before = sweep_helpers.calls(log)
     assert all(before[x] == 1 for x in finished)
 
-    records = run_sweep(sweep_helpers.logged_square, _points(n, log, 0.25), out, progress=False)
+    records = run_points(sweep_helpers.logged_square, _points(n, log, 0.25), out, progress=False)
     _check_complete(records, n)
     after = sweep_helpers.calls(log)
     assert all(after[x] == 1 for x in finished), "a finished point was computed again"
@@ -73,7 +73,7 @@ def test_killed_sweep_loses_no_finished_point_and_rerun_recomputes_none(tmp_path
 
 def test_process_pool_gives_the_serial_records(tmp_path):
     points = _points(4, tmp_path / "log")
-    records = run_sweep(sweep_helpers.logged_square, points, tmp_path / "pool", workers=2, progress=False)
+    records = run_points(sweep_helpers.logged_square, points, tmp_path / "pool", executor=Executor(workers=2), progress=False)
     _check_complete(records, 4)
     assert [point_id(r["point"]) for r in records] == [point_id(p) for p in points]  # order of the points
 
@@ -85,8 +85,9 @@ def test_dask_local_cluster_runs_and_resumes(tmp_path):
 
     log, out = tmp_path / "log", tmp_path / "dask"
     points = _points(6, log)
-    run_sweep(sweep_helpers.logged_square, points[:2], out, progress=False)  # two finished before
-    records = run_sweep(sweep_helpers.logged_square, points, out, workers=2, backend="dask", progress=False)
+    run_points(sweep_helpers.logged_square, points[:2], out, progress=False)  # two finished before
+    records = run_points(sweep_helpers.logged_square, points, out, executor=Executor(workers=2, backend="dask"),
+                         progress=False)
     _check_complete(records, 6)
     assert sweep_helpers.calls(log) == {i: 1 for i in range(6)}
     pids = {r["result"]["pid"] for r in records if r["point"]["x"] >= 2}
@@ -96,8 +97,8 @@ def test_dask_local_cluster_runs_and_resumes(tmp_path):
 
 def test_bad_backend_and_workers_are_named(tmp_path):
     with pytest.raises(ValueError, match="backend must be one of"):
-        run_sweep(sweep_helpers.logged_square, [], tmp_path, backend="spark")
+        Executor(backend="spark")
     with pytest.raises(ValueError, match="workers must be a positive integer"):
-        run_sweep(sweep_helpers.logged_square, [], tmp_path, workers=0)
+        Executor(workers=0)
     with pytest.raises(ValueError, match="address"):
-        run_sweep(sweep_helpers.logged_square, [], tmp_path, address="tcp://x:1")
+        Executor(address="tcp://x:1")

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from simulations.validation import run_campaign
+from simulations.campaigns.validation import run_campaign
 
 SETTINGS = [dict(activation="identity", a=1.0), dict(activation="identity", a=2.0)]
 

@@ -1,7 +1,7 @@
 """Reproductions of the paper's figures (PAPER.md), one module per figure.
 
 Each module ``simulations.figures.figN`` exposes
-``reproduce(out: Path, *, quick=False, workers=1, progress=True, **overrides) -> dict``, which writes
+``reproduce(out: Path, *, quick=False, executor=None, progress=True, **overrides) -> dict``, which writes
 ``figN.png``, ``figN.pdf``, ``figN.csv`` (the tidy data behind it, theory and simulation rows) and
 ``figN.json`` (configuration, seeds, versions, timings) under ``out``, with the simulations cached
 point by point under ``out/cache/figN/``; it returns ``{"paths": ..., "timings": ...}``.
@@ -50,6 +50,6 @@ def available() -> list[str]:
     return [n for n, m in FIGURES.items() if importlib.util.find_spec(m) is not None]
 
 
-def reproduce(name: str, out, *, quick: bool = False, workers: int = 1, progress: bool = True, **overrides) -> dict:
+def reproduce(name: str, out, *, quick: bool = False, executor=None, progress: bool = True, **overrides) -> dict:
     """Reproduce figure ``name`` into ``out`` (see the module docstring)."""
-    return load(name).reproduce(Path(out), quick=quick, workers=workers, progress=progress, **overrides)
+    return load(name).reproduce(Path(out), quick=quick, executor=executor, progress=progress, **overrides)

@@ -14,7 +14,7 @@ Data table (the CSV behind a figure): one row per (source, setting, metric), *lo
     value, se   theory: its Monte Carlo s.e. where the solver reports one; simulation: mean and
                 s.e. over seeds (std(ddof=1)/√n)
 
-Simulations run through :func:`simulations.sweep.run_sweep` (one JSON per finished point under
+Simulations run through :func:`simulations.campaigns.resumable.run_points` (one JSON per finished point under
 ``out/cache/<figure>/``): a rerun, or a run after an interrupt, computes only missing points. The
 theory curves are sweep points too (one point per warm-started curve), so a rerun that only
 changes the plot costs nothing.
@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from solvable_attention.compare import mean_se
+from simulations.campaigns.statistics import mean_se
 
-from ..sweep import run_sweep, write_json_atomic
+from ..campaigns.records import restore_inf, run_metadata, write_json_atomic
+from ..campaigns.resumable import Executor, run_points
 
 SETTING_KEYS = ("panel", "alpha", "delta", "lam", "lam_prime", "recalibrate", "activation")
 CSV_COLUMNS = ("source",) + SETTING_KEYS + ("D", "n_seeds", "metric", "value", "se")
@@ -91,11 +92,6 @@ def lam_grid(cfg, delta) -> list[float]:
     return [float(x) for x in cfg.lams]
 
 
-def _float(x):
-    """``"inf"`` (how the sweep records store infinities) back to ``math.inf``."""
-    return float(x) if isinstance(x, str) else x
-
-
 # --------------------------------------------------------------------------- metrics of one point
 
 def theory_metrics(sol) -> dict:
@@ -135,7 +131,7 @@ def theory_curve(alpha, alpha_prime, delta, lams, lam_primes, recalibrate=False,
     """
     from state_evolution import sweep_state_evolution
 
-    lams, lam_primes = [_float(x) for x in lams], [_float(x) for x in lam_primes]
+    lams, lam_primes = [restore_inf(x) for x in lams], [restore_inf(x) for x in lam_primes]
     kw = dict(recalibrate=recalibrate, n_samples=n_samples, n_test_samples=n_test_samples, seed=seed,
               progress=False, warn=False, **setting)
     grid = [(lam, lp) for lam in lams for lp in lam_primes]
@@ -161,7 +157,7 @@ def simulation_point(D, seed, alpha, alpha_prime, delta, lam, variants, n_test=5
     ``{"variants": [metrics, ...]}`` in the order of ``variants``."""
     from simulations import simulate_variants
 
-    variants = [{k: _float(v) for k, v in var.items()} for var in variants]
+    variants = [{k: restore_inf(v) for k, v in var.items()} for var in variants]
     results = simulate_variants(D, alpha, alpha_prime, delta, lam, variants=variants, seed=seed, n_test=n_test,
                                 **setting)
     return {"variants": [simulation_metrics(r) for r in results]}
@@ -175,12 +171,12 @@ def theory_rows(records, panel_of) -> list[dict]:
     for rec in records:
         p = rec["point"]
         for r in rec["result"]["rows"]:
-            setting = dict(panel=panel_of(p), alpha=p["alpha"], delta=p["delta"], lam=_float(r["lam"]),
-                           lam_prime=_float(r["lam_prime"]), recalibrate=bool(p.get("recalibrate", False)),
+            setting = dict(panel=panel_of(p), alpha=p["alpha"], delta=p["delta"], lam=restore_inf(r["lam"]),
+                           lam_prime=restore_inf(r["lam_prime"]), recalibrate=bool(p.get("recalibrate", False)),
                            activation=p.get("activation", "softmax"))
             for metric, (value, se) in r["metrics"].items():
-                rows.append(dict(source="theory", **setting, D=INF, n_seeds=0, metric=metric, value=_float(value),
-                                 se=_float(se)))
+                rows.append(dict(source="theory", **setting, D=INF, n_seeds=0, metric=metric, value=restore_inf(value),
+                                 se=restore_inf(se)))
     return rows
 
 
@@ -193,11 +189,11 @@ def simulation_rows(records, panel_of) -> list[dict]:
         for i, metrics in enumerate(rec["result"]["variants"]):
             groups.setdefault((key, i), (p, p["variants"][i], {}))
             for metric, value in metrics.items():
-                groups[(key, i)][2].setdefault(metric, []).append(_float(value))
+                groups[(key, i)][2].setdefault(metric, []).append(restore_inf(value))
     rows = []
     for p, variant, by_metric in groups.values():
-        setting = dict(panel=panel_of(p), alpha=p["alpha"], delta=p["delta"], lam=_float(p["lam"]),
-                       lam_prime=_float(variant.get("lam_prime", 1.0)),
+        setting = dict(panel=panel_of(p), alpha=p["alpha"], delta=p["delta"], lam=restore_inf(p["lam"]),
+                       lam_prime=restore_inf(variant.get("lam_prime", 1.0)),
                        recalibrate=bool(variant.get("recalibrate", False)),
                        activation=p.get("activation", "softmax"))
         for metric, values in by_metric.items():
@@ -304,11 +300,9 @@ class Reproduction:
     and timings.
     """
 
-    def __init__(self, name: str, out, config, *, workers: int = 1, progress: bool = True):
-        if not (isinstance(workers, int) and workers >= 1):
-            raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    def __init__(self, name: str, out, config, *, executor: Executor | None = None, progress: bool = True):
         self.name, self.out, self.config = name, Path(out), config
-        self.workers, self.progress = workers, progress
+        self.executor, self.progress = executor or Executor(), progress
         self.out.mkdir(parents=True, exist_ok=True)
         self.cache = self.out / "cache" / name
         self.timings: dict = {}
@@ -316,7 +310,7 @@ class Reproduction:
 
     def sweep(self, label: str, fn, points) -> list[dict]:
         t = time.perf_counter()
-        records = run_sweep(fn, points, self.cache / label, workers=self.workers, progress=self.progress,
+        records = run_points(fn, points, self.cache / label, executor=self.executor, progress=self.progress,
                             desc=f"{self.name} {label}")
         self.timings[f"{label}_s"] = self.timings.get(f"{label}_s", 0.0) + time.perf_counter() - t
         return records
@@ -330,10 +324,8 @@ class Reproduction:
         plt.close(fig)
         write_rows_csv(paths["csv"], rows)
         self.timings["total_s"] = time.perf_counter() - self.t0
-        from ..cli import run_metadata
-
         meta = {"figure": self.name, "config": dataclasses.asdict(self.config), "seeds": list(range(self.config.seeds)),
-                "workers": self.workers, "timings": self.timings, "notes": notes, "cache": str(self.cache),
+                "executor": dataclasses.asdict(self.executor), "timings": self.timings, "notes": notes, "cache": str(self.cache),
                 "files": {k: str(v) for k, v in paths.items()}, **run_metadata()}
         write_json_atomic(paths["json"], meta)
         return {"paths": paths, "timings": dict(self.timings)}

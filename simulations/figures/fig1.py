@@ -49,10 +49,10 @@ QUICK = Config(lams=(_grid(2e-3, 0.2, 6), _grid(0.025, 1.0, 6)), inset_lam_prime
                D=50, seeds=2, n_test=5000, n_samples=2 ** 12, n_test_samples=2 ** 15)
 
 
-def reproduce(out: Path, *, quick: bool = False, workers: int = 1, progress: bool = True, **overrides) -> dict:
+def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool = True, **overrides) -> dict:
     """Write ``fig1.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`."""
     cfg = common.make_config(FULL, QUICK, quick, overrides)
-    run = common.Reproduction(NAME, out, cfg, workers=workers, progress=progress)
+    run = common.Reproduction(NAME, out, cfg, executor=executor, progress=progress)
     setting = dict(alpha=cfg.alpha, alpha_prime=cfg.alpha_prime, T=cfg.T, activation=cfg.activation)
     mc = dict(n_samples=cfg.n_samples, n_test_samples=cfg.n_test_samples)
     panel = _panel

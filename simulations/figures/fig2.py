@@ -39,16 +39,16 @@ QUICK = Config(alphas=(0.03, 0.1, 0.3, 1.0), lams=(0.01, 0.1), D=40, seeds=2, n_
                n_test_samples=2 ** 15)
 
 
-def reproduce(out: Path, *, quick: bool = False, workers: int = 1, progress: bool = True, **overrides) -> dict:
+def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool = True, **overrides) -> dict:
     """Write ``fig2.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`."""
-    return reproduce_as(NAME, FULL, QUICK, out, quick=quick, workers=workers, progress=progress, **overrides)
+    return reproduce_as(NAME, FULL, QUICK, out, quick=quick, executor=executor, progress=progress, **overrides)
 
 
-def reproduce_as(name, full: Config, quick_config: Config, out: Path, *, quick=False, workers=1, progress=True,
+def reproduce_as(name, full: Config, quick_config: Config, out: Path, *, quick=False, executor=None, progress=True,
                  **overrides) -> dict:
     """This figure's reproduction under another name and configuration (Figure 5: identity)."""
     cfg = common.make_config(full, quick_config, quick, overrides)
-    run = common.Reproduction(name, out, cfg, workers=workers, progress=progress)
+    run = common.Reproduction(name, out, cfg, executor=executor, progress=progress)
     setting = dict(alpha_prime=cfg.alpha_prime, delta=cfg.delta, T=cfg.T, activation=cfg.activation)
     curves = run.sweep("theory", common.theory_curve,
                        [dict(setting, alpha=a, lams=list(cfg.lams), lam_primes=[cfg.lam_prime],

@@ -39,13 +39,13 @@ def variants(cfg: Config) -> dict:
             "reuse, low residual": dict(reuse=True, strategy="low_residual", pool_ratio=cfg.pool_ratio)}
 
 
-def reproduce(out: Path, *, quick: bool = False, workers: int = 1, progress: bool = True, **overrides) -> dict:
+def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool = True, **overrides) -> dict:
     """Write ``fig3.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`."""
     cfg = common.make_config(FULL, QUICK, quick, overrides)
     if cfg.pool_ratio * cfg.D > cfg.alpha * cfg.D ** 2:
         raise ValueError(f"the reuse pool α_pool·D = {cfg.pool_ratio * cfg.D:g} exceeds the αD² = "
                          f"{cfg.alpha * cfg.D ** 2:g} pre-training samples: raise D or lower pool_ratio")
-    run = common.Reproduction(NAME, out, cfg, workers=workers, progress=progress)
+    run = common.Reproduction(NAME, out, cfg, executor=executor, progress=progress)
     setting = dict(alpha=cfg.alpha, delta=cfg.delta, lam_prime=cfg.lam_prime, T=cfg.T, activation=cfg.activation)
     theory = run.sweep("theory", sweeps.theory_point,
                        [dict(setting, lam=lam, alpha_primes=[cfg.alpha_prime], variants=variants(cfg),

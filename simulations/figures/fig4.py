@@ -39,10 +39,10 @@ def variants(cfg: Config) -> dict:
     return {s: dict(strategy=s, pool_ratio=cfg.pool_ratio) for s in cfg.strategies}
 
 
-def reproduce(out: Path, *, quick: bool = False, workers: int = 1, progress: bool = True, **overrides) -> dict:
+def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool = True, **overrides) -> dict:
     """Write ``fig4.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`."""
     cfg = common.make_config(FULL, QUICK, quick, overrides)
-    run = common.Reproduction(NAME, out, cfg, workers=workers, progress=progress)
+    run = common.Reproduction(NAME, out, cfg, executor=executor, progress=progress)
     setting = dict(alpha=cfg.alpha, delta=cfg.delta, lam=cfg.lam, lam_prime=cfg.lam_prime, T=cfg.T,
                    activation=cfg.activation)
     theory = run.sweep("theory", sweeps.theory_point,

@@ -21,6 +21,6 @@ QUICK = dataclasses.replace(fig2.QUICK, activation="identity", D=50, alphas=(0.0
 plot = fig2.plot
 
 
-def reproduce(out: Path, *, quick: bool = False, workers: int = 1, progress: bool = True, **overrides) -> dict:
+def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool = True, **overrides) -> dict:
     """Write ``fig5.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`fig2.Config`."""
-    return fig2.reproduce_as(NAME, FULL, QUICK, out, quick=quick, workers=workers, progress=progress, **overrides)
+    return fig2.reproduce_as(NAME, FULL, QUICK, out, quick=quick, executor=executor, progress=progress, **overrides)

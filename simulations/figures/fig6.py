@@ -48,10 +48,10 @@ QUICK = Config(lams=tuple(common.geomgrid(g[0], g[-1], 5) for g in FIG1_QUICK.la
                n_samples=FIG1_QUICK.n_samples, n_test_samples=FIG1_QUICK.n_test_samples)
 
 
-def reproduce(out: Path, *, quick: bool = False, workers: int = 1, progress: bool = True, **overrides) -> dict:
+def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool = True, **overrides) -> dict:
     """Write ``fig6.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`."""
     cfg = common.make_config(FULL, QUICK, quick, overrides)
-    run = common.Reproduction(NAME, out, cfg, workers=workers, progress=progress)
+    run = common.Reproduction(NAME, out, cfg, executor=executor, progress=progress)
     setting = dict(alpha=cfg.alpha, alpha_prime=cfg.alpha_prime, T=cfg.T, activation=cfg.activation)
     mc = dict(n_samples=cfg.n_samples, n_test_samples=cfg.n_test_samples)
     curves = run.sweep("theory", common.theory_curve,

@@ -13,7 +13,7 @@ import csv
 
 import numpy as np
 
-from solvable_attention.compare import mean_se
+from simulations.campaigns.statistics import mean_se
 
 from . import common
 

@@ -1,6 +1,6 @@
 """Finite-size validation of the fine-tuning (rank-one LoRA) state evolution.
 
-    python -m simulations.validate_finetuning [--out results/validation_finetune] [--workers 2]
+    python -m simulations.campaigns.validate_finetuning [--out results/validation_finetune] [--workers 2]
            [--D 50 100 150 200] [--seeds 6] [--quick] [--report docs/validation_finetuning.md]
 
 Each simulated point pre-trains once and fine-tunes it with every variant of :data:`VARIANTS`

@@ -1,7 +1,7 @@
 """Mean ± standard error over seeds of finite-``D`` simulation results.
 
 :func:`summarize` takes the per-seed outcomes of :func:`simulations.simulate` (the
-:class:`~simulations.simulate.SimulationResult` objects, their ``to_dict()``, or the
+:class:`~simulations.simulator.two_stage.SimulationResult` objects, their ``to_dict()``, or the
 same dicts read back from a JSON file) and returns, for every numeric metric, its
 mean over seeds and the standard error of that mean, ``s.e. = std(ddof=1)/√n``
 (``nan`` with a single seed). Keys are dotted paths such as ``"pretrain.m"``,
@@ -15,6 +15,8 @@ import numbers
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+
+from solvable_attention.averages import MeanSE, mean_se
 
 SECTIONS = ("pretrain", "finetune", "timings")
 
@@ -39,16 +41,6 @@ def _is_number(value) -> bool:
     return isinstance(value, np.ndarray) and value.ndim == 0 and np.issubdtype(value.dtype, np.number)
 
 
-def mean_se(values: Iterable[float]) -> dict[str, float]:
-    """``{"mean", "se", "n"}`` of ``values``; ``se = std(ddof=1)/√n`` (``nan`` when ``n < 2``)."""
-    x = np.asarray(list(values), dtype=float)
-    n = x.size
-    if n == 0:
-        return {"mean": math.nan, "se": math.nan, "n": 0}
-    se = float(np.std(x, ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-    return {"mean": float(np.mean(x)), "se": se, "n": n}
-
-
 def summarize(results, sections: Iterable[str] = SECTIONS) -> dict[str, dict[str, float]]:
     """Mean and standard error over ``results`` of every numeric metric in ``sections``.
 
@@ -59,7 +51,7 @@ def summarize(results, sections: Iterable[str] = SECTIONS) -> dict[str, dict[str
     """
     flats = [_flat_sections(r, tuple(sections)) for r in results]
     names = list(dict.fromkeys(name for flat in flats for name in flat))
-    return {name: mean_se(flat[name] for flat in flats if name in flat) for name in names}
+    return {name: mean_se([flat[name] for flat in flats if name in flat])._asdict() for name in names}
 
 
 def _flat_sections(result, sections) -> dict[str, float]:
@@ -68,8 +60,5 @@ def _flat_sections(result, sections) -> dict[str, float]:
 
 
 def format_mean_se(stats: Mapping[str, float], digits: int = 6) -> str:
-    """``"mean ± se"`` (the mean alone when there is a single value or no finite s.e.)."""
-    mean, se = stats["mean"], stats["se"]
-    if stats.get("n", 0) < 2 or not math.isfinite(se):
-        return f"{mean:.{digits}g}"
-    return f"{mean:.{digits}g} ± {se:.2g}"
+    """``"mean ± se"`` of one entry of :func:`summarize` (see :meth:`MeanSE.format`)."""
+    return MeanSE(stats["mean"], stats["se"], stats.get("n", 0)).format(digits)

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from solvable_attention.averages import control_variate_mean_se, mean_se
+
 
 @dataclass(frozen=True)
 class ComparisonRow:
@@ -66,40 +68,6 @@ class Extrapolation:
         d = asdict(self)
         d.update(z=self.z, relative_gap=self.relative_gap, agrees=self.agrees())
         return d
-
-
-def mean_se(values) -> tuple[float, float, int]:
-    v = np.asarray(values, float)
-    n = v.size
-    if n == 0:
-        return float("nan"), float("nan"), 0
-    se = float(v.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    return float(v.mean()), se, n
-
-
-def control_variate_mean_se(values, control, control_mean: float) -> tuple[float, float, int]:
-    """Regression (control-variate) estimate of ``E[y]`` from seeds with a control ``c`` of known mean.
-
-    Fits ``y = a + b c`` by least squares over the seeds and returns the fitted value at
-    ``c = E[c]`` (unbiased for a linear dependence, and never worse in variance than ``ȳ`` to first
-    order), with its standard error ``s √(1/n + (c̄ − E[c])²/S_cc)``, ``s² = Σ residual²/(n − 2)``.
-    Used for fine-tuning metrics with ``c = ρ_v = ‖v‖²/D`` (``E[ρ_v] = 1`` exactly): the seed-to-seed
-    spread of ``q'`` and ``E'_0`` at ``D ≤ 200`` comes mostly from ``ρ_v`` (sd ``√(2/D)``).
-    Needs ``n ≥ 3`` and a non-constant control.
-    """
-    y, c = np.asarray(values, float), np.asarray(control, float)
-    if y.shape != c.shape:
-        raise ValueError(f"values and control must have the same shape, got {y.shape} and {c.shape}")
-    n = y.size
-    c_bar = c.mean()
-    scc = float(np.sum((c - c_bar) ** 2))
-    if n < 3 or scc <= 0:
-        raise ValueError("a control variate needs >= 3 seeds and a non-constant control")
-    b = float(np.sum((c - c_bar) * (y - y.mean())) / scc)
-    resid = y - y.mean() - b * (c - c_bar)
-    s2 = float(resid @ resid / (n - 2))
-    value = float(y.mean() + b * (control_mean - c_bar))
-    return value, float(np.sqrt(s2 * (1 / n + (c_bar - control_mean) ** 2 / scc))), n
 
 
 def comparison_rows(metric: str, theory: float, by_D: dict, controls: dict | None = None,
@@ -222,52 +190,3 @@ def comparison_table(theory: dict, values: dict, *, theory_se: dict | None = Non
         if len(metric_rows) >= 2:
             extrapolations.append(extrapolate(metric_rows, power, float(theory_se.get(metric, 0.0))))
     return ComparisonTable(tuple(rows), tuple(extrapolations))
-
-
-def plot_comparison(table: ComparisonTable, path=None, *, metrics=None, title: str = "", per_row: int = 5):
-    """Two rows of panels per metric column (``per_row`` metrics per block of two rows): the metric vs ``D`` (simulation mean ± s.e., theory line,
-    extrapolated value at the right edge) and the gap ``simulation − theory`` vs ``1/D`` with the
-    fitted line ``(a − theory) + b D^{-p}``. Saves to ``path`` (format from its suffix) if given;
-    returns the figure."""
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics = list(metrics or table.metrics)
-    ncols = min(len(metrics), per_row)
-    nblocks = -(-len(metrics) // ncols)
-    fig, axes = plt.subplots(2 * nblocks, ncols, figsize=(3.2 * ncols, 5.2 * nblocks), squeeze=False)
-    for col in range(len(metrics) - (nblocks - 1) * ncols, ncols):  # the empty panels of the last block
-        axes[-2, col].set_visible(False)
-        axes[-1, col].set_visible(False)
-    for i, metric in enumerate(metrics):
-        block, col = divmod(i, ncols)
-        rows, ex = table.rows_of(metric), table.extrapolation_of(metric)
-        Ds = np.array([r.D for r in rows], float)
-        ax = axes[2 * block, col]
-        ax.errorbar(Ds, [r.mean for r in rows], yerr=[r.se for r in rows], fmt="o", label="simulation")
-        ax.axhline(rows[0].theory, color="k", lw=1, label="theory (D → ∞)")
-        ax.set_xlabel("D")
-        ax.set_title(metric, fontsize=9)
-        ax = axes[2 * block + 1, col]
-        x = Ds ** -(ex.power if ex else 1.0)
-        ax.errorbar(x, [r.gap for r in rows], yerr=[r.se for r in rows], fmt="o")
-        ax.axhline(0.0, color="k", lw=1)
-        if ex is not None:
-            xs = np.linspace(0.0, x.max(), 30)
-            ax.plot(xs, ex.value - ex.theory + ex.slope * xs, "--", color="C1", lw=1,
-                    label=f"fit, D→∞ gap {ex.value - ex.theory:+.3g} ± {ex.se:.2g}")
-            ax.errorbar([0.0], [ex.value - ex.theory], yerr=[ex.combined_se], fmt="s", color="C1")
-            ax.legend(fontsize=6)
-        ax.set_xlabel("1/D" if not ex or ex.power == 1.0 else f"D^-{ex.power:g}")
-        ax.set_ylabel("simulation − theory" if col == 0 else "")
-    axes[0, 0].legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-    return fig

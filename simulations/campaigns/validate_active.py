@@ -1,6 +1,6 @@
 """Finite-size validation of the reuse variant and of active selection (docs/theory.md §5).
 
-    python -m simulations.validate_active [--out results/validation_active] [--workers 2]
+    python -m simulations.campaigns.validate_active [--out results/validation_active] [--workers 2]
            [--D 50 100 150] [--seeds 8] [--quick] [--report docs/validation_active.md]
 
 Each simulated point pre-trains once and fine-tunes the same ``Ŝ`` with every variant of

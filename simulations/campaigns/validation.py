@@ -3,7 +3,7 @@
 A campaign is a list of *settings* (dicts of model parameters), a point function that simulates
 one ``(setting, D, seed)`` and returns metrics, and a theory function per setting. This module
 runs the simulations through the crash-safe sweep runner, tabulates theory vs simulation per
-``D`` with the 1/D and 1/√D extrapolations (:mod:`solvable_attention.compare`), and plots each
+``D`` with the 1/D and 1/√D extrapolations (:mod:`simulations.campaigns.statistics`), and plots each
 metric against 1/D.
 """
 
@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from solvable_attention.compare import comparison_rows, extrapolate, gap_shrinks
+from simulations.campaigns.statistics import comparison_rows, extrapolate, gap_shrinks
 
-from .sweep import run_sweep, write_json_atomic
+from .records import write_json_atomic
+from .resumable import Executor, run_points
 
 
 def values_by_D(records, setting: dict, metric: str) -> dict:
@@ -58,7 +59,7 @@ def label(setting: dict) -> str:
 def build_report(settings, records, theories, Ds, metrics, control=None) -> tuple[str, list[dict]]:
     """Markdown table and summary per setting. ``control = (name, known_mean)``: every metric gets a second
     row ``metric|name``, its per-``D`` means estimated with ``name`` as a control variate
-    (:func:`solvable_attention.compare.control_variate_mean_se`)."""
+    (:func:`simulations.campaigns.statistics.control_variate_mean_se`)."""
     lines, summary = [], []
     for setting, th in zip(settings, theories):
         lines.append(f"\n### {label(setting)}\n")
@@ -179,7 +180,7 @@ def run_campaign(argv, *, settings, quick_settings, point_fn, theory_fn, metrics
         settings, Ds, seeds = quick_settings, list(quick_D), 2
     points = [dict(setting, D=D, seed=s) for setting in settings for D in Ds for s in range(seeds)]
     points.sort(key=lambda p: p["D"])  # cheap points first: early feedback
-    records = run_sweep(point_fn, points, args.out, workers=args.workers, desc="simulations")
+    records = run_points(point_fn, points, args.out, executor=Executor(workers=args.workers), desc="simulations")
     theories = [replicate_theory(theory_fn, s, args.mc_replicas) for s in settings]
     text, summary = build_report(settings, records, theories, Ds, metrics, control=control)
     header = (f"## {title}\n\nD = {Ds}, {seeds} seeds per D. {notes} Entries: mean ± s.e. (z = gap/s.e.). "

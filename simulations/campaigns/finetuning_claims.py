@@ -1,6 +1,6 @@
 """The paper's fine-tuning claims, measured with the state evolution (issue 4, item 4).
 
-    python -m simulations.finetuning_claims [--quick] [--out results/claims] [--report docs/finetuning_claims.md]
+    python -m simulations.campaigns.finetuning_claims [--quick] [--out results/claims] [--report docs/finetuning_claims.md]
 
 At Figure 1's setting (softmax, α = 0.1, α' = 3, T = 3, κ0 = κ = 1, Δ' = Δ ∈ {0.5, 2}):
 
@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .sweep import run_sweep, versions, write_json_atomic
+from .records import restore_inf, versions, write_json_atomic
+from .resumable import Executor, run_points
 
 BASE = dict(activation="softmax", alpha=0.1, alpha_prime=3.0, T=3)
 LAM_PRIMES = (0.05, 1.0, math.inf)
@@ -49,7 +50,6 @@ def lambda_sweep(delta, lams, lam_primes, recalibrate=False, **setting) -> dict:
     from state_evolution import sweep_state_evolution
 
     s = dict(BASE, **setting)
-    lam_primes = [float(x) for x in lam_primes]  # "inf" comes back from JSON as a string
     sols = sweep_state_evolution(s.pop("alpha"), s.pop("alpha_prime"), delta, lams, lam_primes,
                                  recalibrate=recalibrate, progress=False, **s)
     return {"rows": [_row(x) for x in sols]}
@@ -286,20 +286,20 @@ def main(argv=None):
         points.append(dict(kind="lambda", delta=delta, lams=lams, lam_primes=list(LAM_PRIMES), recalibrate=False))
         points.append(dict(kind="lambda", delta=delta, lams=lams, lam_primes=[1.0], recalibrate=True))
         points.append(dict(kind="surrogate", delta=delta, lams=lams_surr))
-    records = run_sweep(run_point, points, args.out, workers=args.workers, desc="claims sweeps")
+    records = run_points(run_point, points, args.out, executor=Executor(workers=args.workers), desc="claims sweeps")
     results = {}
     for rec in records:
         p = rec["point"]
         key = (p["kind"], p["delta"], p["recalibrate"]) if p["kind"] == "lambda" else (p["kind"], p["delta"])
-        results[key] = _restore(rec["result"]["rows"])
+        results[key] = restore_inf(rec["result"]["rows"])
     # λ' sweep at the E'-optimal λ of λ' = 1 (needs the λ sweep first)
     lp_grid = [float(x) for x in np.geomspace(0.01, 100, n_lp)]
     lp_points = []
     for delta in deltas:
         rows = [r for r in results[("lambda", delta, False)] if r["lam_prime"] == 1.0 and r["converged"]]
         lp_points.append(dict(kind="lam_prime", delta=delta, lam=argmin_lam(rows, "E_prime")[0], lam_primes=lp_grid))
-    for rec in run_sweep(run_point, lp_points, args.out, workers=args.workers, desc="λ' sweeps"):
-        results[("lam_prime", rec["point"]["delta"])] = _restore(rec["result"]["rows"])
+    for rec in run_points(run_point, lp_points, args.out, executor=Executor(workers=args.workers), desc="λ' sweeps"):
+        results[("lam_prime", rec["point"]["delta"])] = restore_inf(rec["result"]["rows"])
     claims = analyse(results, deltas)
     plot(results, deltas, args.figure)
     write_json_atomic(Path(args.out) / "claims.json", dict(claims={str(k): v for k, v in claims.items()},
@@ -313,14 +313,11 @@ def main(argv=None):
     print(text)
 
 
-def _restore(rows):
-    return [{k: (float(v) if v in ("inf", "-inf") else v) for k, v in r.items()} for r in rows]
-
 
 def format_report(claims, deltas, base, args) -> str:
     lines = ["# The paper's fine-tuning claims, measured with the state evolution\n",
              f"Setting: {base}, Δ' = Δ ∈ {list(deltas)}; regenerate with "
-             f"`python -m simulations.finetuning_claims{' --quick' if args.quick else ''}` "
+             f"`python -m simulations.campaigns.finetuning_claims{' --quick' if args.quick else ''}` "
              f"(figure: `{args.figure}`). Theory only (the theory itself is validated against simulation in "
              "docs/validation_finetuning.md).\n"]
     for delta in deltas:

@@ -32,7 +32,7 @@ from solvable_attention.activations import apply_activation
 from solvable_attention.runtime import float64
 from solvable_attention.params import PretrainParams
 
-from .channels import ChannelEvaluation, Conjugates
+from .channel_types import ChannelEvaluation, Conjugates
 from .goe_coordinates import from_coordinates, goe_from_square, n_free_entries, to_coordinates
 from .loss_derivatives import entries, loss_derivatives, loss_value
 from .overlap_fields import student_teacher_fields

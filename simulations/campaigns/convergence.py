@@ -3,7 +3,7 @@
 :func:`run_comparison` simulates ``setting`` at every ``D`` and seed through the crash-safe sweep
 runner (one JSON per finished ``(D, seed)``; a rerun skips them), solves the state evolution
 (``mc_replicas`` independent Monte Carlo seeds: mean and its s.e.), and returns the tidy table of
-:func:`solvable_attention.compare.comparison_table` — per metric and ``D``: theory, simulation
+:func:`simulations.campaigns.statistics.comparison_table` — per metric and ``D``: theory, simulation
 mean, s.e., gap, z — with the extrapolation of the simulation to ``D → ∞`` (weighted fit in
 ``D^{-power}``) compared with theory. Written to ``out_dir``: ``comparison.csv``,
 ``comparison.json`` (setting, Ds, seeds, theory, table, versions, timings) and
@@ -19,9 +19,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from solvable_attention.compare import comparison_table, plot_comparison
+from .comparison_plots import plot_comparison
+from .statistics import comparison_table
 
-from .sweep import run_sweep, write_json_atomic
+from .records import run_metadata, write_json_atomic
+from .resumable import Executor, run_points
 from .validation import replicate_theory, values_by_D
 
 PRETRAIN = ("m", "q", "mse_S", "test_error")
@@ -67,9 +69,9 @@ def theory_point(setting: dict, seed: int = 0) -> dict:
                 residual=max(sol.pretrain.residual, sol.finetune.residual), seconds=time.perf_counter() - t0)
 
 
-def run_comparison(setting: dict, Ds, seeds, *, out_dir, workers: int = 1, mc_replicas: int = 1,
-                   power: float = 1.0, progress: bool = True, metrics=None, backend: str | None = None,
-                   address: str | None = None, theory_fn=theory_point, point_fn=simulation_point) -> dict:
+def run_comparison(setting: dict, Ds, seeds, *, out_dir, executor: Executor | None = None, mc_replicas: int = 1,
+                   power: float = 1.0, progress: bool = True, metrics=None, theory_fn=theory_point,
+                   point_fn=simulation_point) -> dict:
     """Simulate ``setting`` at ``Ds`` × ``seeds``, solve the theory, tabulate and plot.
 
     ``setting``: keyword arguments of :func:`simulations.simulate` (and optionally ``n_test``) except
@@ -86,8 +88,8 @@ def run_comparison(setting: dict, Ds, seeds, *, out_dir, workers: int = 1, mc_re
     metrics = list(metrics or metric_names(setting))
     t0 = time.perf_counter()
     points = [dict(setting, D=D, seed=s) for D in Ds for s in seeds]
-    records = run_sweep(point_fn, points, out_dir / "simulations", workers=workers, progress=progress,
-                        desc="convergence simulations", backend=backend, address=address)
+    records = run_points(point_fn, points, out_dir / "simulations", executor=executor, progress=progress,
+                         desc="convergence simulations")
     t_sim = time.perf_counter() - t0
     theory = replicate_theory(theory_fn, setting, mc_replicas)
     t_theory = time.perf_counter() - t0 - t_sim
@@ -99,7 +101,6 @@ def run_comparison(setting: dict, Ds, seeds, *, out_dir, workers: int = 1, mc_re
     table.write_csv(paths["csv"])
     plot_comparison(table, paths["png"], title=", ".join(f"{k}={v}" for k, v in setting.items()))
     timings = {"simulations_s": t_sim, "theory_s": t_theory, "total_s": time.perf_counter() - t0}
-    from .cli import run_metadata
 
     write_json_atomic(paths["json"], {"setting": setting, "Ds": Ds, "seeds": seeds, "mc_replicas": mc_replicas,
                                       "power": power, "theory": theory, "table": table.records(),

@@ -1,6 +1,6 @@
 """Finite-size validation of the pre-training state evolution (issue: pre-training SE).
 
-    python -m simulations.validate_pretraining [--out results/validation_pretrain] [--workers 2]
+    python -m simulations.campaigns.validate_pretraining [--out results/validation_pretrain] [--workers 2]
            [--D 50 100 150 200] [--seeds 6] [--quick] [--report docs/validation_pretraining.md]
 
 Runs :func:`simulations.simulate` (pre-training only: ``λ' = inf``) at every ``(setting, D, seed)``

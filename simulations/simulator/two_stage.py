@@ -22,9 +22,9 @@ from solvable_attention.data import sample_inputs, sample_labels, sample_teacher
 from solvable_attention.metrics import matrix_overlaps, test_error, vector_overlaps
 from solvable_attention.params import FinetuneParams, PretrainParams, check_dimension, make_params
 
-from .finetune import fit_lora
+from .lora_fit import fit_lora
 from .objectives import pretrain_logits_all
-from .pretrain import fit_factorized, fit_proximal
+from .pretraining_fit import fit_factorized, fit_proximal
 
 METHODS = ("proximal", "factorized")
 

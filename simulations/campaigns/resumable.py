@@ -1,0 +1,166 @@
+"""Resumable runs that lose nothing: one JSON record per finished point, written atomically.
+
+A *point* is a JSON-serialisable dict of keyword arguments. :func:`run_points` calls ``fn(**point)``
+for every point whose record is not on disk yet and writes ``{point, result, seconds, versions,
+finished_at}`` to ``out_dir/<point_id>.json`` (:func:`~simulations.campaigns.records.write_json_atomic`):
+an interrupt loses at most the points being computed, never a finished one, and a rerun skips every
+finished point. Where the points run is an :class:`Executor`:
+
+* ``Executor(workers=1)`` (default): in this process; ``workers > 1``: a local process pool (``spawn``,
+  safe with JAX; each worker should use one BLAS/XLA thread, see :mod:`solvable_attention.runtime`).
+* ``Executor(backend="dask", workers=W, address=None)``: tasks of a Dask ``distributed`` cluster
+  (optional extra ``pip install -e '.[distributed]'``); ``address=None`` starts a local cluster of ``W``
+  single-threaded processes, ``address="tcp://host:8786"`` uses an existing scheduler (``dask scheduler``
+  and ``dask worker tcp://host:8786 --nthreads 1`` on each node, or dask-jobqueue). Workers only compute
+  and return records: every record is written here, so no shared file system is needed.
+
+(Warm-started *continuation* along a parameter grid is a different thing: see
+:func:`state_evolution.sweep_state_evolution`.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .records import jsonable, restore_inf, versions, write_json_atomic
+
+BACKENDS = ("process", "dask")
+
+
+@dataclass(frozen=True)
+class Executor:
+    """Where the points of a resumable run are computed.
+
+    Args:
+        workers: processes (``backend="process"``) or Dask workers of a local cluster; an integer ≥ 1.
+        backend: ``"process"`` (this machine) or ``"dask"``.
+        address: scheduler address of an existing Dask cluster (``backend="dask"`` only).
+
+    Raises:
+        ValueError: a backend outside :data:`BACKENDS`, ``workers`` not a positive integer, or an
+            ``address`` without ``backend="dask"``.
+    """
+
+    workers: int = 1
+    backend: str = "process"
+    address: str | None = None
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if not (isinstance(self.workers, int) and not isinstance(self.workers, bool) and self.workers >= 1):
+            raise ValueError(f"workers must be a positive integer, got {self.workers!r}")
+        if self.address is not None and self.backend != "dask":
+            raise ValueError("address (a Dask scheduler) needs backend='dask'")
+
+
+def point_id(point: dict) -> str:
+    """Stable identifier of a point: a hash of its canonical JSON."""
+    blob = json.dumps(jsonable(point), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def compute_record(fn, point: dict) -> dict:
+    """``fn(**point)`` and its record ``{point, result, seconds, versions, finished_at}`` (no I/O)."""
+    t0 = time.perf_counter()
+    result = fn(**restore_inf(point))
+    if hasattr(result, "to_dict"):
+        result = result.to_dict()
+    return {"point": point, "result": jsonable(result), "seconds": time.perf_counter() - t0,
+            "versions": versions(), "finished_at": datetime.now(timezone.utc).isoformat()}
+
+
+def store_record(out_dir, record: dict) -> str:
+    """Write ``record`` atomically to ``out_dir/<point_id>.json``; returns the id."""
+    pid = point_id(record["point"])
+    write_json_atomic(Path(out_dir) / f"{pid}.json", record)
+    return pid
+
+
+def pending(points, out_dir) -> list[dict]:
+    """The points without a finished record in ``out_dir``."""
+    out_dir = Path(out_dir)
+    return [p for p in points if not (out_dir / f"{point_id(p)}.json").exists()]
+
+
+def run_points(fn, points, out_dir, *, executor: Executor | None = None, progress: bool = True,
+               desc: str = "points") -> list[dict]:
+    """Run ``fn(**point)`` for each point without a record in ``out_dir``; return all records of ``points``.
+
+    Args:
+        fn: the point function; picklable (a module-level function) unless ``executor`` runs in-process.
+        points: iterable of JSON-serialisable keyword dicts (``±inf`` allowed).
+        out_dir: folder of the records, one ``<point_id>.json`` each (created if missing).
+        executor: where to compute (default :class:`Executor`, this process).
+        progress: a tqdm bar of finished/total points with rate and ETA; ``desc`` labels it.
+
+    Returns:
+        The records ``{point, result, seconds, versions, finished_at}`` of ``points`` found on disk, in
+        the order of ``points``.
+    """
+    from tqdm.auto import tqdm
+
+    executor = executor or Executor()
+    points = [dict(p) for p in points]
+    todo = pending(points, out_dir)
+    with tqdm(total=len(points), initial=len(points) - len(todo), disable=not progress, desc=desc,
+              unit="point", dynamic_ncols=True) as bar:
+        if not todo:
+            pass
+        elif executor.backend == "dask":
+            _run_dask(fn, todo, out_dir, executor.workers, executor.address, bar)
+        elif executor.workers == 1:
+            for p in todo:
+                store_record(out_dir, compute_record(fn, p))
+                bar.update()
+        else:
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(max_workers=executor.workers, mp_context=mp.get_context("spawn")) as pool:
+                futures = [pool.submit(compute_record, fn, p) for p in todo]
+                for fut in as_completed(futures):
+                    store_record(out_dir, fut.result())
+                    bar.update()
+    return load_records(out_dir, points)
+
+
+def _run_dask(fn, todo, out_dir, workers, address, bar) -> None:
+    """The points of ``todo`` as tasks of a Dask cluster; each record is stored as it arrives."""
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed as dask_completed
+    except ImportError as exc:  # the optional extra
+        raise ImportError("backend='dask' needs dask.distributed: pip install -e '.[distributed]'") from exc
+
+    cluster = None
+    if address is None:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    try:
+        with Client(address or cluster) as client:
+            futures = [client.submit(compute_record, fn, p, pure=False) for p in todo]
+            for fut in dask_completed(futures):
+                store_record(out_dir, fut.result())
+                bar.update()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def load_records(out_dir, points=None) -> list[dict]:
+    """Finished records in ``out_dir`` (only those of ``points`` if given)."""
+    out_dir = Path(out_dir)
+    if points is not None:
+        files = [out_dir / f"{point_id(p)}.json" for p in points]
+        files = [f for f in files if f.exists()]
+    else:
+        files = sorted(out_dir.glob("*.json"))
+    records = []
+    for f in files:
+        with open(f) as fh:
+            records.append(json.load(fh))
+    return records

@@ -39,7 +39,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from simulations import pretrain as pretrain_module  # noqa: E402
+from simulations.simulator import pretraining_fit as pretrain_module  # noqa: E402
 from simulations.campaigns.records import run_metadata, write_json_atomic  # noqa: E402
 from simulations.simulator.objectives import chunk_samples, pretrain_loss, pretrain_loss_and_grad  # noqa: E402
 from simulations.simulator.pretraining_fit import fit_proximal, nuclear_prox  # noqa: E402
@@ -288,7 +288,7 @@ def main(argv=None) -> int:
                "c": lambda: bench_c(**cfg["c"])}
     load_start = os.getloadavg()
     if load_start[0] > 0.5:
-        print(f"warning: load average {load_start[0]:.2f} before starting: timings will be noisy",
+        print(f"warning: 1-minute load {load_start[0]:.2f} before starting: timings will be noisy",
               file=sys.stderr)
     results = {}
     for name in args.only:

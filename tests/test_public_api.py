@@ -4,7 +4,7 @@ The public API is the names in ``__all__`` of :mod:`solvable_attention`, :mod:`s
 :mod:`simulations` and :mod:`simulations.simulator`, plus every module-level function and class of every
 module of the three packages whose name has no leading underscore and whose ``__module__`` is that module,
 plus the public methods those classes define. Each needs a docstring; one with parameters needs ``Args:``
-(``Attributes:`` naming every field for a dataclass); one that returns a value needs ``Returns:`` (or
+(``Attributes:`` naming every field for a dataclass or named tuple); one that returns a value needs ``Returns:`` (or
 ``Yields:``); one whose body raises needs ``Raises:``. Import only: nothing is solved or simulated.
 """
 
@@ -140,8 +140,9 @@ def check_class(cls, label: str) -> list[str]:
         return [f"{label}: no docstring"]
     sections = _sections(doc)
     problems = []
-    if dataclasses.is_dataclass(cls):
-        fields = [f.name for f in dataclasses.fields(cls)]
+    record = dataclasses.is_dataclass(cls) or (issubclass(cls, tuple) and hasattr(cls, "_fields"))
+    if record:  # a dataclass or a named tuple: every field under Attributes:
+        fields = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else list(cls._fields)
         if fields and not sections & {"Attributes", "Fields"}:
             problems.append(f"{label}: dataclass without an Attributes: section")
         elif fields:

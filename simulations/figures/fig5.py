@@ -22,5 +22,20 @@ plot = fig2.plot
 
 
 def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool = True, **overrides) -> dict:
-    """Write ``fig5.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`fig2.Config`."""
+    """Write ``fig5.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`fig2.Config`.
+
+    Args:
+        out: output folder (created); simulations are cached under ``out/cache/fig5/``.
+        quick: the small configuration ``QUICK`` instead of ``FULL`` (minutes, not hours).
+        executor: where the simulations run (:class:`~simulations.campaigns.resumable.Executor`;
+            default in-process).
+        progress: show progress bars.
+        **overrides: fields of :class:`fig2.Config` (e.g. ``D=30, seeds=1``).
+
+    Returns:
+        ``{"paths": {"png", "pdf", "csv", "json"}, "timings": ...}``.
+
+    Raises:
+        ValueError: an unknown override or ``D < 2``.
+    """
     return fig2.reproduce_as(NAME, FULL, QUICK, out, quick=quick, executor=executor, progress=progress, **overrides)

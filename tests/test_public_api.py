@@ -35,7 +35,6 @@ PENDING = {
     "state_evolution.channel_lora",
     "state_evolution.bayes_optimal",
     "state_evolution.fixed_point",
-    "state_evolution.finetuning",
     "state_evolution.sampling",
     "state_evolution.loss_derivatives",
     "simulations.simulator.objectives",

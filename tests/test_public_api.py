@@ -33,7 +33,6 @@ PENDING = {
     "state_evolution.channel_identity",
     "state_evolution.channel_monte_carlo",
     "state_evolution.channel_lora",
-    "state_evolution.bayes_optimal",
     "state_evolution.fixed_point",
     "state_evolution.sampling",
     "state_evolution.loss_derivatives",

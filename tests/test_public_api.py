@@ -37,7 +37,6 @@ PENDING = {
     "state_evolution.sampling",
     "state_evolution.loss_derivatives",
     "simulations.simulator.objectives",
-    "simulations.simulator.two_stage",
     "simulations.simulator.lora_fit",
     "simulations.campaigns.validate_active",
     "simulations.campaigns.validate_finetuning",

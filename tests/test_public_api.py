@@ -30,7 +30,6 @@ PENDING = {
     "solvable_attention.attention",
     "state_evolution.goe_coordinates",
     "state_evolution.spectral_prior",
-    "state_evolution.channel_lora",
     "state_evolution.fixed_point",
     "state_evolution.loss_derivatives",
     "simulations.simulator.objectives",

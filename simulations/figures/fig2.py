@@ -9,7 +9,7 @@ sample ratio ``α`` (x axis, log) at a few regularisations ``λ`` (one colour ea
 (b) the alignment ``|m'|/√(q'ρ_v)`` of the LoRA direction with the task's vs ``α``;
 (c) ``E'`` against the pre-training matrix error ``mse_S`` (parametric in ``α``): if pre-training
     acted on LoRA only through the effective noise ``Δ' + mse_S`` (exact for the identity
-    activation, THEORY.md §4), the curves of different ``λ`` would fall on one line.
+    activation, docs/theory.md §4.4), the curves of different ``λ`` would fall on one line.
 
 Lines: state evolution; markers: simulations (mean ± s.e. over seeds). Figure 5 is this figure
 with the identity activation (:mod:`simulations.figures.fig5`).

@@ -3,7 +3,7 @@
 Same design and panels as :mod:`simulations.figures.fig2` (effect of pre-training, varied through
 ``α`` at a few ``λ``, on the fine-tuning task at ``α' = 3, Δ = 0.5, λ' = 1``). For the identity the
 fine-tuning state evolution depends on pre-training only through the effective noise
-``Δ' + mse_S`` (THEORY.md §4, a tested identity): panel (c)'s curves of different ``λ`` collapse.
+``Δ' + mse_S`` (docs/theory.md §4.4, a tested identity): panel (c)'s curves of different ``λ`` collapse.
 The identity theory is (almost) closed form, so this figure's cost is the simulations'.
 """
 

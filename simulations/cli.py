@@ -87,7 +87,7 @@ def register_simulate(subparsers) -> None:
 
 
 def add_model_arguments(p) -> None:
-    """The model's parameters (MODEL.md §5); shared by the commands that take a setting."""
+    """The model's parameters (docs/model.md §5); shared by the commands that take a setting."""
     p.add_argument("--alpha", type=float, required=True, help="pre-training samples / D^2")
     p.add_argument("--alpha-prime", type=float, required=True, help="fine-tuning samples / D")
     p.add_argument("--delta", type=float, required=True, help="pre-training label-noise variance")

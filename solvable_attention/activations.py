@@ -1,4 +1,4 @@
-"""Activations ``σ`` applied to the ``T×T`` attention logits (MODEL.md §1).
+"""Activations ``σ`` applied to the ``T×T`` attention logits (docs/model.md §1).
 
 * ``softmax``: ``σ(H)_ab = exp(β H_ab) / Σ_c exp(β H_ac)`` (row-wise);
 * ``identity`` (rescaled identity): ``σ(H) = (β/T) H``, the slope of the softmax at ``H = 0``.
@@ -15,17 +15,43 @@ from .params import ACTIVATIONS
 
 
 def softmax_attention(H, beta: float = 1.0):
-    """Row-wise softmax ``exp(β H_ab)/Σ_c exp(β H_ac)``."""
+    """Row-wise softmax ``σ(H)_ab = exp(β H_ab)/Σ_c exp(β H_ac)`` (docs/model.md §1).
+
+    Args:
+        H: ``(..., T, T)`` logits.
+        beta: ``β > 0``, inverse temperature.
+
+    Returns:
+        ``(..., T, T)`` attention weights, each row summing to 1.
+    """
     return jax.nn.softmax(beta * H, axis=-1)
 
 
 def identity_attention(H, beta: float = 1.0):
-    """Rescaled identity ``(β/T) H``."""
+    """Rescaled identity ``σ(H) = (β/T) H``, the softmax's slope at ``H = 0`` (docs/model.md §1).
+
+    Args:
+        H: ``(..., T, T)`` logits.
+        beta: ``β > 0``.
+
+    Returns:
+        ``(..., T, T)`` ``(β/T) H``.
+    """
     return (beta / H.shape[-1]) * H
 
 
 def activation_fn(name: str):
-    """Return ``σ(H, beta)`` for an activation name; unknown names raise ``ValueError``."""
+    """The activation ``σ(H, beta)`` of a name.
+
+    Args:
+        name: ``"softmax"`` or ``"identity"``.
+
+    Returns:
+        :func:`softmax_attention` or :func:`identity_attention`.
+
+    Raises:
+        ValueError: ``name`` not one of :data:`~solvable_attention.params.ACTIVATIONS`.
+    """
     if name == "softmax":
         return softmax_attention
     if name == "identity":
@@ -34,5 +60,17 @@ def activation_fn(name: str):
 
 
 def apply_activation(H, name: str, beta: float = 1.0):
-    """``σ(H)`` for the named activation."""
+    """``σ(H)`` for the named activation (docs/model.md §1).
+
+    Args:
+        H: ``(..., T, T)`` logits.
+        name: ``"softmax"`` or ``"identity"``.
+        beta: ``β > 0``.
+
+    Returns:
+        ``(..., T, T)`` ``σ(H)``.
+
+    Raises:
+        ValueError: an unknown ``name``.
+    """
     return activation_fn(name)(H, beta)

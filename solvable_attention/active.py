@@ -1,4 +1,4 @@
-"""Active fine-tuning: which candidate samples to label (MODEL.md §3, THEORY.md §4 "Active selection").
+"""Active fine-tuning: which candidate samples to label (docs/model.md §3, docs/theory.md §5.3).
 
 A *strategy* scores each candidate by a function of its low-dimensional fields only,
 
@@ -47,11 +47,13 @@ from .params import ACTIVATIONS
 @dataclass(frozen=True)
 class Strategy:
     """A selection rule: :meth:`score` maps fields ``(Ĥ (n, T, T), Y (n, T, T) or None, key)`` to
-    ``(n,)`` scores; higher is selected first.
+    ``(n,)`` scores; higher is selected first (docs/theory.md §5.3).
 
-    ``needs_labels``: the score uses the pre-training labels ``Y``; ``needs_key``: it is random;
-    ``field_independent``: the score does not depend on the fields at all (the selected samples
-    then follow the candidate law exactly; the theory skips the conditioning).
+    Attributes:
+        needs_labels: (class attribute) the score uses the pre-training labels ``Y``.
+        needs_key: (class attribute) the score is random and needs a ``jax.random`` key.
+        field_independent: (class attribute) the score does not depend on the fields at all (the
+            selected samples then follow the candidate law exactly; the theory skips the conditioning).
     """
 
     needs_labels: ClassVar[bool] = False
@@ -59,6 +61,19 @@ class Strategy:
     field_independent: ClassVar[bool] = False
 
     def score(self, H_hat, Y=None, key=None):
+        """The scores ``s(Ĥ, Y)`` of ``n`` candidates (to be defined by a subclass).
+
+        Args:
+            H_hat: ``(n, T, T)`` pre-trained logits ``Ĥ = H(Ŝ; X)`` of the candidates.
+            Y: ``(n, T, T)`` pre-training labels (reuse variant) or ``None``.
+            key: a ``jax.random`` key (random strategies) or ``None``.
+
+        Returns:
+            ``(n,)`` scores, higher selected first.
+
+        Raises:
+            NotImplementedError: always, on the base class.
+        """
         raise NotImplementedError
 
 
@@ -70,16 +85,40 @@ class Random(Strategy):
     field_independent: ClassVar[bool] = True
 
     def score(self, H_hat, Y=None, key=None):
+        """Uniform scores on ``[0, 1)``.
+
+        Args:
+            H_hat: ``(n, T, T)`` logits; only ``n`` is used.
+            Y: unused.
+            key: the ``jax.random`` key (required).
+
+        Returns:
+            ``(n,)`` uniform scores.
+        """
         return jax.random.uniform(key, (H_hat.shape[0],))
 
 
 @dataclass(frozen=True)
 class Entropy(Strategy):
-    """``Σ_a −Σ_b p_ab log p_ab`` with ``p_a = softmax(β Ĥ_a)``: uncertainty of the pre-trained attention."""
+    """``Σ_a −Σ_b p_ab log p_ab`` with ``p_a = softmax(β Ĥ_a)``: uncertainty of the pre-trained attention.
+
+    Attributes:
+        beta: ``β > 0``, the inverse temperature of the softmax rows.
+    """
 
     beta: float = 1.0
 
     def score(self, H_hat, Y=None, key=None):
+        """The summed row entropies ``Σ_a −Σ_b p_ab log p_ab``, ``p_a = softmax(β Ĥ_a)`` (in nats).
+
+        Args:
+            H_hat: ``(n, T, T)`` pre-trained logits ``Ĥ = H(Ŝ; X)`` of the candidates.
+            Y: ``(n, T, T)`` pre-training labels (reuse variant) or ``None``; unused here.
+            key: a ``jax.random`` key or ``None``; unused here.
+
+        Returns:
+            ``(n,)`` scores, higher selected first.
+        """
         logp = jax.nn.log_softmax(self.beta * jnp.asarray(H_hat), axis=-1)
         return -jnp.sum(jnp.exp(logp) * logp, axis=(-1, -2))
 
@@ -89,12 +128,30 @@ class LogitNorm(Strategy):
     """``‖Ĥ‖_F`` (``= √2 ‖ĥ‖`` in whitened coordinates)."""
 
     def score(self, H_hat, Y=None, key=None):
+        """The Frobenius norms ``‖Ĥ‖_F``.
+
+        Args:
+            H_hat: ``(n, T, T)`` pre-trained logits ``Ĥ = H(Ŝ; X)`` of the candidates.
+            Y: ``(n, T, T)`` pre-training labels (reuse variant) or ``None``; unused here.
+            key: a ``jax.random`` key or ``None``; unused here.
+
+        Returns:
+            ``(n,)`` scores, higher selected first.
+        """
         return jnp.sqrt(jnp.sum(jnp.asarray(H_hat) ** 2, axis=(-1, -2)))
 
 
 @dataclass(frozen=True)
 class Residual(Strategy):
-    """The pre-training residual ``‖Y − σ(Ĥ)‖²_F`` (reuse variant: ``Y`` are the pre-training labels)."""
+    """The pre-training residual ``‖Y − σ(Ĥ)‖²_F`` (reuse variant: ``Y`` are the pre-training labels).
+
+    Attributes:
+        activation: ``"softmax"`` or ``"identity"``, the model's ``σ``.
+        beta: ``β > 0``, its inverse temperature.
+
+    Raises:
+        ValueError: ``activation`` not one of the choices (at construction).
+    """
 
     activation: str = "softmax"
     beta: float = 1.0
@@ -105,13 +162,28 @@ class Residual(Strategy):
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
 
     def score(self, H_hat, Y=None, key=None):
+        """The residuals ``‖Y − σ(Ĥ)‖²_F``.
+
+        Args:
+            H_hat: ``(n, T, T)`` pre-trained logits.
+            Y: ``(n, T, T)`` pre-training labels (required).
+            key: unused.
+
+        Returns:
+            ``(n,)`` squared residuals.
+        """
         r = jnp.asarray(Y) - apply_activation(jnp.asarray(H_hat), self.activation, self.beta)
         return jnp.sum(r * r, axis=(-1, -2))
 
 
 @dataclass(frozen=True)
 class Lowest(Strategy):
-    """The opposite preference of ``base``: score ``−base.score``."""
+    """The opposite preference of ``base``: score ``−base.score``.
+
+    Attributes:
+        base: the strategy whose order is reversed (its ``needs_labels``, ``needs_key``,
+            ``field_independent`` carry over).
+    """
 
     base: Strategy
 
@@ -128,6 +200,16 @@ class Lowest(Strategy):
         return self.base.field_independent
 
     def score(self, H_hat, Y=None, key=None):
+        """``−base.score(H_hat, Y, key)``.
+
+        Args:
+            H_hat: ``(n, T, T)`` pre-trained logits.
+            Y: ``(n, T, T)`` pre-training labels or ``None`` (as ``base`` needs).
+            key: a ``jax.random`` key or ``None`` (as ``base`` needs).
+
+        Returns:
+            ``(n,)`` negated scores.
+        """
         return -self.base.score(H_hat, Y, key)
 
 
@@ -136,7 +218,12 @@ STRATEGIES: dict = {}
 
 
 def register(name: str, factory) -> None:
-    """Register ``factory(activation=..., beta=...) -> Strategy`` under ``name`` (used by :func:`get_strategy`)."""
+    """Register ``factory(activation=..., beta=...) -> Strategy`` under ``name`` (used by :func:`get_strategy`).
+
+    Args:
+        name: the strategy's name in :data:`STRATEGIES` (an existing one is replaced).
+        factory: ``factory(activation=..., beta=...)`` returning a :class:`Strategy`.
+    """
     STRATEGIES[name] = factory
 
 
@@ -149,7 +236,20 @@ register("low_residual", lambda activation="softmax", beta=1.0: Lowest(Residual(
 
 
 def get_strategy(strategy, *, activation: str = "softmax", beta: float = 1.0) -> Strategy:
-    """A :class:`Strategy` from itself or a registered name (built for the model's ``activation, beta``)."""
+    """A :class:`Strategy` from itself or a registered name (built for the model's ``activation, beta``).
+
+    Args:
+        strategy: a :class:`Strategy` (returned as is) or a name in :data:`STRATEGIES`.
+        activation: ``"softmax"`` or ``"identity"``, passed to the factory.
+        beta: ``β > 0``, passed to the factory.
+
+    Returns:
+        The :class:`Strategy`.
+
+    Raises:
+        ValueError: ``strategy`` is neither a :class:`Strategy` nor a registered name, or (``residual``)
+            ``activation`` is not one of the choices.
+    """
     if isinstance(strategy, Strategy):
         return strategy
     if isinstance(strategy, str) and strategy in STRATEGIES:
@@ -158,7 +258,18 @@ def get_strategy(strategy, *, activation: str = "softmax", beta: float = 1.0) ->
 
 
 def top_k(scores, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest scores, highest first; ties broken by the lower index (deterministic)."""
+    """Indices of the ``k`` largest scores, highest first; ties broken by the lower index (deterministic).
+
+    Args:
+        scores: ``(n,)`` finite scores.
+        k: how many to keep (``k > n`` keeps all).
+
+    Returns:
+        ``(min(k, n),)`` integer indices into ``scores``.
+
+    Raises:
+        ValueError: a score is NaN or infinite.
+    """
     s = np.asarray(scores, dtype=float)
     if not np.all(np.isfinite(s)):
         raise ValueError("scores must be finite (a strategy returned NaN or inf)")
@@ -166,7 +277,22 @@ def top_k(scores, k: int) -> np.ndarray:
 
 
 def check_selection(n_pool: int, k, strategy: Strategy, has_labels: bool, has_key: bool) -> int:
-    """Validate a selection request; returns ``k`` as an int. Raises ``ValueError`` naming the parameter."""
+    """Validate a selection request.
+
+    Args:
+        n_pool: the number of candidates.
+        k: how many to select.
+        strategy: the :class:`Strategy`.
+        has_labels: whether the pool's pre-training labels were given.
+        has_key: whether a ``jax.random`` key was given.
+
+    Returns:
+        ``k`` as an int.
+
+    Raises:
+        ValueError: ``k`` not an integer with ``1 ≤ k ≤ n_pool``, a label-based strategy without
+            labels, or a random strategy without a key.
+    """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= n_pool:
         raise ValueError(f"k must be an integer with 1 <= k <= pool size = {n_pool}, got {k!r}")
     if strategy.needs_labels and not has_labels:
@@ -181,10 +307,28 @@ def select(pool_X, k, strategy, *, S_hat, pool_Y=None, key=None, activation: str
            beta: float = 1.0, chunk: int = 8192) -> np.ndarray:
     """Indices (into ``pool_X``, highest score first) of the ``k`` candidates to label.
 
-    ``pool_X``: ``(n_pool, T, D)`` candidate inputs; ``strategy``: a :class:`Strategy` or a name in
-    :data:`STRATEGIES` (built for ``activation, beta``); ``S_hat``: the frozen pre-trained ``D×D``
-    matrix; ``pool_Y``: the candidates' pre-training labels (label-based strategies, reuse
-    variant); ``key``: a ``jax.random`` key (random strategies). Deterministic given its inputs.
+    Keeps the top ``k`` of ``s(Ĥ, Y)`` with ``Ĥ = H(Ŝ; X)`` (docs/model.md §3; the theory's counterpart
+    is the indicator ``1{s > t_φ}``, docs/theory.md §5.3). Deterministic given its inputs.
+
+    Args:
+        pool_X: ``(n_pool, T, D)`` candidate inputs.
+        k: how many to select, an integer in ``[1, n_pool]``.
+        strategy: a :class:`Strategy` or a name in :data:`STRATEGIES` (built for ``activation, beta``).
+        S_hat: ``(D, D)`` frozen pre-trained matrix ``Ŝ``.
+        pool_Y: ``(n_pool, T, T)`` pre-training labels of the candidates (label-based strategies,
+            reuse variant), or ``None``.
+        key: a ``jax.random`` key (random strategies), or ``None``.
+        activation: ``"softmax"`` or ``"identity"`` (for strategies that apply ``σ``).
+        beta: ``β > 0``, the activation's inverse temperature.
+        chunk: candidates per batch when computing the logits (memory only).
+
+    Returns:
+        ``(k,)`` integer indices into ``pool_X``, highest score first.
+
+    Raises:
+        ValueError: an unknown ``strategy``, ``pool_X`` not 3-dimensional, ``k`` not in ``[1, n_pool]``,
+            a missing ``pool_Y`` or ``key`` that the strategy needs, ``pool_Y`` of the wrong shape, or
+            a non-finite score.
     """
     strategy = get_strategy(strategy, activation=activation, beta=beta)
     pool_X = jnp.asarray(pool_X)

@@ -1,4 +1,4 @@
-"""The attention logits ``H(S; X) = (X S Xᵀ − Tr(S) I_T)/√D`` (MODEL.md §1).
+"""The attention logits ``H(S; X) = (X S Xᵀ − Tr(S) I_T)/√D`` (docs/model.md §1).
 
 The trace subtraction centres the diagonal; it is part of the model.
 For a rank-one update ``S + u uᵀ/√D``:

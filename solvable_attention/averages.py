@@ -15,15 +15,27 @@ import numpy as np
 
 
 class MeanSE(NamedTuple):
-    """An estimate: ``mean``, its standard error ``se`` (``nan`` when it cannot be estimated) and the
-    number ``n`` of values behind it."""
+    """An estimate of an average with its standard error; unpacks as ``mean, se, n``.
+
+    Attributes:
+        mean: the estimate (same units as the values averaged).
+        se: its standard error (``nan`` when it cannot be estimated, e.g. ``n < 2``).
+        n: the number of values behind it.
+    """
 
     mean: float
     se: float
     n: int
 
     def format(self, digits: int = 6) -> str:
-        """``"mean ± se"`` (the mean alone when ``n < 2`` or the s.e. is not finite)."""
+        """``"mean ± se"`` (the mean alone when ``n < 2`` or the s.e. is not finite).
+
+        Args:
+            digits: significant digits of the mean (the s.e. gets 2).
+
+        Returns:
+            The formatted text.
+        """
         if self.n < 2 or not math.isfinite(self.se):
             return f"{self.mean:.{digits}g}"
         return f"{self.mean:.{digits}g} ± {self.se:.2g}"
@@ -63,7 +75,18 @@ def control_variate_mean_se(values, control, control_mean: float) -> MeanSE:
     order), with its standard error ``s √(1/n + (c̄ − E[c])²/S_cc)``, ``s² = Σ residual²/(n − 2)``.
     Used for fine-tuning metrics with ``c = ρ_v = ‖v‖²/D`` (``E[ρ_v] = 1`` exactly): the seed-to-seed
     spread of ``q'`` and ``E'_0`` at ``D ≤ 200`` comes mostly from ``ρ_v`` (sd ``√(2/D)``).
-    Needs ``n ≥ 3`` and a non-constant control.
+
+    Args:
+        values: ``(n,)`` the values ``y`` over seeds.
+        control: ``(n,)`` the control ``c`` over the same seeds.
+        control_mean: the known ``E[c]``.
+
+    Returns:
+        :class:`MeanSE` of the regression estimate.
+
+    Raises:
+        ValueError: ``values`` and ``control`` of different shapes, fewer than 3 seeds, or a constant
+            control.
     """
     y, c = np.asarray(values, float), np.asarray(control, float)
     if y.shape != c.shape:

@@ -1,4 +1,4 @@
-"""Teachers, inputs and labels of both tasks (MODEL.md §2–3).
+"""Teachers, inputs and labels of both tasks (docs/model.md §2–§3).
 
 * inputs ``X ∈ R^{T×D}`` i.i.d. ``N(0, 1)``;
 * labels ``Y = σ(H(S*; X) + √Δ Ξ)`` (``noise="logits"``, ``Ξ`` GOE) or

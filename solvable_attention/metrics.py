@@ -1,4 +1,4 @@
-"""Exact finite-``D`` metrics of MODEL.md §4, shared by simulation and validation.
+"""Exact finite-``D`` metrics of docs/model.md §4, shared by simulation and validation.
 
 Pre-training: ``m = Tr(Ŝ S0)/D``, ``q = Tr(Ŝ²)/D``, ``ρ0 = Tr(S0²)/D``,
 ``mse_S = ‖Ŝ − S0‖²_F/D = ρ0 − 2m + q``, test error
@@ -20,7 +20,17 @@ from .attention import attention_logits
 
 
 def matrix_overlaps(S_hat, S0) -> dict:
-    """``m, q, ρ0, mse_S`` (``/D``-normalised traces) of an estimate ``Ŝ`` of ``S0``."""
+    """``m, q, ρ0, mse_S`` (``/D``-normalised traces) of an estimate ``Ŝ`` of ``S0`` (docs/model.md §4).
+
+    ``m = Tr(Ŝ S0)/D``, ``q = Tr(Ŝ²)/D``, ``ρ0 = Tr(S0²)/D``, ``mse_S = ‖Ŝ − S0‖²_F/D``.
+
+    Args:
+        S_hat: ``(D, D)`` symmetric estimate ``Ŝ``.
+        S0: ``(D, D)`` symmetric teacher.
+
+    Returns:
+        ``{"m", "q", "rho0", "mse_S"}`` as floats.
+    """
     D = S0.shape[0]
     m = float(jnp.sum(S_hat * S0) / D)
     q = float(jnp.sum(S_hat * S_hat) / D)
@@ -30,7 +40,17 @@ def matrix_overlaps(S_hat, S0) -> dict:
 
 
 def vector_overlaps(u, v) -> dict:
-    """``m' = u·v/D``, ``q' = ‖u‖²/D``, ``ρ_v = ‖v‖²/D`` and the alignment ``|m'|/√(q'ρ_v)`` (0 if ``u = 0``)."""
+    """``m' = u·v/D``, ``q' = ‖u‖²/D``, ``ρ_v = ‖v‖²/D`` and the alignment ``|m'|/√(q'ρ_v)`` (0 if ``u = 0``).
+
+    The fine-tuning order parameters of docs/model.md §4.
+
+    Args:
+        u: ``(D,)`` the LoRA vector ``û``.
+        v: ``(D,)`` the new direction ``v``.
+
+    Returns:
+        ``{"m", "q", "rho_v", "alignment"}`` as floats.
+    """
     D = v.shape[0]
     m = float(u @ v / D)
     q = float(u @ u / D)
@@ -53,7 +73,24 @@ def test_error(key, S_student, S_teacher, *, T: int, activation: str, beta: floa
                n_test: int = 20000, chunk: int = 2048) -> tuple[float, float]:
     """``E_X ‖σ(H(S_student; X)) − σ(H(S_teacher; X))‖²_F`` on ``n_test`` fresh samples.
 
-    Returns ``(mean, standard error)``. Memory is bounded by ``chunk`` samples at a time.
+    Noise-free labels on fresh Gaussian inputs ``X`` (docs/model.md §4). Memory is bounded by ``chunk``
+    samples at a time.
+
+    Args:
+        key: ``jax.random`` key of the test inputs.
+        S_student: ``(D, D)`` the student's matrix.
+        S_teacher: ``(D, D)`` the teacher's matrix.
+        T: tokens per sequence.
+        activation: ``"softmax"`` or ``"identity"``.
+        beta: ``β > 0``.
+        n_test: test samples.
+        chunk: samples per batch (memory only).
+
+    Returns:
+        ``(mean, standard error)`` of the per-sequence squared error.
+
+    Raises:
+        ValueError: an unknown ``activation``.
     """
     total = total_sq = 0.0
     n_done = 0

@@ -1,4 +1,4 @@
-"""Parameters of the solvable attention model (MODEL.md §5), validated at construction.
+"""Parameters of the solvable attention model (docs/model.md §5), validated at construction.
 
 Two frozen dataclasses hold a *setting* of the model, shared verbatim by the
 state evolution (``D → ∞``) and the finite-``D`` simulator:
@@ -68,7 +68,7 @@ def _check_choice(name: str, value, choices) -> str:
 
 @dataclass(frozen=True)
 class PretrainParams:
-    """Setting of the pre-training task (MODEL.md §2).
+    """Setting of the pre-training task (docs/model.md §2, §5).
 
     Attributes:
         alpha: ``α > 0``, samples per ``D²`` (``n = round(α D²)``).
@@ -82,6 +82,11 @@ class PretrainParams:
         activation: ``"softmax"`` or ``"identity"`` (``σ(H) = (β/T) H``).
         noise: ``"logits"`` (``σ(H + √Δ Ξ)``, ``Ξ`` GOE) or ``"output"``
             (``σ(H) + √Δ Ξ``, ``Ξ`` i.i.d.).
+
+    Raises:
+        ValueError: at construction, a value out of its range (``alpha``, ``beta``, ``kappa0``,
+            ``kappa`` must be real and ``> 0``; ``delta``, ``lam`` real and ``≥ 0``, all finite; ``T`` an
+            integer ``≥ 1``, ``≥ 2`` with softmax; ``activation``, ``noise`` one of the choices).
     """
 
     alpha: float
@@ -115,15 +120,31 @@ class PretrainParams:
         return 1.0 + self.kappa0
 
     def replace(self, **changes) -> "PretrainParams":
+        """A copy with some fields changed (validated again).
+
+        Args:
+            **changes: field name → new value.
+
+        Returns:
+            The new :class:`PretrainParams`.
+
+        Raises:
+            ValueError: a changed value out of its range.
+        """
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
+        """The fields as a dictionary.
+
+        Returns:
+            ``{field: value}``.
+        """
         return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
 class FinetuneParams:
-    """Setting of the rank-one LoRA fine-tuning task (MODEL.md §3).
+    """Setting of the rank-one LoRA fine-tuning task (docs/model.md §3, §5).
 
     Attributes:
         alpha_prime: ``α' > 0``, samples per ``D`` (``n' = round(α' D)``).
@@ -132,6 +153,10 @@ class FinetuneParams:
         gamma: ``γ > 0``, strength of the new direction, ``S1 = S0 + γ v vᵀ/√D``.
         reuse: fine-tuning inputs are ``n'`` of the pre-training inputs.
         recalibrate: train ``c`` in ``c Ŝ + u uᵀ/√D`` as well.
+
+    Raises:
+        ValueError: at construction, a value out of its range (``alpha_prime``, ``gamma`` real, finite and
+            ``> 0``; ``delta_prime`` real, finite, ``≥ 0``; ``lam_prime`` real, ``≥ 0``, ``+inf`` allowed).
     """
 
     alpha_prime: float
@@ -156,16 +181,56 @@ class FinetuneParams:
         return not math.isinf(self.lam_prime)
 
     def replace(self, **changes) -> "FinetuneParams":
+        """A copy with some fields changed (validated again).
+
+        Args:
+            **changes: field name → new value.
+
+        Returns:
+            The new :class:`FinetuneParams`.
+
+        Raises:
+            ValueError: a changed value out of its range.
+        """
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
+        """The fields as a dictionary.
+
+        Returns:
+            ``{field: value}``.
+        """
         return dataclasses.asdict(self)
 
 
 def make_params(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3, beta=1.0, kappa0=1.0,
                 kappa=1.0, gamma=1.0, activation="softmax", delta_prime=None, noise="logits",
                 reuse=False, recalibrate=False) -> tuple[PretrainParams, FinetuneParams]:
-    """Build and validate both settings from the flat keyword API (``delta_prime`` defaults to ``delta``)."""
+    """Build and validate both settings from the flat keyword API (``delta_prime`` defaults to ``delta``).
+
+    Args:
+        alpha: ``α > 0``, pre-training samples per ``D²``.
+        alpha_prime: ``α' > 0``, fine-tuning samples per ``D``.
+        delta: ``Δ ≥ 0``, pre-training label noise.
+        lam: ``λ ≥ 0``, nuclear-norm strength.
+        lam_prime: ``λ' ≥ 0`` (``inf``: no adaptation), LoRA ridge.
+        T: tokens (``≥ 1``; ``≥ 2`` with softmax).
+        beta: ``β > 0``.
+        kappa0: ``κ0 > 0``.
+        kappa: ``κ > 0``.
+        gamma: ``γ > 0``.
+        activation: ``"softmax"`` or ``"identity"``.
+        delta_prime: ``Δ' ≥ 0`` (default ``Δ``).
+        noise: ``"logits"`` or ``"output"``.
+        reuse: fine-tuning inputs drawn from the pre-training inputs.
+        recalibrate: also train the scalar ``c``.
+
+    Returns:
+        ``(PretrainParams, FinetuneParams)``.
+
+    Raises:
+        ValueError: a value out of its range (see :class:`PretrainParams`, :class:`FinetuneParams`).
+    """
     pre = PretrainParams(alpha=alpha, delta=delta, lam=lam, T=T, beta=beta, kappa0=kappa0,
                          kappa=kappa, activation=activation, noise=noise)
     fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=lam_prime,
@@ -175,5 +240,15 @@ def make_params(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3, beta=1.0,
 
 
 def check_dimension(D) -> int:
-    """Validate the embedding dimension ``D ≥ 2``."""
+    """Validate the embedding dimension ``D ≥ 2``.
+
+    Args:
+        D: the dimension (an integer-valued number).
+
+    Returns:
+        ``D`` as an int.
+
+    Raises:
+        ValueError: ``D`` not an integer ``≥ 2``.
+    """
     return _check_int("D", D, lower=2)

@@ -1,6 +1,6 @@
 """Random matrices of the model: the ``T×T`` GOE noise and the ``D×D`` Wishart teacher.
 
-GOE convention (MODEL.md §2, THEORY.md §1): ``Ξ = (G + Gᵀ)/√2`` with ``G`` i.i.d.
+GOE convention (docs/model.md §2, docs/theory.md §1): ``Ξ = (G + Gᵀ)/√2`` with ``G`` i.i.d.
 ``N(0, 1)``: off-diagonal variance 1, diagonal variance 2, density ``∝ exp(−‖Ξ‖²_F/4)``.
 """
 

@@ -19,7 +19,14 @@ import jax
 
 @contextlib.contextmanager
 def float64(enabled: bool = True):
-    """Context in which JAX creates float64 arrays (``enabled=False``: float32 unless globally on)."""
+    """Context in which JAX creates float64 arrays (``enabled=False``: float32 unless globally on).
+
+    Args:
+        enabled: 64-bit on (``True``) or off inside the block.
+
+    Yields:
+        Nothing; the previous setting is restored on exit.
+    """
     if bool(jax.config.jax_enable_x64) == bool(enabled):
         yield
     else:
@@ -29,7 +36,14 @@ def float64(enabled: bool = True):
 
 def limit_blas_threads(n: int = 1):
     """Cap every loaded BLAS/LAPACK (OpenBLAS, MKL) at ``n`` threads; use as a context manager
-    (``with limit_blas_threads(1): ...``), which restores the previous limits on exit."""
+    (``with limit_blas_threads(1): ...``), which restores the previous limits on exit.
+
+    Args:
+        n: the thread cap, ``≥ 1``.
+
+    Returns:
+        A ``threadpoolctl.threadpool_limits`` context manager (already in force).
+    """
     from threadpoolctl import threadpool_limits
 
     import numpy  # noqa: F401  (load numpy's and scipy's OpenBLAS so the cap reaches them; jaxlib's

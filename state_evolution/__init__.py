@@ -1,8 +1,15 @@
-"""Asymptotic (D → ∞) theory of the solvable attention model: the state evolution.
+"""Asymptotic (D → ∞) theory of the solvable attention model: the state evolution (docs/theory.md).
 
-Prior (spectral) side: :mod:`state_evolution.spectral_prior` (+ :mod:`free_probability`);
-output channels: :mod:`channel_identity` (closed form), :mod:`channel_monte_carlo` (Monte Carlo);
-fixed-point solver: :mod:`fixed_point`; stages: :mod:`pretraining`.
+* prior (spectral) side: :mod:`.spectral_prior` with :mod:`.free_probability` (docs/theory.md §2.2);
+* pre-training output channels: :mod:`.channel_identity` (closed form, §2.3), :mod:`.channel_monte_carlo`
+  (Monte Carlo, §2.4), chosen by :mod:`.channels`; their per-sample prox: :mod:`.prox_newton`;
+* the LoRA channel :mod:`.channel_lora` (§4);
+* the fixed-point solver :mod:`.fixed_point` (§2.6); the stages :mod:`.pretraining` (§2),
+  :mod:`.finetuning` (§4), both by :mod:`.two_stage` (:func:`solve_state_evolution`);
+* reuse and active selection :mod:`.selection` (§5); the Bayes-optimal baseline :mod:`.bayes_optimal` (§3).
+
+It imports the model (:mod:`solvable_attention`), never :mod:`simulations`. Every solve reports whether
+it converged (``.converged``) and warns with :class:`ConvergenceWarning` instead of raising.
 """
 
 from .bayes_optimal import BayesOptimalSolution, bayes_optimal

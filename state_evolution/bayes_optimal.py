@@ -1,4 +1,4 @@
-"""Bayes-optimal baseline of the pre-training task (THEORY.md §3, docs/theory.md §3).
+"""Bayes-optimal baseline of the pre-training task (docs/theory.md §3).
 
 One-parameter fixed point in ``q = E Tr(S0 ⟨S⟩)/D``:
 
@@ -23,7 +23,17 @@ from .spectral_prior import denoising_mmse
 
 @dataclass(frozen=True)
 class BayesOptimalSolution:
-    """``mmse = ρ0 − q`` on ``S``, with ``q``, ``q_hat`` and the solver's status."""
+    """``mmse = ρ0 − q`` on ``S``, with ``q``, ``q_hat`` and the solver's status (docs/theory.md §3).
+
+    Attributes:
+        mmse: ``MMSE = ρ0 − q = lim E‖S0 − ⟨S⟩‖²_F/D``, the Bayes-optimal error on ``S``.
+        q: ``q = E Tr(S0 ⟨S⟩)/D``, the overlap of the posterior mean.
+        q_hat: ``q̂``, its conjugate (the effective signal-to-noise ratio ``1/Δ_Y``).
+        rho0: ``ρ0 = 1 + κ0``.
+        converged: whether the fixed-point iteration reached its tolerance.
+        iterations: evaluations spent.
+        residual: final relative residual.
+    """
 
     mmse: float
     q: float
@@ -34,12 +44,40 @@ class BayesOptimalSolution:
     residual: float
 
     def to_dict(self) -> dict:
+        """The fields as a dictionary.
+
+        Returns:
+            ``{field: value}``.
+        """
         return asdict(self)
 
 
 def bayes_optimal(alpha, *, T=3, kappa0=1.0, delta=0.0, activation="softmax", beta=1.0, noise="logits",
                   tol=1e-12, max_iter=2000, warn=True) -> BayesOptimalSolution:
-    """Bayes-optimal MMSE on ``S`` (noiseless softmax channel, or identity channel with any ``Δ``)."""
+    """Bayes-optimal MMSE on ``S`` (noiseless softmax channel, or identity channel with any ``Δ``).
+
+    The one-parameter fixed point of docs/theory.md §3 (module docstring): ``q̂ = 2α n_obs/(ρ0 − q + Δ_w)``,
+    ``q = ρ0 − mmse(1/q̂)`` with ``n_obs = K − 1`` (softmax) or ``K`` (identity), ``K = T(T+1)/2``.
+
+    Args:
+        alpha: ``α > 0``, samples per ``D²``.
+        T: tokens (``≥ 1``; ``≥ 2`` with softmax).
+        kappa0: ``κ0 > 0``, teacher width ratio.
+        delta: ``Δ ≥ 0``, label noise (must be 0 with softmax).
+        activation: ``"softmax"`` or ``"identity"``.
+        beta: ``β > 0``, inverse temperature.
+        noise: ``"logits"`` or ``"output"`` (identity: ``Δ_w = Δ`` or ``(T/β)² Δ/2``).
+        tol: relative residual tolerance.
+        max_iter: evaluations at most.
+        warn: emit a :class:`~state_evolution.fixed_point.ConvergenceWarning` when not converged.
+
+    Returns:
+        The :class:`BayesOptimalSolution`.
+
+    Raises:
+        ValueError: a parameter out of its range (:class:`~solvable_attention.params.PretrainParams`), or
+            ``delta ≠ 0`` with the softmax activation.
+    """
     p = PretrainParams(alpha=alpha, delta=delta, lam=0.0, T=T, beta=beta, kappa0=kappa0, activation=activation,
                        noise=noise)
     K = n_free_entries(p.T)

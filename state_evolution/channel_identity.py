@@ -26,7 +26,11 @@ from .goe_coordinates import n_free_entries
 
 @dataclass(frozen=True)
 class IdentityChannel:
-    """Closed-form identity channel for a :class:`PretrainParams` setting."""
+    """Closed-form identity channel for a :class:`PretrainParams` setting (docs/theory.md §2.3).
+
+    Attributes:
+        params: the setting (``activation="identity"``; ``alpha, delta, T, beta, kappa0, noise`` are used).
+    """
 
     params: PretrainParams
 
@@ -43,6 +47,16 @@ class IdentityChannel:
         return p.delta if p.noise == "logits" else (p.T / p.beta) ** 2 * p.delta / 2
 
     def conjugates(self, m, q, V) -> Conjugates:
+        """``V̂ = m̂ = 2αK · 2w/(1 + 2wV)``, ``q̂ = 2αK · 4w² (mse_S + Δ_w)/(1 + 2wV)²`` (docs/theory.md §2.3).
+
+        Args:
+            m: student–teacher overlap ``m``.
+            q: student self-overlap ``q ≥ 0``.
+            V: response ``V ≥ 0``.
+
+        Returns:
+            The :class:`Conjugates` (standard errors 0).
+        """
         p = self.params
         K, w = n_free_entries(p.T), self.weight
         mse = p.rho0 - 2 * m + q
@@ -52,14 +66,42 @@ class IdentityChannel:
         return Conjugates(m_hat=V_hat, q_hat=q_hat, V_hat=V_hat)
 
     def evaluate(self, m, q, V) -> ChannelEvaluation:
-        """Conjugates and train loss at ``(m, q, V)`` (closed form)."""
+        """Conjugates and train loss at ``(m, q, V)`` (closed form, docs/theory.md §2.3).
+
+        Args:
+            m: student–teacher overlap ``m``.
+            q: student self-overlap ``q ≥ 0``.
+            V: response ``V ≥ 0``.
+
+        Returns:
+            The :class:`ChannelEvaluation` (``prox_residual = prox_iterations = 0``).
+        """
         return ChannelEvaluation(conjugates=self.conjugates(m, q, V), train_loss=self.train_loss(m, q, V))
 
     def test_error(self, m, q) -> tuple[float, float]:
+        """``E = w (T² + T) mse_S``, ``mse_S = ρ0 − 2m + q`` (docs/theory.md §2.3, §2.5).
+
+        Args:
+            m: student–teacher overlap.
+            q: student self-overlap.
+
+        Returns:
+            ``(E, 0.0)`` (exact: no standard error).
+        """
         p = self.params
         return self.weight * (p.T ** 2 + p.T) * (p.rho0 - 2 * m + q), 0.0
 
     def train_loss(self, m, q, V) -> tuple[float, float]:
+        """``2wK (mse_S + Δ_w)/(1 + 2wV)²`` (``+ T(T−1)Δ/2`` with output noise), docs/theory.md §2.3.
+
+        Args:
+            m: student–teacher overlap ``m``.
+            q: student self-overlap ``q ≥ 0``.
+            V: response ``V ≥ 0``.
+
+        Returns:
+            ``(train loss, 0.0)``.
+        """
         p = self.params
         K, w = n_free_entries(p.T), self.weight
         mse = p.rho0 - 2 * m + q

@@ -51,7 +51,22 @@ from .sampling import gaussian_samples, sample_mean_se
 
 
 def lora_loss(z, q_prime, c, H_hat, Y, activation, beta):
-    """``ℓ = ½‖Y' − σ(c Ĥ + z zᵀ − q' I)‖²_F`` for one sample (the autodiff oracle of :func:`lora_derivatives`)."""
+    """``ℓ = ½‖Y' − σ(c Ĥ + z zᵀ − q' I)‖²_F`` for one sample (the autodiff oracle of :func:`lora_derivatives`).
+
+    docs/theory.md §4.1.
+
+    Args:
+        z: ``(T,)`` LoRA field.
+        q_prime: ``q'``.
+        c: the recalibration scalar.
+        H_hat: ``(T, T)`` frozen logits ``Ĥ``.
+        Y: ``(T, T)`` label ``Y'``.
+        activation: ``"softmax"`` or ``"identity"``.
+        beta: ``β > 0``.
+
+    Returns:
+        The scalar loss.
+    """
     T = z.shape[-1]
     H = c * H_hat + jnp.outer(z, z) - q_prime * jnp.eye(T, dtype=z.dtype)
     r = Y - apply_activation(H, activation, beta)
@@ -59,7 +74,17 @@ def lora_loss(z, q_prime, c, H_hat, Y, activation, beta):
 
 
 def lora_logits(z, q_prime, c, H_hat):
-    """Batched model logits ``c Ĥ + z zᵀ − q' I``, shape ``(n, T, T)``."""
+    """Batched model logits ``c Ĥ + z zᵀ − q' I``, shape ``(n, T, T)`` (docs/theory.md §4.1).
+
+    Args:
+        z: ``(n, T)`` LoRA fields ``z`` (the projection of the inputs on ``û``).
+        q_prime: ``q' = ‖û‖²/D`` (the diagonal centring).
+        c: the recalibration scalar.
+        H_hat: ``(n, T, T)`` frozen pre-trained logits ``Ĥ``.
+
+    Returns:
+        ``(n, T, T)`` logits.
+    """
     T = z.shape[-1]
     return c * H_hat + z[..., :, None] * z[..., None, :] - q_prime * jnp.eye(T, dtype=z.dtype)
 
@@ -72,7 +97,20 @@ def _lora_logit_entries(z, q_prime, c, H_hat):
 
 
 def lora_batch_loss(z, q_prime, c, H_hat, Y, activation, beta):
-    """``ℓ = ½‖Y' − σ(c Ĥ + z zᵀ − q' I)‖²_F`` per sample of a batch, shape ``(n,)``."""
+    """``ℓ = ½‖Y' − σ(c Ĥ + z zᵀ − q' I)‖²_F`` per sample of a batch, shape ``(n,)`` (docs/theory.md §4.1).
+
+    Args:
+        z: ``(n, T)`` LoRA fields ``z`` (the projection of the inputs on ``û``).
+        q_prime: ``q' = ‖û‖²/D`` (the diagonal centring).
+        c: the recalibration scalar.
+        H_hat: ``(n, T, T)`` frozen pre-trained logits ``Ĥ``.
+        Y: ``(n, T, T)`` fine-tuning labels ``Y'``.
+        activation: ``"softmax"`` or ``"identity"``.
+        beta: ``β > 0``.
+
+    Returns:
+        ``(n,)`` losses.
+    """
     return logit_loss(_lora_logit_entries(z, q_prime, c, H_hat), as_entries(Y), activation, beta)
 
 
@@ -89,7 +127,17 @@ def lora_derivatives(z, q_prime, c, H_hat, Y, activation, beta):
     ``δ_kl u_k + z_k w_kl + z_l w_lk + Σ_a z_a² R[a,k,l]`` with ``w_ac = Σ_d R[a,c,d] z_d`` and
     ``u_a = Σ_c z_c w_ac``; everything is evaluated entry by entry (structure of arrays).
 
-    Returns ``(∇_z ℓ, ∇²_z ℓ, ∂ℓ/∂q', ∂ℓ/∂c, ∂²ℓ/∂c²)`` with shapes ``(n,T), (n,T,T), (n,), (n,), (n,)``.
+    Args:
+        z: ``(n, T)`` LoRA fields ``z`` (the projection of the inputs on ``û``).
+        q_prime: ``q' = ‖û‖²/D`` (the diagonal centring).
+        c: the recalibration scalar.
+        H_hat: ``(n, T, T)`` frozen pre-trained logits ``Ĥ``.
+        Y: ``(n, T, T)`` fine-tuning labels ``Y'``.
+        activation: ``"softmax"`` or ``"identity"``.
+        beta: ``β > 0``.
+
+    Returns:
+        ``(∇_z ℓ, ∇²_z ℓ, ∂ℓ/∂q', ∂ℓ/∂c, ∂²ℓ/∂c²)`` with shapes ``(n,T), (n,T,T), (n,), (n,), (n,)``.
     """
     T = z.shape[-1]
     zs = [z[..., k] for k in range(T)]
@@ -111,13 +159,34 @@ def lora_derivatives(z, q_prime, c, H_hat, Y, activation, beta):
 
 
 def teacher_logits(H0, z_star, gamma, rho_v):
-    """``H0 + γ (z* z*ᵀ − ρ_v I)``."""
+    """``H0 + γ (z* z*ᵀ − ρ_v I)``: the fine-tuning teacher's logits (docs/theory.md §4.1).
+
+    Args:
+        H0: ``(n, T, T)`` pre-training teacher logits.
+        z_star: ``(n, T)`` teacher fields ``z*`` (projection on ``v``).
+        gamma: ``γ > 0``.
+        rho_v: ``ρ_v = ‖v‖²/D``.
+
+    Returns:
+        ``(n, T, T)`` logits.
+    """
     T = z_star.shape[-1]
     return H0 + gamma * (z_star[..., :, None] * z_star[..., None, :] - rho_v * jnp.eye(T, dtype=H0.dtype))
 
 
 def fresh_side_fields(m, q, rho0, G0, G1):
-    """Whitened ``(Ĥ, H0)`` of fresh samples: the GOE pair with covariance ``[[q, m], [m, ρ0]]`` per coordinate."""
+    """Whitened ``(Ĥ, H0)`` of fresh samples: the GOE pair with covariance ``[[q, m], [m, ρ0]]`` per coordinate.
+
+    Args:
+        m: pre-training overlap ``m``.
+        q: pre-training self-overlap ``q``.
+        rho0: ``ρ0``.
+        G0: ``(n, K)`` standard normals.
+        G1: ``(n, K)`` standard normals.
+
+    Returns:
+        ``(Ĥ_w, H0_w)``, two ``(n, K)`` arrays.
+    """
     H_hat_w, H0_w, _ = student_teacher_fields(m, q, rho0, G0, G1)
     return H_hat_w, H0_w
 
@@ -198,7 +267,21 @@ class LoraEvaluation:
     ``replicon = α' V'² E‖∂g/∂ω‖²_F`` with the smooth-branch Jacobian ``∂g/∂ω = −(I + V'∇²ℓ)⁻¹∇²ℓ``:
     the replicon (de Almeida–Thouless) parameter of the ridge GLM; the replica-symmetric fixed point
     is locally stable while it is below 1 (docs/theory.md §4.5). The jumps of the global prox are
-    not in it (they only add to it)."""
+    not in it (they only add to it).
+
+    Attributes:
+        m_hat: ``m̂' = α' E[g·ξ1]/√(ρ_v − m'²/q')``.
+        q_hat: ``q̂' = α' E‖g‖²``.
+        V_hat: ``V̂'`` by the antithetic Stein estimator (or the Hessian one, per the channel's ``v_hat``).
+        ridge_shift: ``2α' E[∂ℓ/∂q']`` (``λ_eff = λ' + ridge_shift``).
+        V_hat_hessian: ``−α' E Tr ∂g/∂ω`` by implicit differentiation (a diagnostic).
+        dc: ``E[∂ℓ/∂c]``.
+        dcc: ``E[∂²ℓ/∂c²]``.
+        train_loss: ``(mean, s.e.)`` of the training residual.
+        se: Monte Carlo standard errors of ``m_hat, q_hat, V_hat, V_hat_hessian, ridge_shift``.
+        prox_residual: the worst per-sample prox residual.
+        replicon: ``α' V'² E‖∂g/∂ω‖²_F``.
+    """
 
     m_hat: float
     q_hat: float
@@ -225,6 +308,24 @@ class LoraChannel:
     coordinates replacing the fresh GOE pair of the training side, and ``weights``, ``(n_samples,)``
     non-negative importance weights of the training samples (every training expectation and its
     s.e. become weighted; normalised here). The test errors always use fresh, unweighted samples.
+
+    Attributes:
+        m: pre-training overlap ``m``.
+        q: pre-training self-overlap ``q``.
+        rho0: ``ρ0``.
+        alpha_prime: ``α'``, fine-tuning samples per ``D``.
+        delta_prime: ``Δ'``, fine-tuning label noise.
+        gamma: ``γ``, strength of the new direction.
+        activation: ``"softmax"`` or ``"identity"``.
+        beta: ``β``.
+        noise: ``"logits"`` or ``"output"``.
+        samples: training draws ``(ξ0, ξ1, G0, G1, noise)``.
+        test_samples: test draws ``(ξ0, ξ1, G0, G1)``.
+        rho_v: ``ρ_v = 1``.
+        max_newton: Newton steps at most per prox.
+        v_hat: ``"stein"`` or ``"hessian"``, the estimator of ``V̂'``.
+        side_fields: ``(Ĥ_w, H0_w)``, two ``(n_samples, K)`` arrays, or ``None`` (fresh).
+        weights: ``(n_samples,)`` importance weights, or ``None``.
     """
 
     m: float
@@ -252,6 +353,32 @@ class LoraChannel:
 
         ``v_hat``: estimator of ``V̂'``, ``"stein"`` (antithetic Stein, the default: includes the jumps of
         the global prox) or ``"hessian"`` (the implicit-differentiation part only; a diagnostic).
+
+        Args:
+            m: pre-training overlap ``m``.
+            q: pre-training self-overlap ``q``.
+            rho0: ``ρ0``.
+            T: tokens.
+            alpha_prime: ``α' > 0``.
+            delta_prime: ``Δ' ≥ 0``.
+            gamma: ``γ > 0``.
+            activation: ``"softmax"`` or ``"identity"``.
+            beta: ``β > 0``.
+            noise: ``"logits"`` or ``"output"``.
+            n_samples: training samples.
+            n_test_samples: test samples.
+            seed: seed of the samples (the test set uses ``seed + 7919``).
+            max_newton: Newton steps at most per prox.
+            sampling: ``"sobol"`` or ``"iid"``.
+            side_fields: see :meth:`conditioned`.
+            weights: see :meth:`conditioned`.
+            v_hat: ``"stein"`` or ``"hessian"``.
+
+        Returns:
+            The :class:`LoraChannel`.
+
+        Raises:
+            ValueError: an unknown ``v_hat`` or ``sampling``, or invalid ``side_fields``/``weights``.
         """
         if v_hat not in ("stein", "hessian"):
             raise ValueError(f"v_hat must be 'stein' or 'hessian', got {v_hat!r}")
@@ -268,7 +395,18 @@ class LoraChannel:
             else channel
 
     def conditioned(self, side_fields=None, weights=None) -> "LoraChannel":
-        """The same channel with training-side fields ``(Ĥ_w, H0_w)`` and/or importance ``weights`` (validated)."""
+        """The same channel with training-side fields ``(Ĥ_w, H0_w)`` and/or importance ``weights`` (validated).
+
+        Args:
+            side_fields: two ``(n_samples, K)`` finite arrays ``(Ĥ_w, H0_w)``, or ``None``.
+            weights: ``(n_samples,)`` finite non-negative weights with a positive sum, or ``None``.
+
+        Returns:
+            The new :class:`LoraChannel`.
+
+        Raises:
+            ValueError: ``side_fields`` of the wrong shape or not finite, or invalid ``weights``.
+        """
         n, K = self.samples[2].shape
         with float64():
             if side_fields is not None:
@@ -286,7 +424,19 @@ class LoraChannel:
         return replace(self, side_fields=side_fields, weights=weights)
 
     def with_pretraining(self, m, q, rho0=None) -> "LoraChannel":
-        """The same fixed samples at another pre-training state (warm sweeps over ``λ``; no new draws)."""
+        """The same fixed samples at another pre-training state (warm sweeps over ``λ``; no new draws).
+
+        Args:
+            m: pre-training overlap ``m``.
+            q: pre-training self-overlap ``q``.
+            rho0: ``ρ0`` (default: unchanged).
+
+        Returns:
+            The new :class:`LoraChannel`.
+
+        Raises:
+            ValueError: the channel has explicit ``side_fields``.
+        """
         if self.side_fields is not None:
             raise ValueError("a channel with explicit side_fields is tied to its pre-training state")
         return replace(self, m=float(m), q=float(q), rho0=self.rho0 if rho0 is None else float(rho0))
@@ -300,14 +450,28 @@ class LoraChannel:
         return (self.rho_v, self.gamma, self.delta_prime, self.beta)
 
     def training_side_fields(self):
-        """Whitened ``(Ĥ, H0)`` of the training samples: ``side_fields`` or the fresh GOE pair."""
+        """Whitened ``(Ĥ, H0)`` of the training samples: ``side_fields`` or the fresh GOE pair.
+
+        Returns:
+            ``(Ĥ_w, H0_w)``, two ``(n_samples, K)`` arrays.
+        """
         if self.side_fields is not None:
             return self.side_fields
         with float64():
             return fresh_side_fields(self.m, self.q, self.rho0, self.samples[2], self.samples[3])
 
     def evaluate(self, mp, qp, Vp, c=1.0) -> LoraEvaluation:
-        """The LoRA channel at ``(m', q', V', c)`` (a pure function of them)."""
+        """The LoRA channel at ``(m', q', V', c)`` (a pure function of them; docs/theory.md §4.3).
+
+        Args:
+            mp: ``m'``, overlap of ``û`` with ``v``.
+            qp: ``q' ≥ 0``, ``‖û‖²/D``.
+            Vp: ``V' ≥ 0``, the response.
+            c: the recalibration scalar.
+
+        Returns:
+            The :class:`LoraEvaluation` (conjugates, ridge shift, ``c`` derivatives, diagnostics).
+        """
         xi0, xi1, _, _, noise_draw = self.samples
         with float64():
             t, g, res, _ = _lora_statistics(mp, qp, Vp, c, self.training_side_fields(), self._consts,
@@ -325,7 +489,19 @@ class LoraChannel:
                                   replicon=a * Vp ** 2 * stats["jac2"][0])
 
     def test_errors(self, mp, qp, c=1.0) -> dict:
-        """``E'`` and ``E'_0`` (mean, s.e.) on fresh samples (same samples: common random numbers)."""
+        """``E'`` and ``E'_0`` (mean, s.e.) on fresh samples (same samples: common random numbers).
+
+        ``E' = E‖σ(cĤ + zzᵀ − q'I) − σ(H0 + γ(z*z*ᵀ − ρ_v I))‖²_F``; ``E'_0`` the same with ``u = 0, c = 1``
+        (docs/model.md §4, docs/theory.md §4.3).
+
+        Args:
+            mp: ``m'``.
+            qp: ``q' ≥ 0``.
+            c: the recalibration scalar.
+
+        Returns:
+            ``{"test_error": (mean, s.e.), "test_error_baseline": (mean, s.e.)}``.
+        """
         with float64():
             e, e0 = _lora_test_samples(mp, qp, c, self._pre, self._consts, self.test_samples, self.activation)
             return {"test_error": sample_mean_se(e), "test_error_baseline": sample_mean_se(e0)}

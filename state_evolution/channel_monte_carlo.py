@@ -41,13 +41,39 @@ from .small_linalg import solve
 from .sampling import gaussian_samples, sample_mean_se
 
 def per_sample_loss(h, Y, T, activation, beta):
-    """``ℓ(Y, h) = ½ ‖Y − σ(H(h))‖²_F`` for whitened logits ``h`` (one sample; used as autodiff oracle)."""
+    """``ℓ(Y, h) = ½ ‖Y − σ(H(h))‖²_F`` for whitened logits ``h`` (one sample; used as autodiff oracle).
+
+    Args:
+        h: ``(K,)`` whitened logits, ``K = T(T+1)/2``.
+        Y: ``(T, T)`` label.
+        T: tokens.
+        activation: ``"softmax"`` or ``"identity"``.
+        beta: ``β > 0``.
+
+    Returns:
+        The scalar loss.
+    """
     r = Y - apply_activation(from_coordinates(h, T), activation, beta)
     return 0.5 * jnp.sum(r * r)
 
 
 def channel_labels(h0, noise_draw, delta, T, activation, beta, noise):
-    """``Y = σ(H(h0) + √Δ Ξ)`` (``Ξ = (G + Gᵀ)/√2``) or ``σ(H(h0)) + √Δ G`` from ``G = noise_draw``."""
+    """``Y = σ(H(h0) + √Δ Ξ)`` (``Ξ = (G + Gᵀ)/√2``) or ``σ(H(h0)) + √Δ G`` from ``G = noise_draw``.
+
+    The labels of the pre-training channel (docs/theory.md §2.4; docs/model.md §2).
+
+    Args:
+        h0: ``(..., K)`` whitened teacher logits.
+        noise_draw: ``(..., T, T)`` standard normals ``G``.
+        delta: ``Δ ≥ 0``.
+        T: tokens.
+        activation: ``"softmax"`` or ``"identity"``.
+        beta: ``β > 0``.
+        noise: ``"logits"`` or ``"output"``.
+
+    Returns:
+        ``(..., T, T)`` labels ``Y``.
+    """
     H0 = from_coordinates(h0, T)
     if noise == "logits":
         return apply_activation(H0 + jnp.sqrt(delta) * goe_from_square(noise_draw), activation, beta)
@@ -91,10 +117,18 @@ def _test_error_samples(m, q, rho0, beta, xi0, xi1, T, activation):
 
 @dataclass(frozen=True)
 class MonteCarloChannel:
-    """Monte Carlo output channel with fixed samples (common random numbers).
+    """Monte Carlo output channel with fixed samples (common random numbers; docs/theory.md §2.4).
 
-    Use :meth:`create`. ``xi0, xi1``: ``(n, K)`` standard normals; ``noise_draw``: ``(n, T, T)``;
-    ``test_xi0, test_xi1``: a larger independent set for the test error (no prox needed there).
+    Use :meth:`create`.
+
+    Attributes:
+        params: the setting.
+        xi0: ``(n, K)`` standard normals ``ξ0`` (the student field ``ω = √q ξ0``).
+        xi1: ``(n, K)`` standard normals ``ξ1`` (the teacher's independent part).
+        noise_draw: ``(n, T, T)`` standard normals of the label noise.
+        test_xi0: ``(n_test, K)`` an independent, larger set for the test error (no prox needed there).
+        test_xi1: ``(n_test, K)`` likewise.
+        max_newton: Newton steps at most per prox.
     """
 
     params: PretrainParams
@@ -109,7 +143,22 @@ class MonteCarloChannel:
     def create(cls, params: PretrainParams, *, n_samples: int = 2 ** 14, n_test_samples: int = 2 ** 17,
                seed: int = 0, max_newton: int = 50, sampling: str = "sobol") -> "MonteCarloChannel":
         """Draw the fixed samples (float64) from ``seed``: scrambled Sobol points mapped to normals by
-        default (randomised QMC, :mod:`state_evolution.sampling`), or i.i.d. normals (``sampling="iid"``)."""
+        default (randomised QMC, :mod:`state_evolution.sampling`), or i.i.d. normals (``sampling="iid"``).
+
+        Args:
+            params: the setting.
+            n_samples: training-channel samples ``n ≥ 2``.
+            n_test_samples: test-error samples ``≥ 2``.
+            seed: seed of the samples (the test set uses ``seed + 7919``).
+            max_newton: Newton steps at most per prox.
+            sampling: ``"sobol"`` or ``"iid"``.
+
+        Returns:
+            The :class:`MonteCarloChannel`.
+
+        Raises:
+            ValueError: ``n_samples`` or ``n_test_samples`` below 2, or an unknown ``sampling``.
+        """
         if int(n_samples) < 2 or int(n_test_samples) < 2:
             raise ValueError(f"n_samples and n_test_samples must be integers >= 2, got "
                              f"{n_samples!r}, {n_test_samples!r}")
@@ -123,15 +172,35 @@ class MonteCarloChannel:
 
     @property
     def n_samples(self) -> int:
+        """The number ``n`` of training-channel samples."""
         return int(self.xi0.shape[0])
 
     def subset(self, n: int) -> "MonteCarloChannel":
         """The same channel on its first ``n`` training samples (a balanced subset for Sobol points
-        when ``n`` is a power of two); the test samples are kept."""
+        when ``n`` is a power of two); the test samples are kept.
+
+        Args:
+            n: the number of samples kept.
+
+        Returns:
+            The smaller :class:`MonteCarloChannel`.
+        """
         return replace(self, xi0=self.xi0[:n], xi1=self.xi1[:n], noise_draw=self.noise_draw[:n])
 
     def evaluate(self, m, q, V) -> ChannelEvaluation:
-        """Conjugates, train loss and prox diagnostics at ``(m, q, V)`` (a pure function of them)."""
+        """Conjugates, train loss and prox diagnostics at ``(m, q, V)`` (a pure function of them).
+
+        ``q̂ = 2α E‖g‖²``, ``V̂ = 2α E Tr[(I + V∇²ℓ)⁻¹ ∇²ℓ]``, ``m̂ = 2α E[g·ξ1]/√(ρ0 − m²/q)`` over the
+        fixed samples, with ``g`` the global prox of each sample (docs/theory.md §2.1, §2.4).
+
+        Args:
+            m: student–teacher overlap ``m``.
+            q: student self-overlap ``q ≥ 0``.
+            V: response ``V ≥ 0``.
+
+        Returns:
+            The :class:`ChannelEvaluation` (conjugates with Monte Carlo standard errors).
+        """
         p = self.params
         with float64():
             q_t, V_t, m_t, train, g, res, iters = _channel_statistics(
@@ -145,13 +214,43 @@ class MonteCarloChannel:
                                      prox_iterations=int(iters))
 
     def conjugates(self, m, q, V) -> Conjugates:
+        """The conjugates of :meth:`evaluate`.
+
+        Args:
+            m: student–teacher overlap ``m``.
+            q: student self-overlap ``q ≥ 0``.
+            V: response ``V ≥ 0``.
+
+        Returns:
+            The :class:`Conjugates`.
+        """
         return self.evaluate(m, q, V).conjugates
 
     def train_loss(self, m, q, V) -> tuple[float, float]:
+        """The training residual ``‖Y − σ(H(h*))‖²_F`` of :meth:`evaluate`.
+
+        Args:
+            m: student–teacher overlap ``m``.
+            q: student self-overlap ``q ≥ 0``.
+            V: response ``V ≥ 0``.
+
+        Returns:
+            ``(mean, s.e.)``.
+        """
         return self.evaluate(m, q, V).train_loss
 
     def test_error(self, m, q) -> tuple[float, float]:
-        """``E = E‖σ(H_Ŝ) − σ(H0)‖²_F`` over the GOE pair with covariance ``[[q, m], [m, ρ0]]``: (mean, s.e.)."""
+        """``E = E‖σ(H_Ŝ) − σ(H0)‖²_F`` over the GOE pair with covariance ``[[q, m], [m, ρ0]]``: (mean, s.e.).
+
+        docs/theory.md §2.5.
+
+        Args:
+            m: student–teacher overlap.
+            q: student self-overlap.
+
+        Returns:
+            ``(mean, s.e.)`` over the test samples.
+        """
         p = self.params
         with float64():
             return sample_mean_se(_test_error_samples(m, q, p.rho0, p.beta, self.test_xi0, self.test_xi1, p.T,

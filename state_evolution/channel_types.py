@@ -21,7 +21,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Conjugates:
-    """``(m̂, q̂, V̂)`` and their Monte Carlo standard errors (0 for closed forms)."""
+    """``(m̂, q̂, V̂)`` and their Monte Carlo standard errors (0 for closed forms); docs/theory.md §2.1.
+
+    Attributes:
+        m_hat: ``m̂ = 2α E[g · ξ1]/√(ρ0 − m²/q)``, conjugate of the overlap ``m``.
+        q_hat: ``q̂ = 2α E‖g‖²``, conjugate of ``q``.
+        V_hat: ``V̂ = −2α E Tr ∂g/∂ω``, conjugate of the response ``V``.
+        m_hat_se: Monte Carlo standard error of ``m̂``.
+        q_hat_se: Monte Carlo standard error of ``q̂``.
+        V_hat_se: Monte Carlo standard error of ``V̂``.
+    """
 
     m_hat: float
     q_hat: float
@@ -33,11 +42,13 @@ class Conjugates:
 
 @dataclass(frozen=True)
 class ChannelEvaluation:
-    """One evaluation of the channel at ``(m, q, V)``.
+    """One evaluation of the channel at ``(m, q, V)`` (docs/theory.md §2.1, §2.3–§2.4).
 
-    ``train_loss``: ``(mean, s.e.)`` of ``‖Y − σ(H(h*))‖²_F`` (training residual at the minimiser);
-    ``prox_residual``: largest ``|g + ∇ℓ|`` over the samples (0 for closed forms);
-    ``prox_iterations``: Newton iterations of the sampled prox (0 for closed forms).
+    Attributes:
+        conjugates: the :class:`Conjugates` ``(m̂, q̂, V̂)``.
+        train_loss: ``(mean, s.e.)`` of ``‖Y − σ(H(h*))‖²_F`` (training residual at the minimiser).
+        prox_residual: largest ``|g + ∇ℓ|`` over the samples (0 for closed forms).
+        prox_iterations: Newton iterations of the sampled prox (0 for closed forms).
     """
 
     conjugates: Conjugates

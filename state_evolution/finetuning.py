@@ -43,15 +43,39 @@ LORA_ACCEPT_NOISE_FRACTION = 0.05
 
 @dataclass(frozen=True)
 class FinetuningSolution:
-    """The fine-tuning fixed point and its metrics (names as the simulator's).
+    """The fine-tuning fixed point and its metrics (names as the simulator's; docs/theory.md §4.3–§4.5,
+    docs/model.md §4).
 
-    ``m = û·v/D``, ``q = ‖û‖²/D``, ``V`` response, ``rho_v = 1``, ``alignment = |m|/√(q ρ_v)``;
-    ``test_error`` = ``E'``, ``test_error_baseline`` = ``E'_0`` (``λ' = ∞``), with Monte Carlo s.e.;
-    ``lam_eff`` = ``λ'`` + the self-consistent shift from the diagonal centring; ``c`` recalibration;
-    ``effective_noise`` = ``Δ' + mse_S`` (logit units; ``Δ' + (β/T)² mse_S`` for the identity with
-    output noise), ``effective_noise_recalibrated`` = ``Δ' + ρ0 − m²/q``; ``replicon`` =
-    ``α' V'² E‖∂g/∂ω‖²_F`` (smooth branch of the prox), the de Almeida–Thouless parameter: the
-    replica-symmetric fixed point is locally stable while it is below 1 (docs/theory.md §4.5).
+    Attributes:
+        params: the fine-tuning setting (:class:`~solvable_attention.params.FinetuneParams`).
+        m: ``m' = û·v/D``, overlap of the LoRA vector with the new direction.
+        q: ``q' = ‖û‖²/D``.
+        V: ``V'``, the response of the ridge prior, ``1/(λ_eff + V̂')``.
+        m_hat: ``m̂'``, conjugate of ``m'``.
+        q_hat: ``q̂'``, conjugate of ``q'``.
+        V_hat: ``V̂'``, conjugate of ``V'``.
+        rho_v: ``ρ_v = ‖v‖²/D = 1``.
+        alignment: ``|m'|/√(q' ρ_v)`` (0 when ``q' = 0``).
+        test_error: ``E' = E‖σ(H(S(û))) − σ(H(S1))‖²_F`` per sequence.
+        test_error_se: its Monte Carlo standard error.
+        test_error_baseline: ``E'_0``, the test error without adaptation (``λ' = ∞``, ``û = 0``).
+        test_error_baseline_se: its Monte Carlo standard error.
+        train_loss: mean fine-tuning training residual at the prox (``nan`` at ``λ' = ∞``).
+        lam_eff: ``λ_eff = λ' + 2α' E[∂ℓ/∂q']``, the ridge with the self-consistent shift from the
+            diagonal centring (docs/theory.md §4.2; ``inf`` at ``λ' = ∞``).
+        c: the recalibration scalar in ``c Ŝ + u uᵀ/√D`` (1 without recalibration).
+        effective_noise: ``Δ' + mse_S`` (logit units; ``Δ' + (β/T)² mse_S`` for the identity with output
+            noise), docs/theory.md §4.4.
+        effective_noise_recalibrated: ``Δ' + ρ0 − m²/q`` (same units).
+        converged: whether the fixed-point iteration reached its tolerance.
+        iterations: map evaluations spent.
+        residual: final relative residual.
+        prox_residual: how well the per-sample proxes were solved.
+        replicon: ``α' V'² E‖∂g/∂ω‖²_F`` (smooth branch of the prox), the de Almeida–Thouless parameter:
+            the replica-symmetric fixed point is locally stable while it is below 1 (docs/theory.md §4.5).
+        seconds: wall-clock time of the solve.
+        history: the residual at every evaluation.
+        memory: the solver's secant pairs, to seed a warm-started solve nearby.
     """
 
     params: FinetuneParams
@@ -82,13 +106,29 @@ class FinetuningSolution:
     memory: tuple | None = field(default=None, repr=False)  # the solver's secant pairs (warm sweeps)
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-ready dictionary (``params`` as a dictionary; no ``history``, ``memory``).
+
+        Returns:
+            ``{field: value}``.
+        """
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("history", "memory")}
         d["params"] = self.params.to_dict()
         return d
 
 
 def effective_noises(pre: PretrainingSolution, delta_prime: float) -> tuple[float, float]:
-    """``(Δ' + mse_S, Δ' + ρ0 − m²/q)`` in logit units (identity + output noise: ``(β/T)² mse_S``)."""
+    """``(Δ' + mse_S, Δ' + ρ0 − m²/q)`` in logit units (identity + output noise: ``(β/T)² mse_S``).
+
+    The effective noise that pre-training leaves to LoRA, without and with recalibration
+    (docs/theory.md §4.4).
+
+    Args:
+        pre: the pre-training fixed point.
+        delta_prime: ``Δ' ≥ 0``, the fine-tuning label noise.
+
+    Returns:
+        ``(effective_noise, effective_noise_recalibrated)``.
+    """
     p = pre.params
     scale = (p.beta / p.T) ** 2 if (p.activation == "identity" and p.noise == "output") else 1.0
     explained = pre.m ** 2 / pre.q if pre.q > 0 else 0.0
@@ -97,6 +137,18 @@ def effective_noises(pre: PretrainingSolution, delta_prime: float) -> tuple[floa
 
 def make_lora_channel(pre: PretrainingSolution, fine: FinetuneParams, *, n_samples=2 ** 14,
                       n_test_samples=2 ** 17, seed=1) -> LoraChannel:
+    """The LoRA output channel on top of a pre-training fixed point (docs/theory.md §4.1, §4.3).
+
+    Args:
+        pre: the pre-training fixed point (``m, q, rho0`` and its setting).
+        fine: the fine-tuning setting (``alpha_prime, delta_prime, gamma`` are used).
+        n_samples: fixed Monte Carlo samples of the channel.
+        n_test_samples: samples of the test errors ``E', E'_0``.
+        seed: seed of the samples.
+
+    Returns:
+        The :class:`~state_evolution.channel_lora.LoraChannel`.
+    """
     p = pre.params
     return LoraChannel.create(m=pre.m, q=pre.q, rho0=pre.rho0, T=p.T, alpha_prime=fine.alpha_prime,
                               delta_prime=fine.delta_prime, gamma=fine.gamma, activation=p.activation,
@@ -120,6 +172,42 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
     of the relative Monte Carlo s.e. of the map's output at that point when that is larger.
     ``memory``: the ``.memory`` of a solve at a nearby setting (its solver's secant pairs), seeding the
     Anderson mixing (warm sweeps).
+
+    The fixed point of docs/theory.md §4.3: the LoRA channel gives ``(m̂', q̂', V̂')`` and the ridge
+    shift, the ridge prior ``λ_eff = λ' + 2α' E[∂ℓ/∂q']``, ``m' = m̂' ρ_v/(λ_eff + V̂')``,
+    ``q' = (m̂'² ρ_v + q̂')/(λ_eff + V̂')²``, ``V' = 1/(λ_eff + V̂')`` (and the Newton step on ``c``).
+
+    Args:
+        pretrain_result: the :class:`~state_evolution.pretraining.PretrainingSolution` to fine-tune.
+        alpha_prime: ``α' > 0``, fine-tuning samples per ``D``.
+        lam_prime: ``λ' ≥ 0``, LoRA ridge (``inf``: no adaptation).
+        delta_prime: ``Δ' ≥ 0`` (default: the pre-training ``Δ``).
+        gamma: ``γ > 0``, strength of the new direction ``S1 = S0 + γ v vᵀ/√D``.
+        recalibrate: also fit ``c`` in ``c Ŝ + u uᵀ/√D``.
+        init: starting ``(m', q', V'[, c])``.
+        tol: target relative residual.
+        accept_tol: relative residual accepted once the iteration stalls.
+        max_iter: map evaluations at most.
+        damping: initial damping of the iteration.
+        n_samples: fixed Monte Carlo samples of the LoRA channel.
+        n_test_samples: samples of ``E'`` and ``E'_0``.
+        seed: seed of the channel's samples.
+        channel: reuse an existing :class:`~state_evolution.channel_lora.LoraChannel` (same setting).
+        fallback: allow the root polish/fallback.
+        warn: emit a :class:`~state_evolution.fixed_point.ConvergenceWarning` when not converged.
+        memory: secant pairs of a nearby solve.
+
+    Returns:
+        The :class:`FinetuningSolution` (``converged=False`` rather than an error when the tolerance
+        was not reached).
+
+    Raises:
+        ValueError: a parameter out of its range (from :class:`~solvable_attention.params.FinetuneParams`:
+            ``alpha_prime``, ``gamma`` ``> 0``; ``delta_prime``, ``lam_prime`` ``≥ 0``),
+            ``recalibrate=True`` with ``lam_prime = inf``, or an ``init`` with fewer than 3 entries (4 with
+            ``recalibrate``) or a non-finite one.
+        state_evolution.fixed_point.InvalidIterate: the LoRA map cannot be evaluated at the start
+            (conjugates out of range, or ``λ_eff + V̂' ≤ 0``: the objective is unbounded).
     """
     fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=lam_prime,
                           delta_prime=pretrain_result.params.delta if delta_prime is None else delta_prime,

@@ -16,7 +16,8 @@ R-transform and cubic
 
     P(g; z) = c s q̂ g³ − (q̂ + c s z) g² + (z − s + c s) g − 1 = 0,
 
-i.e. coefficients ``a = c s q̂``, ``b = −(q̂ + c s z)``, ``c₁ = z − s + c s``, ``d = −1``.
+i.e. coefficients ``a = c s q̂``, ``b = −(q̂ + c s z)``, ``c₁ = z − s + c s``, ``d = −1``
+(docs/theory.md §2.2).
 
 Branch selection (used throughout):
 
@@ -91,7 +92,17 @@ def _check_params(s, c, q_hat):
 def cubic_coefficients(z, s, c, q_hat):
     """Coefficients ``(a, b, c₁, d)`` of ``a g³ + b g² + c₁ g + d = 0`` at spectral argument ``z``.
 
-    ``a = c s q̂``, ``b = −(q̂ + c s z)``, ``c₁ = z − s + c s``, ``d = −1`` (``b, c₁`` broadcast with ``z``).
+    ``a = c s q̂``, ``b = −(q̂ + c s z)``, ``c₁ = z − s + c s``, ``d = −1`` (``b, c₁`` broadcast with ``z``);
+    docs/theory.md §2.2. Not validated (see :func:`stieltjes_mp_semicircle`).
+
+    Args:
+        z: spectral argument(s), real or complex, any shape.
+        s: scale of the MP part, ``s = m̂ √κ0 > 0``.
+        c: MP ratio, ``c = 1/κ0 > 0``.
+        q_hat: semicircle variance ``q̂ > 0``.
+
+    Returns:
+        ``(a, b, c₁, d)``; ``b`` and ``c₁`` of the shape of ``z``.
     """
     a = c * s * q_hat
     b = -(q_hat + c * s * z)
@@ -108,7 +119,18 @@ def discriminant_polynomial(s, c, q_hat):
     """Coefficients (ascending powers of ``z``, length 5) of ``Δ(z)``, the cubic's discriminant.
 
     Exact polynomial arithmetic on ``a = c s q̂``, ``b(z) = −q̂ − c s z``, ``c₁(z) = (c s − s) + z``,
-    ``d = −1``:  ``Δ = 18 a b c₁ d − 4 b³ d + b² c₁² − 4 a c₁³ − 27 a² d²``.
+    ``d = −1``:  ``Δ = 18 a b c₁ d − 4 b³ d + b² c₁² − 4 a c₁³ − 27 a² d²`` (docs/theory.md §2.2).
+
+    Args:
+        s: scale of the MP part, ``s = m̂ √κ0 > 0``.
+        c: MP ratio, ``c = 1/κ0 > 0``.
+        q_hat: semicircle variance ``q̂ > 0``.
+
+    Returns:
+        ``(5,)`` coefficients of ``Δ(z)``, ascending powers.
+
+    Raises:
+        ValueError: ``s``, ``c`` or ``q_hat`` not finite and ``> 0``.
     """
     s, c, q_hat = _check_params(s, c, q_hat)
     a = c * s * q_hat
@@ -233,6 +255,18 @@ def support_intervals(s, c, q_hat):
 
     Edges are the real roots of the quartic ``Δ(z)`` (:func:`discriminant_polynomial`), polished by
     Newton; a segment between consecutive roots is in the support iff ``Δ < 0`` at its midpoint.
+
+    Args:
+        s: scale of the MP part, ``s = m̂ √κ0 > 0``.
+        c: MP ratio, ``c = 1/κ0 > 0``.
+        q_hat: semicircle variance ``q̂ > 0``.
+
+    Returns:
+        ``[(a, b), ...]`` sorted disjoint intervals (one, or two when the smoothed atom separates).
+
+    Raises:
+        ValueError: ``s``, ``c`` or ``q_hat`` not finite and ``> 0``.
+           RuntimeError: the support cannot be located from the discriminant's roots.
     """
     s, c, q_hat = _check_params(s, c, q_hat)
     return list(_support_structure(s, c, q_hat)[0])
@@ -244,6 +278,18 @@ def support_pieces(s, c, q_hat):
     These are the initial quadrature panels: on each the density is analytic in the interior and
     has at most square-root behaviour at the ends; they are further subdivided adaptively where
     needed (narrow features next to an edge, see ``_refined_panels``).
+
+    Args:
+        s: scale of the MP part, ``s = m̂ √κ0 > 0``.
+        c: MP ratio, ``c = 1/κ0 > 0``.
+        q_hat: semicircle variance ``q̂ > 0``.
+
+    Returns:
+        ``[(lo, hi), ...]`` sorted panels covering the support.
+
+    Raises:
+        ValueError: ``s``, ``c`` or ``q_hat`` not finite and ``> 0``.
+           RuntimeError: the support cannot be located from the discriminant's roots.
     """
     s, c, q_hat = _check_params(s, c, q_hat)
     return list(_support_structure(s, c, q_hat)[1])
@@ -357,6 +403,9 @@ def stieltjes_mp_semicircle(z, s, c, q_hat):
 
     Returns:
         complex ndarray of the shape of ``z``.
+
+    Raises:
+        ValueError: ``s``, ``c`` or ``q_hat`` not finite and ``> 0``, or a non-finite ``z``.
     """
     s, c, q_hat = _check_params(s, c, q_hat)
     z = np.asarray(z)
@@ -378,7 +427,20 @@ def stieltjes_mp_semicircle(z, s, c, q_hat):
 
 
 def density(x, s, c, q_hat):
-    """``ρ_B(x) = −Im g_B(x + i0)/π`` at real ``x`` (zero outside the support)."""
+    """``ρ_B(x) = −Im g_B(x + i0)/π`` at real ``x`` (zero outside the support); docs/theory.md §2.2.
+
+    Args:
+        x: real points, any shape.
+        s: scale of the MP part, ``s = m̂ √κ0 > 0``.
+        c: MP ratio, ``c = 1/κ0 > 0``.
+        q_hat: semicircle variance ``q̂ > 0``.
+
+    Returns:
+        ``ρ_B(x)``, float array of the shape of ``x``.
+
+    Raises:
+        ValueError: ``s``, ``c`` or ``q_hat`` not finite and ``> 0``, or a non-finite ``x``.
+    """
     x = np.asarray(x, dtype=float)
     return np.maximum(-stieltjes_mp_semicircle(x, s, c, q_hat).imag / np.pi, 0.0)
 
@@ -393,6 +455,15 @@ def cos_gauss_legendre(n_nodes):
     Returns read-only ``(u, w)`` such that ``∫₀¹ h(u) du ≈ Σ_j w_j h(u_j)``, with
     ``w_j = (π/2) w^{GL}_j · sin(θ_j)/2``.  For a panel ``[lo, hi]``: nodes ``lo + (hi − lo) u`` and
     weights ``(hi − lo) w``.
+
+    Args:
+        n_nodes: Gauss–Legendre nodes, ``≥ 2``.
+
+    Returns:
+        ``(u, w)``, two read-only ``(n_nodes,)`` arrays.
+
+    Raises:
+        ValueError: ``n_nodes < 2``.
     """
     n_nodes = int(n_nodes)
     if n_nodes < 2:
@@ -415,8 +486,21 @@ def support_quadrature(s, c, q_hat, lower=-np.inf, n_nodes=256):
 
     ``∫_{x > lower} ρ_B(x) F(x) dx ≈ Σ_j w_j ρ_j F(x_j)`` with ``ρ_j = −Im g_j/π``; ``n_nodes``
     Gauss–Legendre nodes per panel (:func:`support_pieces`, adaptively subdivided until the
-    ``n_nodes`` and ``n_nodes/2`` rules agree on each panel's mass to 1e-13, then cut at ``lower``).  Returns empty arrays
-    when ``lower`` is above the support.
+    ``n_nodes`` and ``n_nodes/2`` rules agree on each panel's mass to 1e-13, then cut at ``lower``).
+
+    Args:
+        s: scale of the MP part, ``s = m̂ √κ0 > 0``.
+        c: MP ratio, ``c = 1/κ0 > 0``.
+        q_hat: semicircle variance ``q̂ > 0``.
+        lower: the lower cut (default: the whole support).
+        n_nodes: nodes per panel, ``≥ 2``.
+
+    Returns:
+        ``(x, w, g)``: nodes, weights and complex ``g_B(x + i0)``, all ``(N,)``; empty when ``lower`` is
+        above the support.
+
+    Raises:
+        ValueError: ``s``, ``c`` or ``q_hat`` not finite and ``> 0``, or ``n_nodes < 2``.
     """
     s, c, q_hat = _check_params(s, c, q_hat)
     u, w = cos_gauss_legendre(n_nodes)
@@ -431,7 +515,21 @@ def support_quadrature(s, c, q_hat, lower=-np.inf, n_nodes=256):
 
 
 def mass_above(t, s, c, q_hat, n_nodes=256):
-    """``∫_t^∞ ρ_B(x) dx`` (by :func:`support_quadrature`)."""
+    """``∫_t^∞ ρ_B(x) dx`` (by :func:`support_quadrature`).
+
+    Args:
+        t: the threshold.
+        s: scale of the MP part, ``s = m̂ √κ0 > 0``.
+        c: MP ratio, ``c = 1/κ0 > 0``.
+        q_hat: semicircle variance ``q̂ > 0``.
+        n_nodes: nodes per panel, ``≥ 2``.
+
+    Returns:
+        The mass above ``t``, in ``[0, 1]`` up to quadrature error.
+
+    Raises:
+        ValueError: ``s``, ``c`` or ``q_hat`` not finite and ``> 0``, or ``n_nodes < 2``.
+    """
     _, w, g = support_quadrature(s, c, q_hat, lower=t, n_nodes=n_nodes)
     return float(np.sum(w * np.maximum(-g.imag, 0.0)) / np.pi)
 
@@ -443,6 +541,21 @@ def upper_quantile(kappa, s, c, q_hat, n_nodes=256, tol=1e-13):
     iteration ``t ← t + (M(t) − κ)/ρ_B(t)`` on ``M(t) = ∫_t ρ_B`` (bisection fallback on the
     bracket) is started from the interpolated cumulative quadrature sum.  If ``κ`` equals the mass
     above a gap, the lower edge of the upper interval is returned.  ``κ = 1`` returns the lower edge.
+    Used for the rank constraint ``κ < 1`` of the prior (docs/theory.md §2.2).
+
+    Args:
+        kappa: ``κ ∈ (0, 1]``, the mass above the quantile.
+        s: scale of the MP part, ``s = m̂ √κ0 > 0``.
+        c: MP ratio, ``c = 1/κ0 > 0``.
+        q_hat: semicircle variance ``q̂ > 0``.
+        n_nodes: nodes per panel, ``≥ 2``.
+        tol: tolerance on the mass.
+
+    Returns:
+        ``b_κ``.
+
+    Raises:
+        ValueError: ``s``, ``c`` or ``q_hat`` not finite and ``> 0``, or ``kappa`` outside ``(0, 1]``.
     """
     s, c, q_hat = _check_params(s, c, q_hat)
     if not (0 < kappa <= 1):

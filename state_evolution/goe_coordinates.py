@@ -5,7 +5,7 @@ A symmetric ``H`` has ``K = T(T+1)/2`` free entries. With ``h_aa = H_aa/√2`` a
 
     ‖H‖²_F = 2 ‖h‖²,        GOE density ∝ exp(−‖H‖²_F/4) = exp(−‖h‖²/2),
 
-so a GOE matrix of variance ``q`` (off-diagonal ``q``, diagonal ``2q``, THEORY.md §1)
+so a GOE matrix of variance ``q`` (off-diagonal ``q``, diagonal ``2q``, docs/theory.md §1)
 is ``h ~ N(0, q I_K)``: the ``T×T`` channel becomes ``K`` i.i.d. Gaussian fields, and
 the GOE proximal metric ``‖H − Ω‖²_F/(4V)`` becomes ``‖h − ω‖²/(2V)``.
 """
@@ -44,5 +44,5 @@ def from_coordinates(h, T: int):
 
 def goe_from_square(G):
     """``Ξ = (G + Gᵀ)/√2`` from i.i.d. standard normal ``(..., T, T)`` ``G``: GOE with off-diagonal
-    variance 1 and diagonal variance 2 (the logit-noise convention of MODEL.md)."""
+    variance 1 and diagonal variance 2 (the logit-noise convention of docs/model.md §2)."""
     return (G + jnp.swapaxes(G, -1, -2)) / jnp.sqrt(2.0)

@@ -26,13 +26,38 @@ from .spectral_prior import prior_overlaps_free, prior_overlaps_matrix
 
 @dataclass(frozen=True)
 class PretrainingSolution:
-    """The pre-training fixed point and its metrics (names as the simulator's).
+    """The pre-training fixed point and its metrics (names as the simulator's; docs/theory.md §2.5–§2.6,
+    docs/model.md §4).
 
-    ``m, q, V`` overlaps and response; ``m_hat, q_hat, V_hat`` conjugates (with Monte Carlo
-    standard errors ``*_se`` for sampled channels); ``mse_S = ρ0 − 2m + q``; ``test_error``
-    ± ``test_error_se``; ``train_loss`` (mean of ``‖Y − σ(H*)‖²_F`` over training samples);
-    ``rank_fraction`` of ``Ŝ``; ``converged``, ``iterations``, ``residual``; ``prox_residual``
-    (how well the channel's per-sample prox was solved).
+    Attributes:
+        params: the setting (:class:`~solvable_attention.params.PretrainParams`).
+        m: ``m = lim Tr(Ŝ S0)/D``, student–teacher overlap.
+        q: ``q = lim Tr(Ŝ²)/D``, student self-overlap.
+        V: ``V``, the response (variance) of the prior's denoiser, docs/theory.md §2.1.
+        m_hat: ``m̂``, conjugate of ``m`` from the output channel.
+        q_hat: ``q̂``, conjugate of ``q``.
+        V_hat: ``V̂``, conjugate of ``V``.
+        rho0: ``ρ0 = lim Tr(S0²)/D = 1 + κ0``.
+        mse_S: ``mse_S = ρ0 − 2m + q = lim ‖Ŝ − S0‖²_F/D``.
+        test_error: ``E = E‖σ(H_Ŝ) − σ(H0)‖²_F`` per sequence over the GOE pair with covariance
+            ``[[q, m], [m, ρ0]]`` (docs/theory.md §2.5).
+        test_error_se: Monte Carlo standard error of ``test_error``.
+        train_loss: mean of ``‖Y − σ(H*)‖²_F`` over training samples at the prox ``H*``.
+        train_loss_se: its Monte Carlo standard error.
+        rank_fraction: rank of ``Ŝ`` divided by ``D`` (the mass of the denoised spectrum above 0).
+        converged: whether the fixed-point iteration reached its tolerance.
+        iterations: map evaluations spent.
+        residual: final relative residual ``‖F(x) − x‖/‖x‖``.
+        m_hat_se: Monte Carlo standard error of ``m̂`` (0 for the closed-form identity channel).
+        q_hat_se: Monte Carlo standard error of ``q̂``.
+        V_hat_se: Monte Carlo standard error of ``V̂``.
+        prox_residual: how well the channel's per-sample prox was solved (the Newton residual of the
+            worst sample; 0 for the closed-form identity channel).
+        seconds: wall-clock time of the solve.
+        method: the solver's route (``"damped"``, ``"damped+root"``, ``"root"``, or
+            ``"stalled<=accept_tol"``; :class:`~state_evolution.fixed_point.FixedPointSolution`).
+        history: the residual at every evaluation.
+        memory: the solver's secant pairs, to seed a warm-started solve nearby.
     """
 
     params: PretrainParams
@@ -62,6 +87,11 @@ class PretrainingSolution:
     memory: tuple | None = field(default=None, repr=False)  # the solver's secant pairs (warm sweeps)
 
     def to_dict(self) -> dict:
+        """The fields as a JSON-ready dictionary (``params`` as a dictionary; no ``history``, ``memory``).
+
+        Returns:
+            ``{field: value}``.
+        """
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("history", "memory")}
         d["params"] = self.params.to_dict()
         return d
@@ -73,7 +103,26 @@ class PretrainingSolution:
 
 
 def prior_map(params: PretrainParams, m_hat, q_hat, V_hat, draws=None):
-    """``(m, q, V, rank)`` of the spectral denoiser: free probability, or explicit ``draws`` if given."""
+    """``(m, q, V, rank)`` of the spectral denoiser: free probability, or explicit ``draws`` if given.
+
+    The prior side ``(m, q, V) = P(m̂, q̂, V̂; λ, κ0, κ)`` of docs/theory.md §2.1–§2.2: the spectral
+    soft-threshold of ``B = m̂ S0 + √q̂ Z`` at ``λ`` with response ``1/V̂``.
+
+    Args:
+        params: the setting (``lam``, ``kappa0``, ``kappa`` are used; ``κ`` above 1 acts as 1).
+        m_hat: ``m̂ > 0``.
+        q_hat: ``q̂ > 0``.
+        V_hat: ``V̂ > 0``.
+        draws: explicit prior matrices (:func:`spectral_prior.draw_prior_matrices`) instead of free
+            probability (reference route, for tests).
+
+    Returns:
+        The prior overlaps with fields ``m, q, V, rank_fraction``.
+
+    Raises:
+        state_evolution.fixed_point.InvalidIterate: a conjugate is not positive, or the prior integrals
+            overflow (far outside the useful range).
+    """
     kappa = min(params.kappa, 1.0)
     if not (m_hat > 0 and q_hat > 0 and V_hat > 0):
         raise InvalidIterate(f"conjugates out of the prior's domain: m̂={m_hat:.3g}, q̂={q_hat:.3g}, V̂={V_hat:.3g}")
@@ -89,10 +138,22 @@ def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0
                       noise="logits", init=None, tol=None, max_iter=400, damping=0.7, n_samples=2 ** 14,
                       n_test_samples=2 ** 17, seed=0, channel=None, prior_draws=None,
                       fallback=True, warn=True, memory=None) -> PretrainingSolution:
-    """Solve the pre-training state evolution at one setting (MODEL.md §2, D → ∞).
+    """Solve the pre-training state evolution at one setting (docs/model.md §2, D → ∞).
+
+    The fixed point ``(m, q, V) = P(C(m, q, V))`` of docs/theory.md §2.6: the channel
+    ``(m̂, q̂, V̂) = C(m, q, V; α, Δ, T, β)`` (§2.3 identity in closed form, §2.4 softmax by Monte
+    Carlo) composed with the spectral prior ``P(m̂, q̂, V̂; λ, κ0, κ)`` (§2.2), then the metrics of §2.5.
 
     Args:
-        alpha, delta, lam, T, beta, kappa0, kappa, activation, noise: the setting (validated).
+        alpha: ``α > 0``, samples per ``D²``.
+        delta: ``Δ ≥ 0``, label-noise variance.
+        lam: ``λ ≥ 0``, nuclear-norm strength.
+        T: tokens (``≥ 1``; ``≥ 2`` with softmax).
+        beta: ``β > 0``, inverse temperature.
+        kappa0: ``κ0 > 0``, teacher width ratio.
+        kappa: ``κ > 0``, student width ratio.
+        activation: ``"softmax"`` or ``"identity"``.
+        noise: ``"logits"`` or ``"output"``.
         init: starting ``(m, q, V)`` (e.g. ``previous.overlaps`` along a sweep); default ``0``, the
             small initialisation of gradient training.
         tol: relative residual tolerance (default 1e-10 identity, ``SAMPLED_TOL`` = 1e-5 Monte Carlo channels, whose own
@@ -104,8 +165,21 @@ def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0
         fallback: allow the Powell-hybrid root polish/fallback of :func:`solve_fixed_point`
             (``False``: damped iteration only).
         warn: emit a :class:`ConvergenceWarning` when not converged.
+        max_iter: map evaluations at most.
+        damping: initial damping ``η`` of the iteration ``x ← (1 − η) x + η F(x)``.
         memory: the ``.memory`` of a solution at a nearby setting (secant pairs of its solver): seeds
             the Anderson mixing (:func:`fixed_point.solve_fixed_point`), as warm sweeps do.
+
+    Returns:
+        The :class:`PretrainingSolution` (``converged=False`` rather than an error when the tolerance
+        was not reached).
+
+    Raises:
+        ValueError: a parameter out of its range (from :class:`~solvable_attention.params.PretrainParams`:
+            ``alpha``, ``beta``, ``kappa0``, ``kappa`` ``> 0``; ``delta``, ``lam`` ``≥ 0``; ``T`` an
+            integer ``≥ 1``, ``≥ 2`` with softmax; ``activation``, ``noise`` one of the choices), a
+            ``channel`` built for a different setting, or an ``init`` that is not a finite triple.
+        state_evolution.fixed_point.InvalidIterate: the map cannot be evaluated at the start.
     """
     params = PretrainParams(alpha=alpha, delta=delta, lam=lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa,
                             activation=activation, noise=noise)
@@ -183,10 +257,26 @@ def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fal
 def sweep_pretraining(lams, alpha, delta, *, progress=True, **kwargs) -> list[PretrainingSolution]:
     """Solve along a sequence of ``λ`` with warm starts (one channel, same fixed samples).
 
-    ``kwargs`` as :func:`solve_pretraining`; ``init`` applies to the first ``λ``, each later one
-    starts from the secant extrapolation of its two predecessors (:func:`fixed_point.predicted_start`)
-    with its predecessor's Anderson secant pairs (``memory``); ``channel`` (default: built once here)
-    serves every ``λ``.
+    Each point is the fixed point of :func:`solve_pretraining` (docs/theory.md §2.6). ``init`` applies
+    to the first ``λ``; each later one starts from the secant extrapolation of its two predecessors
+    (:func:`fixed_point.predicted_start`) with its predecessor's Anderson secant pairs (``memory``), and
+    is retried from its predecessor's fixed point when that fails.
+
+    Args:
+        lams: the strengths ``λ ≥ 0``, solved in this order.
+        alpha: ``α > 0``, samples per ``D²``.
+        delta: ``Δ ≥ 0``, label noise.
+        progress: show a progress bar.
+        **kwargs: as :func:`solve_pretraining` (``T, beta, kappa0, kappa, activation, noise, init, tol,
+            max_iter, damping, n_samples, n_test_samples, seed, channel, prior_draws, fallback, warn``);
+            ``channel`` (default: built once here) serves every ``λ``.
+
+    Returns:
+        One :class:`PretrainingSolution` per ``λ``, in order (empty for empty ``lams``).
+
+    Raises:
+        ValueError: a parameter out of its range (as :func:`solve_pretraining`).
+        state_evolution.fixed_point.InvalidIterate: the first ``λ`` starts outside the map's domain.
     """
     from tqdm.auto import tqdm
 

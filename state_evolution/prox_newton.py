@@ -42,7 +42,20 @@ SEARCH_FRACTION = 16  # the line search's shorter steps run on 1/SEARCH_FRACTION
 
 def prox_objective(omega, V, g, loss, data):
     """The prox objective in the variable ``g`` (``h = ω + Vg``), divided by ``V``:
-    ``V‖g‖²/2 + ℓ(ω + Vg)`` per sample (the merit of the line search and of the multistart choice)."""
+    ``V‖g‖²/2 + ℓ(ω + Vg)`` per sample (the merit of the line search and of the multistart choice).
+
+    docs/theory.md §2.1 (the proximal map), §2.4.
+
+    Args:
+        omega: ``(n, K)`` centres ``ω`` (whitened coordinates).
+        V: scalar response ``V ≥ 0``.
+        g: ``(n, K)`` the variable ``g``.
+        loss: ``(h, data) ↦ (n,)`` per-sample losses ``ℓ``.
+        data: per-sample arrays passed to ``loss``.
+
+    Returns:
+        ``(n,)`` merits.
+    """
     return 0.5 * V * jnp.sum(g * g, axis=-1) + loss(omega + V * g, data)
 
 
@@ -133,7 +146,24 @@ def _newton_loop(omega, V, g, data, loss, derivs, k0, max_newton, tol, keep_goin
 def newton_prox(omega, V, g_init, data, loss, derivs, max_newton, tol, compact=True):
     """Newton iterations from ``g_init`` until every sample's residual is below ``tol``; returns
     ``(g, steps)``. ``compact``: iterate the whole batch only while more than ``n_tail`` samples are
-    unfinished, then the ``n_tail`` worst alone (module docstring); ``False``: the plain loop (the oracle)."""
+    unfinished, then the ``n_tail`` worst alone (module docstring); ``False``: the plain loop (the oracle).
+
+    Solves ``g + ∇ℓ(ω + V g) = 0`` per sample (docs/theory.md §2.4).
+
+    Args:
+        omega: ``(n, K)`` centres.
+        V: scalar response ``V ≥ 0``.
+        g_init: ``(n, K)`` starting ``g``.
+        data: pytree of per-sample arrays (leading axis ``n``) read by ``loss`` and ``derivs``.
+        loss: ``(h, data) ↦ (n,)`` per-sample losses.
+        derivs: ``(h, data) ↦ ((n, K), (n, K, K))`` gradient and Hessian of ``ℓ``.
+        max_newton: Newton steps at most.
+        tol: residual tolerance on ``|g + ∇ℓ|``.
+        compact: compact the tail of unfinished samples.
+
+    Returns:
+        ``(g, steps)``: ``(n, K)`` solutions and the number of Newton steps taken.
+    """
     n = omega.shape[0]
     n_tail = max(n // TAIL_FRACTION, MIN_TAIL)
     if not compact or n_tail >= n // 2:
@@ -182,5 +212,14 @@ def solve_prox_multistart(omega, V, starts, loss, derivs, max_newton, tol=1e-11,
 
 def start_towards(omega, V, target):
     """The ``g`` of the start ``h = target`` (``g = (target − ω)/V``; ``0`` when ``V = 0``, where the
-    prox is explicit)."""
+    prox is explicit).
+
+    Args:
+        omega: ``(n, K)`` centres.
+        V: scalar response ``V ≥ 0``.
+        target: ``(n, K)`` the start points ``h``.
+
+    Returns:
+        ``(n, K)`` starting ``g``.
+    """
     return jnp.where(V > 0, (target - omega) / jnp.where(V > 0, V, 1.0), 0.0)

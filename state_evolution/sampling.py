@@ -23,7 +23,19 @@ def gaussian_samples(n: int, shapes, seed: int, method: str = "sobol"):
     """Standard-normal arrays of shapes ``(n, *shape)`` for each ``shape`` in ``shapes``, jointly drawn.
 
     ``method="sobol"``: one scrambled Sobol sequence of dimension ``Σ prod(shape)`` (``n`` rounded up
-    to a power of two); ``"iid"``: plain pseudo-random draws. Returns numpy float64 arrays.
+    to a power of two); ``"iid"``: plain pseudo-random draws.
+
+    Args:
+        n: the number of samples (Sobol: rounded up to a power of two, at least 2).
+        shapes: the per-sample shapes, e.g. ``[(K,), (K,), (T, T)]``.
+        seed: the scrambling (Sobol) or ``jax.random`` (i.i.d.) seed.
+        method: ``"sobol"`` or ``"iid"``.
+
+    Returns:
+        One numpy float64 array of shape ``(n', *shape)`` per shape (``n' = n`` for ``"iid"``).
+
+    Raises:
+        ValueError: an unknown ``method``.
     """
     sizes = [int(np.prod(s)) if len(s) else 1 for s in shapes]
     d = sum(sizes)
@@ -50,6 +62,14 @@ def gaussian_samples(n: int, shapes, seed: int, method: str = "sobol"):
 
 def sample_mean_se(x, weights=None) -> tuple[float, float]:
     """``(mean, s.e.)`` of per-sample values (optionally importance-weighted): the first two fields of
-    :func:`solvable_attention.averages.mean_se`."""
+    :func:`solvable_attention.averages.mean_se`.
+
+    Args:
+        x: ``(n,)`` per-sample values.
+        weights: optional ``(n,)`` non-negative importance weights.
+
+    Returns:
+        ``(mean, s.e.)``.
+    """
     est = mean_se(x, weights)
     return est.mean, est.se

@@ -39,8 +39,13 @@ from .sampling import gaussian_samples
 
 @dataclass(frozen=True)
 class CandidateFields:
-    """Fields of ``n`` candidate samples: whitened ``ĥ, h0`` ``(n, K)`` and the pre-training labels
-    ``Y`` ``(n, T, T)`` (``None`` for fresh candidates)."""
+    """Fields of ``n`` candidate samples (docs/theory.md §5.2–§5.3).
+
+    Attributes:
+        H_hat_w: ``(n, K)`` whitened frozen logits ``ĥ`` (``K = T(T+1)/2``, docs/theory.md §1).
+        H0_w: ``(n, K)`` whitened teacher logits ``h0``.
+        Y: ``(n, T, T)`` pre-training labels (reuse), or ``None`` for fresh candidates.
+    """
 
     H_hat_w: np.ndarray
     H0_w: np.ndarray
@@ -48,21 +53,50 @@ class CandidateFields:
 
     @property
     def n(self) -> int:
+        """The number of candidates."""
         return int(self.H_hat_w.shape[0])
 
     def take(self, idx) -> "CandidateFields":
+        """A subset of the candidates.
+
+        Args:
+            idx: integer indices (or a boolean mask) into the ``n`` candidates.
+
+        Returns:
+            The :class:`CandidateFields` of those candidates, in the order of ``idx``.
+        """
         idx = np.asarray(idx)
         return CandidateFields(self.H_hat_w[idx], self.H0_w[idx], None if self.Y is None else self.Y[idx])
 
     def scores(self, strategy: Strategy, key=None) -> np.ndarray:
-        """The strategy's score of each candidate: the same function as :func:`solvable_attention.active.select`."""
+        """The strategy's score of each candidate: the same function as :func:`solvable_attention.active.select`.
+
+        Args:
+            strategy: a :class:`~solvable_attention.active.Strategy`.
+            key: a ``jax.random`` key (random strategies) or ``None``.
+
+        Returns:
+            ``(n,)`` scores ``s(Ĥ, Y)`` (float64).
+        """
         T = int(round((math.sqrt(8 * self.H_hat_w.shape[1] + 1) - 1) / 2))
         with float64():
             return np.asarray(strategy.score(from_coordinates(self.H_hat_w, T), self.Y, key))
 
 
 def fresh_candidates(pre, n: int, seed: int, sampling: str = "iid") -> CandidateFields:
-    """``n`` fresh samples: the GOE pair ``(ĥ, h0)`` with covariance ``[[q, m], [m, ρ0]]`` per coordinate."""
+    """``n`` fresh samples: the GOE pair ``(ĥ, h0)`` with covariance ``[[q, m], [m, ρ0]]`` per coordinate.
+
+    docs/theory.md §5.1.
+
+    Args:
+        pre: the pre-training fixed point (``m, q, rho0``, ``params.T`` are used).
+        n: the number of samples.
+        seed: seed of the draws.
+        sampling: ``"iid"`` or ``"sobol"`` (scrambled Sobol, ``n`` a power of 2).
+
+    Returns:
+        :class:`CandidateFields` without labels.
+    """
     K = n_free_entries(pre.params.T)
     G0, G1 = gaussian_samples(int(n), [(K,), (K,)], seed, sampling)
     with float64():
@@ -71,7 +105,19 @@ def fresh_candidates(pre, n: int, seed: int, sampling: str = "iid") -> Candidate
 
 
 def reuse_candidates(pre, n: int, seed: int, sampling: str = "iid") -> CandidateFields:
-    """``n`` pre-training samples at the pre-training fixed point: ``ĥ = ω + V g*``, ``h0``, ``Y``."""
+    """``n`` pre-training samples at the pre-training fixed point: ``ĥ = ω + V g*``, ``h0``, ``Y``.
+
+    The training law of the pre-training channel (docs/theory.md §5.2).
+
+    Args:
+        pre: the pre-training fixed point (``m, q, V, rho0`` and its ``params``).
+        n: the number of samples.
+        seed: seed of the draws.
+        sampling: ``"iid"`` or ``"sobol"``.
+
+    Returns:
+        :class:`CandidateFields` with the pre-training labels ``Y``.
+    """
     from .channel_monte_carlo import MonteCarloChannel, _channel_statistics, channel_labels
 
     p = pre.params
@@ -85,7 +131,18 @@ def reuse_candidates(pre, n: int, seed: int, sampling: str = "iid") -> Candidate
 
 
 def check_pool(alpha_prime: float, pool_ratio) -> float:
-    """``φ = α'/α_pool`` (1 when ``pool_ratio`` is ``None``: no selection); ``ValueError`` unless ``α_pool ≥ α'``."""
+    """``φ = α'/α_pool`` (1 when ``pool_ratio`` is ``None``: no selection).
+
+    Args:
+        alpha_prime: ``α' > 0``, selected samples per ``D``.
+        pool_ratio: ``α_pool``, candidates per ``D``, or ``None``.
+
+    Returns:
+        The selected fraction ``φ ∈ (0, 1]``.
+
+    Raises:
+        ValueError: ``pool_ratio`` not finite or below ``alpha_prime``.
+    """
     if pool_ratio is None:
         return 1.0
     pr = float(pool_ratio)
@@ -101,7 +158,22 @@ def selected_fields(pre, n: int, strategy, fraction: float, *, reuse: bool, seed
     ``round(n/φ)`` i.i.d. candidates are scored and the ``n`` of weight 1 (the top ``n``) kept, in
     their draw order: the importance-weighted law with the zero-weight samples discarded, so that
     the LoRA prox is not solved on them. ``φ = 1`` or a field-independent strategy (``random``):
-    ``n`` plain candidates (scrambled Sobol).
+    ``n`` plain candidates (scrambled Sobol). docs/theory.md §5.3.
+
+    Args:
+        pre: the pre-training fixed point.
+        n: the number of selected samples.
+        strategy: a :class:`~solvable_attention.active.Strategy` or a registered name.
+        fraction: ``φ ∈ (0, 1]``, the selected fraction.
+        reuse: candidates are pre-training samples (with labels) rather than fresh ones.
+        seed: seed of the draws (and of a random strategy's key).
+
+    Returns:
+        :class:`CandidateFields` of the ``n`` selected samples.
+
+    Raises:
+        ValueError: an unknown strategy, a label-based strategy without ``reuse``, or ``fraction``
+            outside ``(0, 1]``.
     """
     strategy = _check_strategy(pre, strategy, reuse)
     draw = reuse_candidates if reuse else fresh_candidates
@@ -134,7 +206,28 @@ def solve_active_finetuning(pre, alpha_prime, lam_prime, *, strategy="random", p
     exactly :func:`solve_finetuning`'s fixed point (same samples). The test errors ``E', E'_0`` are on
     fresh, unselected samples. ``solver``: passed to :func:`solve_finetuning` (``init, tol,
     max_iter, damping, fallback, warn, recalibrate``).
-    Returns a :class:`FinetuningSolution`.
+
+    Args:
+        pre: the :class:`~state_evolution.pretraining.PretrainingSolution` to fine-tune.
+        alpha_prime: ``α' > 0``, selected fine-tuning samples per ``D``.
+        lam_prime: ``λ' ≥ 0`` (``inf``: no adaptation), LoRA ridge.
+        strategy: a :class:`~solvable_attention.active.Strategy` or a registered name.
+        pool_ratio: ``α_pool ≥ α'``, candidates per ``D``, or ``None`` (no selection).
+        reuse: candidates are pre-training samples.
+        delta_prime: ``Δ' ≥ 0`` (default ``Δ``).
+        gamma: ``γ > 0``, strength of the new direction.
+        n_samples: LoRA channel samples (rounded up to a power of 2).
+        n_test_samples: samples of the test errors.
+        seed: seed of the channel (the candidates use ``seed + 104729``).
+        **solver: passed to :func:`~state_evolution.finetuning.solve_finetuning`.
+
+    Returns:
+        The :class:`~state_evolution.finetuning.FinetuningSolution`.
+
+    Raises:
+        ValueError: a parameter out of its range (:class:`~solvable_attention.params.FinetuneParams`),
+            ``pool_ratio`` below ``alpha_prime`` or not finite, an unknown strategy, or a label-based
+            strategy without ``reuse``.
     """
     from solvable_attention.params import FinetuneParams
 

@@ -19,7 +19,14 @@ def cholesky_factor(A):
     """Lower Cholesky factor as a nested list of ``(...)`` arrays (``L[i][j]``, ``j ≤ i``) and the
     positive-definiteness flag; see :func:`cholesky`. Written entry by entry (structure of arrays):
     XLA fuses the recursion into one vectorised loop over the batch (a 6×6 factorisation of 32768
-    matrices: 6.7 ms with column arrays and ``.at[].set``, about 1 ms this way, one core)."""
+    matrices: 6.7 ms with column arrays and ``.at[].set``, about 1 ms this way, one core).
+
+    Args:
+        A: ``(..., K, K)`` symmetric matrices (lower triangle read).
+
+    Returns:
+        ``(L, pd)``: ``L[i][j]`` ``(...)`` arrays for ``j ≤ i``, and the ``(...)`` boolean flag ``A ≻ 0``.
+    """
     K = A.shape[-1]
     tiny = jnp.finfo(A.dtype).tiny
     a = [[A[..., i, j] for j in range(i + 1)] for i in range(K)]  # lower triangle only
@@ -70,6 +77,12 @@ def cholesky(A):
     ``A`` is assumed symmetric (only its lower triangle is read). Where a pivot
     ``d_j = A_jj − Σ_{k<j} L_jk²`` is not positive the flag is ``False`` and the factor is
     computed with ``d_j`` replaced by a tiny positive number (finite, but meaningless).
+
+    Args:
+        A: ``(..., K, K)`` symmetric matrices.
+
+    Returns:
+        ``(L, pd)``: ``(..., K, K)`` lower factors and the ``(...)`` boolean flag ``A ≻ 0``.
     """
     L, pd = cholesky_factor(A)
     K = len(L)
@@ -79,7 +92,15 @@ def cholesky(A):
 
 
 def cholesky_solve(L, B):
-    """Solve ``L Lᵀ X = B`` for ``B`` of shape ``(..., K)`` or ``(..., K, R)``."""
+    """Solve ``L Lᵀ X = B`` for ``B`` of shape ``(..., K)`` or ``(..., K, R)``.
+
+    Args:
+        L: ``(..., K, K)`` lower Cholesky factors (:func:`cholesky`).
+        B: ``(..., K)`` or ``(..., K, R)`` right-hand sides.
+
+    Returns:
+        ``X`` of the shape of ``B``.
+    """
     K = L.shape[-1]
     Le = [[L[..., i, j] for j in range(i + 1)] + [None] * (K - i - 1) for i in range(K)]
     return _solve_with(Le, B)
@@ -93,7 +114,16 @@ def _solve_with(Le, B):
 
 def spd_solve(A, B):
     """``A⁻¹ B`` for symmetric positive-definite ``A`` (``(..., K, K)``), by :func:`cholesky`
-    (factor and substitutions entry by entry, never stacked in between)."""
+    (factor and substitutions entry by entry, never stacked in between).
+
+    Args:
+        A: ``(..., K, K)`` symmetric positive-definite matrices (not checked: a non-positive pivot gives
+            a finite but meaningless result).
+        B: ``(..., K)`` or ``(..., K, R)`` right-hand sides.
+
+    Returns:
+        ``A⁻¹ B`` of the shape of ``B``.
+    """
     L, _ = cholesky_factor(A)
     return _solve_with(L, B)
 
@@ -103,6 +133,13 @@ def solve(A, B):
 
     ``B`` has shape ``(..., K)`` or ``(..., K, R)``. Used where ``A`` may be indefinite (the
     Jacobian ``I + V∇²ℓ`` of a non-convex loss away from a minimum).
+
+    Args:
+        A: ``(..., K, K)`` non-singular matrices (not checked: a singular one gives inf/NaN).
+        B: ``(..., K)`` or ``(..., K, R)`` right-hand sides.
+
+    Returns:
+        ``A⁻¹ B`` of the shape of ``B``.
     """
     vector = B.ndim == A.ndim - 1
     X = B[..., None] if vector else B

@@ -18,16 +18,29 @@ from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraini
 
 @dataclass(frozen=True)
 class StateEvolutionSolution:
-    """Both stages: ``.pretrain`` (:class:`PretrainingSolution`) and ``.finetune`` (:class:`FinetuningSolution`)."""
+    """Both stages' fixed points at one setting (docs/theory.md §2.6 and §4.3; docs/model.md §2–§4).
+
+    Attributes:
+        pretrain: the pre-training fixed point ``(m, q, V)`` with its conjugates and metrics
+            (:class:`~state_evolution.pretraining.PretrainingSolution`).
+        finetune: the LoRA fixed point ``(m', q', V')`` on top of it, with ``E'`` and the alignment
+            (:class:`~state_evolution.finetuning.FinetuningSolution`).
+    """
 
     pretrain: PretrainingSolution
     finetune: FinetuningSolution
 
     @property
     def converged(self) -> bool:
+        """True when both stages reached their tolerance."""
         return self.pretrain.converged and self.finetune.converged
 
     def to_dict(self) -> dict:
+        """Both stages as JSON-ready dictionaries.
+
+        Returns:
+            ``{"pretrain": PretrainingSolution.to_dict(), "finetune": FinetuningSolution.to_dict()}``.
+        """
         return {"pretrain": self.pretrain.to_dict(), "finetune": self.finetune.to_dict()}
 
 
@@ -38,7 +51,48 @@ def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3,
                           seed=0, warn=True) -> StateEvolutionSolution:
     """Both stages' D → ∞ fixed points: pre-training (``α, Δ, λ``), then LoRA (``α', Δ', λ'``).
 
-    Returns a :class:`StateEvolutionSolution` with ``.pretrain`` and ``.finetune``.
+    Pre-training solves the six-parameter fixed point ``(m, q, V) = P(C(m, q, V))`` of docs/theory.md
+    §2.6 (:func:`~state_evolution.pretraining.solve_pretraining`); fine-tuning then solves the LoRA fixed
+    point ``(m', q', V'[, c])`` of docs/theory.md §4.3 on it
+    (:func:`~state_evolution.finetuning.solve_finetuning`). The model is docs/model.md §2–§3; the metrics
+    docs/model.md §4.
+
+    Args:
+        alpha: ``α > 0``, pre-training samples per ``D²`` (``n = α D²``).
+        alpha_prime: ``α' > 0``, fine-tuning samples per ``D`` (``n' = α' D``).
+        delta: ``Δ ≥ 0``, pre-training label-noise variance (logit units with ``noise="logits"``).
+        lam: ``λ ≥ 0``, nuclear-norm strength of pre-training.
+        lam_prime: ``λ' ≥ 0``, LoRA ridge (``inf``: no adaptation, ``û = 0``).
+        T: tokens per sequence (``≥ 1``; ``≥ 2`` with softmax).
+        beta: ``β > 0``, inverse temperature of the activation.
+        kappa0: ``κ0 > 0``, teacher width ratio (``ρ0 = 1 + κ0``).
+        kappa: ``κ > 0``, student width ratio (rank of ``Ŝ`` at most ``κ D``).
+        gamma: ``γ > 0``, strength of the new direction, ``S1 = S0 + γ v vᵀ/√D``.
+        activation: ``"softmax"`` or ``"identity"``.
+        delta_prime: ``Δ' ≥ 0``, fine-tuning label noise (default ``Δ``).
+        recalibrate: also fit the scalar ``c`` in ``c Ŝ + u uᵀ/√D`` (needs a finite ``λ'``).
+        noise: ``"logits"`` (``σ(H + √Δ Ξ)``) or ``"output"`` (``σ(H) + √Δ Ξ``).
+        pretrain_init: starting ``(m, q, V)`` (default zeros), e.g. ``previous.pretrain.overlaps``.
+        finetune_init: starting ``(m', q', V'[, c])`` of the LoRA solve (default: its own cold start).
+        n_samples: fixed Monte Carlo samples of the sampled channels (both stages).
+        n_test_samples: Monte Carlo samples of the test errors ``E`` and ``E'``.
+        seed: seed of the pre-training samples; fine-tuning uses ``seed + 1``.
+        warn: emit a :class:`~state_evolution.fixed_point.ConvergenceWarning` when a stage does not
+            converge.
+
+    Returns:
+        A :class:`StateEvolutionSolution` with ``.pretrain`` and ``.finetune``; each says whether it
+        converged (``.converged``) rather than raising when it did not.
+
+    Raises:
+        ValueError: a parameter out of its range (from :class:`~solvable_attention.params.PretrainParams`
+            and :class:`~solvable_attention.params.FinetuneParams`: ``alpha``, ``alpha_prime``, ``beta``,
+            ``kappa0``, ``kappa``, ``gamma`` must be ``> 0``; ``delta``, ``delta_prime``, ``lam``,
+            ``lam_prime`` ``≥ 0``; ``T`` an integer ``≥ 1`` (``≥ 2`` with softmax); ``activation``,
+            ``noise`` one of the choices), ``recalibrate=True`` with ``lam_prime = inf``, or an ``init``
+            that is not a finite vector of the right length.
+        state_evolution.fixed_point.InvalidIterate: the map cannot be evaluated at the start (a
+            conjugate out of its domain), which a damped iteration could not recover from.
     """
     pre = solve_pretraining(alpha, delta, lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa, activation=activation,
                             noise=noise, init=pretrain_init, n_samples=n_samples, n_test_samples=n_test_samples,
@@ -52,7 +106,7 @@ def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3,
 def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progress=True, recalibrate=False,
                           delta_prime=None, gamma=1.0, n_samples=2 ** 14, n_test_samples=2 ** 17, seed=0,
                           max_iter=100, warn=True, on_point=None, **setting) -> list[StateEvolutionSolution]:
-    """Both stages along a grid ``lams × lam_primes`` with warm starts (Figure 1's curves).
+    """Both stages along a grid ``lams × lam_primes`` with warm starts (docs/model.md §7, Figure 1's curves).
 
     Pre-training is solved along ``lams`` (:func:`sweep_pretraining`: one channel, each ``λ`` started
     from its predecessor); for each ``λ`` the LoRA fixed point is solved for every ``λ'`` in
@@ -62,8 +116,36 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
     ``converged=False`` rather than holding up the sweep; warm-started solves need 3–10).
     ``on_point``: optional callback, called with the list of solutions of each ``λ`` (all its ``λ'``) as
     soon as they are finished (progress reports, incremental saving).
-    ``setting``: ``T, beta, kappa0, kappa, activation, noise``. Returns one
-    :class:`StateEvolutionSolution` per ``(λ, λ')``, ``λ``-major (``λ'`` varies fastest).
+    The equations are those of :func:`solve_state_evolution` (docs/theory.md §2.6, §4.3).
+
+    Args:
+        alpha: ``α > 0``, pre-training samples per ``D²``.
+        alpha_prime: ``α' > 0``, fine-tuning samples per ``D``.
+        delta: ``Δ ≥ 0``, pre-training label noise.
+        lams: the pre-training strengths ``λ ≥ 0`` (solved in this order; warm starts work best along a
+            monotone sequence).
+        lam_primes: the LoRA ridges ``λ' ≥ 0`` (``inf`` allowed: no adaptation) solved at every ``λ``.
+        progress: show a progress bar over ``lams``.
+        recalibrate: also fit the scalar ``c`` (ignored at ``λ' = inf``).
+        delta_prime: ``Δ' ≥ 0`` (default ``Δ``).
+        gamma: ``γ > 0``, strength of the new direction.
+        n_samples: fixed Monte Carlo samples of the channels (one set for the whole grid).
+        n_test_samples: Monte Carlo samples of the test errors.
+        seed: seed of the pre-training samples; the LoRA channel uses ``seed + 1``.
+        max_iter: map evaluations per solve (a point that does not converge is reported with
+            ``converged=False`` rather than holding up the sweep; warm-started solves need 3–10).
+        warn: emit a :class:`~state_evolution.fixed_point.ConvergenceWarning` per unconverged solve.
+        on_point: optional callback, called with the list of solutions of each ``λ`` (all its ``λ'``) as
+            soon as they are finished (progress reports, incremental saving).
+        **setting: ``T, beta, kappa0, kappa, activation, noise`` as in :func:`solve_state_evolution`.
+
+    Returns:
+        One :class:`StateEvolutionSolution` per ``(λ, λ')``, ``λ``-major (``λ'`` varies fastest).
+
+    Raises:
+        ValueError: a parameter out of its range (as :func:`solve_state_evolution`).
+        state_evolution.fixed_point.InvalidIterate: the first solve of a sequence starts outside the
+            map's domain (later ones fall back to their predecessor's fixed point).
     """
     from tqdm.auto import tqdm
 

@@ -10,8 +10,18 @@ from .statistics import ComparisonTable
 def plot_comparison(table: ComparisonTable, path=None, *, metrics=None, title: str = "", per_row: int = 5):
     """Two rows of panels per metric column (``per_row`` metrics per block of two rows): the metric vs ``D`` (simulation mean ± s.e., theory line,
     extrapolated value at the right edge) and the gap ``simulation − theory`` vs ``1/D`` with the
-    fitted line ``(a − theory) + b D^{-p}``. Saves to ``path`` (format from its suffix) if given;
-    returns the figure."""
+    fitted line ``(a − theory) + b D^{-p}``. Saves to ``path`` (format from its suffix) if given.
+
+    Args:
+        table: the :class:`~simulations.campaigns.statistics.ComparisonTable`.
+        path: file to save to (closes the figure), or ``None``.
+        metrics: the metrics to draw (default: all of the table's).
+        title: the figure's title.
+        per_row: metric columns per block of two rows.
+
+    Returns:
+        The matplotlib figure.
+    """
     import matplotlib
 
     if path is not None:

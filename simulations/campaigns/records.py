@@ -19,7 +19,12 @@ from pathlib import Path
 
 
 def versions() -> dict:
-    """Versions of Python and the numerical stack (recorded next to every result)."""
+    """Versions of Python and the numerical stack (recorded next to every result).
+
+    Returns:
+        ``{"python", "platform", "jax", "jaxlib", "optax", "numpy", "scipy", "solvable-attention"}`` →
+        version strings (``None`` for a package not installed).
+    """
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for pkg in ("jax", "jaxlib", "optax", "numpy", "scipy", "solvable-attention"):
         try:
@@ -31,7 +36,18 @@ def versions() -> dict:
 
 def jsonable(x):
     """JSON-ready copy of ``x``: ``±inf`` as ``"inf"``/``"-inf"`` strings (restored on load), numpy/JAX
-    scalars and arrays as Python numbers and lists, objects with ``to_dict()`` through it."""
+    scalars and arrays as Python numbers and lists, objects with ``to_dict()`` through it.
+
+    Args:
+        x: a nested structure of dicts, lists, tuples, numbers, strings, ``None``, arrays and objects
+            with ``to_dict()``.
+
+    Returns:
+        The copy (tuples become lists).
+
+    Raises:
+        TypeError: a value of any other type.
+    """
     if isinstance(x, float) and math.isinf(x):
         return "inf" if x > 0 else "-inf"
     if isinstance(x, dict):
@@ -49,7 +65,16 @@ def jsonable(x):
 
 def write_json_atomic(path, obj) -> None:
     """Write ``obj`` as JSON to ``path`` atomically: a temporary file in the same folder, ``fsync``,
-    then ``os.replace`` (atomic on POSIX). On any failure the previous file, if any, is untouched."""
+    then ``os.replace`` (atomic on POSIX). On any failure the previous file, if any, is untouched.
+
+    Args:
+        path: the file to write (its folder is created if missing).
+        obj: what to write, through :func:`jsonable`.
+
+    Raises:
+        TypeError: ``obj`` is not JSON serialisable (nothing is written).
+        OSError: the file cannot be written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = jsonable(obj)  # fails before anything is written
@@ -82,7 +107,14 @@ def _restore_inf(point: dict) -> dict:
 
 def restore_inf(x):
     """Inverse of :func:`jsonable` for infinities: the strings ``"inf"``/``"-inf"`` (at any depth of dicts
-    and lists) back to ``float``; everything else unchanged."""
+    and lists) back to ``float``; everything else unchanged.
+
+    Args:
+        x: a loaded JSON value.
+
+    Returns:
+        The copy with infinities restored.
+    """
     if isinstance(x, str) and x in ("inf", "-inf"):
         return float(x)
     if isinstance(x, dict):
@@ -93,7 +125,11 @@ def restore_inf(x):
 
 
 def thread_settings() -> dict:
-    """The BLAS/XLA thread settings in force (environment and threadpoolctl's view), for result metadata."""
+    """The BLAS/XLA thread settings in force (environment and threadpoolctl's view), for result metadata.
+
+    Returns:
+        ``{"environment": {variable: value or None}, "blas_pools": [{"api", "threads"}, ...]}``.
+    """
     env = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")}
     try:
         from threadpoolctl import threadpool_info
@@ -105,7 +141,12 @@ def thread_settings() -> dict:
 
 
 def machine_info() -> dict:
-    """Platform, CPU count and JAX backend/devices (no host name)."""
+    """Platform, CPU count and JAX backend/devices (no host name).
+
+    Returns:
+        ``{"platform", "machine", "processor", "python_implementation", "cpu_count", "jax_backend",
+        "jax_devices"}``.
+    """
     import jax
 
     return {"platform": platform.platform(), "machine": platform.machine(),
@@ -115,6 +156,11 @@ def machine_info() -> dict:
 
 
 def run_metadata() -> dict:
-    """Versions, machine (no host name), thread settings and a UTC timestamp, for any result file."""
+    """Versions, machine (no host name), thread settings and a UTC timestamp, for any result file.
+
+    Returns:
+        ``{"versions", "machine", "threads", "timestamp"}`` (:func:`versions`, :func:`machine_info`,
+        :func:`thread_settings`, ISO 8601 seconds).
+    """
     return {"versions": versions(), "machine": machine_info(), "threads": thread_settings(),
             "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

@@ -37,7 +37,7 @@ BACKENDS = ("process", "dask")
 class Executor:
     """Where the points of a resumable run are computed.
 
-    Args:
+    Attributes:
         workers: processes (``backend="process"``) or Dask workers of a local cluster; an integer ≥ 1.
         backend: ``"process"`` (this machine) or ``"dask"``.
         address: scheduler address of an existing Dask cluster (``backend="dask"`` only).
@@ -61,13 +61,35 @@ class Executor:
 
 
 def point_id(point: dict) -> str:
-    """Stable identifier of a point: a hash of its canonical JSON."""
+    """Stable identifier of a point: a hash of its canonical JSON.
+
+    Args:
+        point: a JSON-serialisable keyword dict (``±inf`` allowed).
+
+    Returns:
+        The first 16 hex digits of the SHA-1 of its sorted-key JSON (:func:`~.records.jsonable`).
+
+    Raises:
+        TypeError: a value that is not JSON serialisable.
+    """
     blob = json.dumps(jsonable(point), sort_keys=True, separators=(",", ":"))
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 def compute_record(fn, point: dict) -> dict:
-    """``fn(**point)`` and its record ``{point, result, seconds, versions, finished_at}`` (no I/O)."""
+    """``fn(**point)`` and its record ``{point, result, seconds, versions, finished_at}`` (no I/O).
+
+    Args:
+        fn: the point function; a result with ``to_dict()`` is stored through it.
+        point: its keyword arguments (``"inf"`` strings are restored to ``float``).
+
+    Returns:
+        The record: ``point``, JSON-ready ``result``, wall-clock ``seconds``, :func:`~.records.versions`,
+        and the UTC ``finished_at`` time (ISO 8601).
+
+    Raises:
+        TypeError: a result that is not JSON serialisable; anything ``fn`` raises propagates.
+    """
     t0 = time.perf_counter()
     result = fn(**restore_inf(point))
     if hasattr(result, "to_dict"):
@@ -77,14 +99,34 @@ def compute_record(fn, point: dict) -> dict:
 
 
 def store_record(out_dir, record: dict) -> str:
-    """Write ``record`` atomically to ``out_dir/<point_id>.json``; returns the id."""
+    """Write ``record`` atomically to ``out_dir/<point_id>.json``.
+
+    Args:
+        out_dir: the folder of the records (created if missing).
+        record: a record of :func:`compute_record`.
+
+    Returns:
+        The point's id (:func:`point_id`).
+
+    Raises:
+        TypeError: a record that is not JSON serialisable (nothing is written then).
+        OSError: the file cannot be written.
+    """
     pid = point_id(record["point"])
     write_json_atomic(Path(out_dir) / f"{pid}.json", record)
     return pid
 
 
 def pending(points, out_dir) -> list[dict]:
-    """The points without a finished record in ``out_dir``."""
+    """The points without a finished record in ``out_dir``.
+
+    Args:
+        points: keyword dicts.
+        out_dir: the folder of the records.
+
+    Returns:
+        Those of ``points`` whose ``<point_id>.json`` is missing, in order.
+    """
     out_dir = Path(out_dir)
     return [p for p in points if not (out_dir / f"{point_id(p)}.json").exists()]
 
@@ -103,6 +145,11 @@ def run_points(fn, points, out_dir, *, executor: Executor | None = None, progres
     Returns:
         The records ``{point, result, seconds, versions, finished_at}`` of ``points`` found on disk, in
         the order of ``points``.
+
+    Raises:
+        TypeError: a point or result that is not JSON serialisable.
+        ImportError: ``backend="dask"`` without ``dask.distributed`` installed.
+        Exception: whatever ``fn`` raises (records finished before are kept).
     """
     from tqdm.auto import tqdm
 
@@ -152,7 +199,16 @@ def _run_dask(fn, todo, out_dir, workers, address, bar) -> None:
 
 
 def load_records(out_dir, points=None) -> list[dict]:
-    """Finished records in ``out_dir`` (only those of ``points`` if given)."""
+    """Finished records in ``out_dir`` (only those of ``points`` if given).
+
+    Args:
+        out_dir: the folder of the records.
+        points: keyword dicts, or ``None`` for every record in the folder.
+
+    Returns:
+        The records as stored (``±inf`` still as strings; see :func:`~.records.restore_inf`): in the
+        order of ``points``, or sorted by file name.
+    """
     out_dir = Path(out_dir)
     if points is not None:
         files = [out_dir / f"{point_id(p)}.json" for p in points]

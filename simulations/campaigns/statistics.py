@@ -4,8 +4,8 @@ For a metric measured at several ``D`` over seeds: per-``D`` mean, standard erro
 (``std(ddof=1)/√n``), gap to theory and z-score ``gap/s.e.``; and a weighted
 least-squares fit ``mean(D) = a + b·D^{-p}`` (``p = 1`` by default; ``p = 1/2`` for the
 slow corrections of soft-thresholded spectra), whose intercept ``a ± s.e.`` is the
-extrapolation compared with theory. Acceptance (DEVELOPERS.md "Statistics that hold"):
-the gap shrinks with ``D`` and the extrapolation agrees within 3 s.e. or 3 %.
+extrapolation compared with theory. Acceptance: the gap shrinks with ``D`` and the
+extrapolation agrees within 3 s.e. or 3 %.
 """
 
 from __future__ import annotations
@@ -19,7 +19,18 @@ from solvable_attention.averages import control_variate_mean_se, mean_se
 
 @dataclass(frozen=True)
 class ComparisonRow:
-    """One metric at one ``D``: theory, simulation mean ± s.e. over ``n`` seeds, gap, z-score."""
+    """One metric at one ``D``: theory, simulation mean ± s.e. over ``n`` seeds, gap, z-score.
+
+    Attributes:
+        metric: the metric's name (docs/model.md §4), e.g. ``"finetune.test_error"``.
+        D: the embedding dimension of the simulations.
+        theory: the state evolution's value (``D → ∞``).
+        mean: the simulation mean over seeds (or its control-variate estimate).
+        se: its standard error (``nan`` for a single seed).
+        n: the number of seeds.
+        gap: ``mean − theory``.
+        z: ``gap / se`` (``nan`` when ``se`` is 0 or not finite).
+    """
 
     metric: str
     D: int
@@ -31,14 +42,28 @@ class ComparisonRow:
     z: float
 
     def to_dict(self) -> dict:
+        """The fields as a dictionary.
+
+        Returns:
+            ``{field: value}``.
+        """
         return asdict(self)
 
 
 @dataclass(frozen=True)
 class Extrapolation:
-    """Fit ``a + b D^{-power}``: intercept ``a ± a_se`` vs theory ``± theory_se`` (the theory's own
-    Monte Carlo error, 0 for closed forms); ``chi2`` per degree of freedom. ``z`` uses the combined
-    standard error ``√(a_se² + theory_se²)``."""
+    """Fit ``mean(D) = a + b D^{-power}``: the intercept ``a ± se`` against the theory ``± theory_se``.
+
+    Attributes:
+        metric: the metric's name.
+        power: ``p`` in ``D^{-p}``.
+        value: the intercept ``a``, the ``D → ∞`` extrapolation.
+        se: its standard error.
+        slope: ``b``.
+        chi2_dof: ``χ²`` per degree of freedom of the weighted fit (``nan`` with 2 values of ``D``).
+        theory: the theory's value.
+        theory_se: the theory's own Monte Carlo standard error (0 for closed forms).
+    """
 
     metric: str
     power: float
@@ -51,20 +76,37 @@ class Extrapolation:
 
     @property
     def combined_se(self) -> float:
+        """``√(se² + theory_se²)``."""
         return float(np.hypot(self.se, self.theory_se))
 
     @property
     def z(self) -> float:
+        """``(value − theory)/combined_se`` (``inf`` when ``combined_se = 0``)."""
         return (self.value - self.theory) / self.combined_se if self.combined_se > 0 else float("inf")
 
     @property
     def relative_gap(self) -> float:
+        """``|value − theory| / |theory|`` (denominator at least ``1e-12``)."""
         return abs(self.value - self.theory) / max(abs(self.theory), 1e-12)
 
     def agrees(self, n_se: float = 3.0, rel: float = 0.03) -> bool:
+        """Whether the extrapolation agrees with the theory.
+
+        Args:
+            n_se: tolerance in combined standard errors.
+            rel: relative tolerance.
+
+        Returns:
+            ``|value − theory| ≤ n_se · combined_se`` or ``relative_gap ≤ rel``.
+        """
         return abs(self.value - self.theory) <= n_se * self.combined_se or self.relative_gap <= rel
 
     def to_dict(self) -> dict:
+        """The fields plus ``z``, ``relative_gap`` and ``agrees`` (default tolerances).
+
+        Returns:
+            ``{name: value}``.
+        """
         d = asdict(self)
         d.update(z=self.z, relative_gap=self.relative_gap, agrees=self.agrees())
         return d
@@ -76,6 +118,20 @@ def comparison_rows(metric: str, theory: float, by_D: dict, controls: dict | Non
 
     With ``controls`` (``{D: [control over the same seeds]}``) and its known ``control_mean``, each
     mean is the control-variate estimate of :func:`control_variate_mean_se`.
+
+    Args:
+        metric: the metric's name.
+        theory: its theory value.
+        by_D: ``{D: [values over seeds]}``.
+        controls: ``{D: [control over the same seeds]}``, or ``None`` for plain means.
+        control_mean: the control's known mean (with ``controls``).
+
+    Returns:
+        One :class:`ComparisonRow` per ``D``, by increasing ``D``.
+
+    Raises:
+        ValueError: with ``controls``, a ``D`` with fewer than 3 seeds, a constant control, or values
+            and control of different lengths (:func:`control_variate_mean_se`).
     """
     rows = []
     for D in sorted(by_D):
@@ -93,7 +149,19 @@ def extrapolate(rows: list[ComparisonRow], power: float = 1.0, theory_se: float 
     """Weighted least squares of ``mean = a + b D^{-power}`` (weights ``1/s.e.²``) over ``rows``.
 
     ``theory_se``: Monte Carlo standard error of the theory value (enters the verdict).
-    Needs at least 2 values of ``D``; with 2 the fit is exact and ``chi2_dof`` is NaN.
+    Needs at least 2 values of ``D``; with 2 the fit is exact and ``chi2_dof`` is NaN. Rows with a
+    zero or non-finite s.e. get the largest finite s.e. as weight.
+
+    Args:
+        rows: one metric's rows, one per ``D``.
+        power: ``p`` in ``D^{-p}`` (1 by default; ``1/2`` for soft-thresholded spectra).
+        theory_se: the theory's Monte Carlo standard error.
+
+    Returns:
+        The :class:`Extrapolation`.
+
+    Raises:
+        ValueError: fewer than 2 rows.
     """
     if len(rows) < 2:
         raise ValueError("extrapolation needs rows at >= 2 values of D")
@@ -113,7 +181,14 @@ def extrapolate(rows: list[ComparisonRow], power: float = 1.0, theory_se: float 
 
 
 def gap_shrinks(rows: list[ComparisonRow]) -> bool:
-    """Whether ``|gap|`` at the largest ``D`` is below ``|gap|`` at the smallest, or within 2 s.e. of 0."""
+    """Whether ``|gap|`` at the largest ``D`` is below ``|gap|`` at the smallest, or within 2 s.e. of 0.
+
+    Args:
+        rows: one metric's rows, by increasing ``D`` (at least one).
+
+    Returns:
+        The verdict.
+    """
     first, last = rows[0], rows[-1]
     return abs(last.gap) < abs(first.gap) or abs(last.gap) <= 2 * last.se
 
@@ -123,24 +198,50 @@ def gap_shrinks(rows: list[ComparisonRow]) -> bool:
 @dataclass(frozen=True)
 class ComparisonTable:
     """Theory vs simulation for several metrics: one :class:`ComparisonRow` per metric × ``D`` and one
-    :class:`Extrapolation` (fit ``a + b D^{-power}``) per metric that has >= 2 values of ``D``."""
+    :class:`Extrapolation` (fit ``a + b D^{-power}``) per metric that has >= 2 values of ``D``.
+
+    Attributes:
+        rows: the :class:`ComparisonRow` s, metric-major, ``D`` increasing.
+        extrapolations: the :class:`Extrapolation` s, one per metric with >= 2 values of ``D``.
+    """
 
     rows: tuple
     extrapolations: tuple
 
     @property
     def metrics(self) -> list[str]:
+        """The metrics, in order of first appearance."""
         return list(dict.fromkeys(r.metric for r in self.rows))
 
     def rows_of(self, metric: str) -> list[ComparisonRow]:
+        """One metric's rows.
+
+        Args:
+            metric: the metric's name.
+
+        Returns:
+            Its :class:`ComparisonRow` s (empty if unknown).
+        """
         return [r for r in self.rows if r.metric == metric]
 
     def extrapolation_of(self, metric: str):
+        """One metric's extrapolation.
+
+        Args:
+            metric: the metric's name.
+
+        Returns:
+            Its :class:`Extrapolation`, or ``None`` (fewer than 2 values of ``D``, or unknown).
+        """
         return next((e for e in self.extrapolations if e.metric == metric), None)
 
     def records(self) -> list[dict]:
         """Tidy records: ``kind="simulation"`` rows (one per metric × D) then ``kind="extrapolation"``
-        rows (``D = inf``: the fitted intercept as ``mean ± se``, its gap and combined z-score)."""
+        rows (``D = inf``: the fitted intercept as ``mean ± se``, its gap and combined z-score).
+
+        Returns:
+            The list of record dictionaries.
+        """
         out = [dict(kind="simulation", **r.to_dict()) for r in self.rows]
         for e in self.extrapolations:
             out.append(dict(kind="extrapolation", metric=e.metric, D=float("inf"), theory=e.theory, mean=e.value,
@@ -150,7 +251,11 @@ class ComparisonTable:
         return out
 
     def write_csv(self, path) -> None:
-        """Write :meth:`records` as CSV (columns: the union of the records' keys)."""
+        """Write :meth:`records` as CSV (columns: the union of the records' keys).
+
+        Args:
+            path: the CSV file to write (overwritten).
+        """
         import csv
 
         records = self.records()
@@ -161,7 +266,11 @@ class ComparisonTable:
             w.writerows(records)
 
     def format(self) -> str:
-        """A plain-text table for the terminal."""
+        """A plain-text table for the terminal.
+
+        Returns:
+            The table, one line per record under a header.
+        """
         lines = [f"{'metric':<28} {'D':>6} {'theory':>10} {'sim mean':>10} {'s.e.':>9} {'gap':>10} {'z':>7}"]
         for r in self.records():
             D = "inf" if r["kind"] == "extrapolation" else str(r["D"])
@@ -178,6 +287,18 @@ def comparison_table(theory: dict, values: dict, *, theory_se: dict | None = Non
     ``theory``: ``{metric: value}``; ``values``: ``{metric: {D: [simulated values over seeds]}}``;
     ``theory_se``: ``{metric: Monte Carlo s.e. of the theory}`` (default 0). Metrics of ``values``
     without a theory value are an error (nothing is compared silently to nothing).
+
+    Args:
+        theory: ``{metric: theory value}``.
+        values: ``{metric: {D: [simulated values over seeds]}}``.
+        theory_se: ``{metric: Monte Carlo s.e. of the theory}`` (default 0).
+        power: ``p`` of the extrapolation ``a + b D^{-p}``.
+
+    Returns:
+        The :class:`ComparisonTable` (an extrapolation for each metric with >= 2 values of ``D``).
+
+    Raises:
+        ValueError: a metric of ``values`` without a theory value.
     """
     theory_se = theory_se or {}
     missing = [m for m in values if m not in theory]

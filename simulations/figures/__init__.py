@@ -1,4 +1,4 @@
-"""Reproductions of the paper's figures (PAPER.md), one module per figure.
+"""Reproductions of the paper's figures (docs/model.md §7), one module per figure.
 
 Each module ``simulations.figures.figN`` exposes
 ``reproduce(out: Path, *, quick=False, executor=None, progress=True, **overrides) -> dict``, which writes
@@ -32,7 +32,18 @@ class FigureUnavailable(LookupError):
 
 
 def load(name: str):
-    """The module of figure ``name`` (a key of :data:`FIGURES`)."""
+    """The module of figure ``name`` (a key of :data:`FIGURES`).
+
+    Args:
+        name: ``"fig1"`` … ``"fig6"``.
+
+    Returns:
+        The imported module.
+
+    Raises:
+        FigureUnavailable: an unknown name, or a registered figure whose module is missing.
+        ModuleNotFoundError: a dependency missing inside an existing figure module.
+    """
     if name not in FIGURES:
         raise FigureUnavailable(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
     module = FIGURES[name]
@@ -46,10 +57,30 @@ def load(name: str):
 
 
 def available() -> list[str]:
-    """The registered figures whose module exists."""
+    """The registered figures whose module exists.
+
+    Returns:
+        Their names, in registration order.
+    """
     return [n for n, m in FIGURES.items() if importlib.util.find_spec(m) is not None]
 
 
 def reproduce(name: str, out, *, quick: bool = False, executor=None, progress: bool = True, **overrides) -> dict:
-    """Reproduce figure ``name`` into ``out`` (see the module docstring)."""
+    """Reproduce figure ``name`` into ``out`` (see the module docstring).
+
+    Args:
+        name: ``"fig1"`` … ``"fig6"``.
+        out: output folder.
+        quick: the figure's small configuration.
+        executor: where the simulations run (:class:`~simulations.campaigns.resumable.Executor`).
+        progress: show progress bars.
+        **overrides: fields of the figure's ``Config``.
+
+    Returns:
+        ``{"paths": ..., "timings": ...}`` of the figure's ``reproduce``.
+
+    Raises:
+        FigureUnavailable: an unknown or unavailable figure.
+        ValueError: an unknown override or ``D < 2``.
+    """
     return load(name).reproduce(Path(out), quick=quick, executor=executor, progress=progress, **overrides)

@@ -1,6 +1,6 @@
 """Figure 1: fine-tuning test error ``E'`` vs the pre-training regularisation ``λ``.
 
-PAPER.md: ``α = 0.1, α' = 3, T = 3, κ0 = κ = 1``, ``Δ = 0.5`` (left) and ``Δ = 2`` (right), one
+docs/model.md §7: ``α = 0.1, α' = 3, T = 3, κ0 = κ = 1``, ``Δ = 0.5`` (left) and ``Δ = 2`` (right), one
 curve per ``λ' ∈ {0.05, 1, ∞}`` (``λ' = ∞``: no adaptation, ``E' = E'_0``, the pre-trained model
 alone). Lines: state evolution; markers: simulations (mean ± s.e. over seeds; full: ``D = 150``,
 4 runs). Dotted vertical lines: each curve's minimum over the ``λ`` grid. Insets: ``E'`` vs ``λ'`` at
@@ -27,6 +27,25 @@ _grid = common.geomgrid
 
 @dataclass(frozen=True)
 class Config:
+    """Figure 1's settings and run sizes.
+
+    Attributes:
+        alpha: ``α``, pre-training samples per ``D²``.
+        alpha_prime: ``α'``, fine-tuning samples per ``D``.
+        T: tokens per sequence.
+        activation: ``"softmax"`` or ``"identity"``.
+        deltas: the ``Δ`` of the panels.
+        lams: one grid of pre-training ``λ`` per ``Δ``.
+        lam_primes: the LoRA ridges ``λ'`` of the curves (``inf``: no adaptation).
+        inset_lam_primes: extra ``λ'`` of the insets at the optimal ``λ``.
+        sim_every: simulate at every ``sim_every``-th ``λ`` of the grid.
+        D: simulation dimension.
+        seeds: simulation seeds per point.
+        n_test: simulation test samples.
+        n_samples: the theory's Monte Carlo channel samples.
+        n_test_samples: the theory's Monte Carlo test samples.
+    """
+
     alpha: float = 0.1
     alpha_prime: float = 3.0
     T: int = 3
@@ -50,7 +69,23 @@ QUICK = Config(lams=(_grid(2e-3, 0.2, 6), _grid(0.025, 1.0, 6)), inset_lam_prime
 
 
 def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool = True, **overrides) -> dict:
-    """Write ``fig1.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`."""
+    """Write ``fig1.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`.
+
+    Args:
+        out: output folder (created); simulations are cached under ``out/cache/fig1/``.
+        quick: the small configuration ``QUICK`` instead of ``FULL`` (minutes, not hours).
+        executor: where the simulations run (:class:`~simulations.campaigns.resumable.Executor`;
+            default in-process).
+        progress: show progress bars.
+        **overrides: fields of :class:`Config` (e.g. ``D=30, seeds=1``).
+
+    Returns:
+        ``{"paths": {"png", "pdf", "csv", "json"}, "timings": ...}``.
+
+    Raises:
+        ValueError: an unknown override or ``D < 2``.
+        RuntimeError: a ``Δ`` without any converged theory point (no optimal ``λ`` for the inset).
+    """
     cfg = common.make_config(FULL, QUICK, quick, overrides)
     run = common.Reproduction(NAME, out, cfg, executor=executor, progress=progress)
     setting = dict(alpha=cfg.alpha, alpha_prime=cfg.alpha_prime, T=cfg.T, activation=cfg.activation)
@@ -95,7 +130,15 @@ def _optimal_lam(rows, delta, lam_primes) -> float:
 
 
 def plot(rows, cfg: Config):
-    """The figure from the tidy rows (also used by the notebook)."""
+    """The figure from the tidy rows (also used by the notebook).
+
+    Args:
+        rows: the tidy rows (theory and simulation) of the CSV.
+        cfg: the :class:`Config` they were computed with.
+
+    Returns:
+        The matplotlib figure.
+    """
     rows = common.mask_unconverged(rows)
     fig, axes = common.new_figure(1, len(cfg.deltas), width=4.8, height=3.8)
     for ax, delta in zip(axes[0], cfg.deltas):

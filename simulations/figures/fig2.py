@@ -1,6 +1,6 @@
 """Figure 2: effect of pre-training on the fine-tuning task (softmax).
 
-Design (PAPER.md gives only "effect of pre-training on fine-tuning"): the fine-tuning task is held
+Design (docs/model.md §7 gives only "effect of pre-training on fine-tuning"): the fine-tuning task is held
 at the reference point ``α' = 3, T = 3, Δ = 0.5, λ' = 1``; pre-training is varied through its
 sample ratio ``α`` (x axis, log) at a few regularisations ``λ`` (one colour each). Panels:
 
@@ -9,7 +9,7 @@ sample ratio ``α`` (x axis, log) at a few regularisations ``λ`` (one colour ea
 (b) the alignment ``|m'|/√(q'ρ_v)`` of the LoRA direction with the task's vs ``α``;
 (c) ``E'`` against the pre-training matrix error ``mse_S`` (parametric in ``α``): if pre-training
     acted on LoRA only through the effective noise ``Δ' + mse_S`` (exact for the identity
-    activation, THEORY.md §4), the curves of different ``λ`` would fall on one line.
+    activation, docs/theory.md §4.4), the curves of different ``λ`` would fall on one line.
 
 Lines: state evolution; markers: simulations (mean ± s.e. over seeds). Figure 5 is this figure
 with the identity activation (:mod:`simulations.figures.fig5`).
@@ -29,6 +29,23 @@ NAME = "fig2"
 
 @dataclass(frozen=True)
 class Config(common.FigureConfig):
+    """Figure 2's settings and run sizes.
+
+    Attributes:
+        alpha_prime: ``α'``, fine-tuning samples per ``D``.
+        alphas: the pre-training ``α`` of the x axis.
+        lams: the pre-training ``λ`` of the curves.
+        activation: ``"softmax"`` or ``"identity"``.
+        delta: ``Δ ≥ 0``, pre-training label noise (also ``Δ'``).
+        lam_prime: ``λ' ≥ 0``, LoRA ridge.
+        T: tokens per sequence.
+        D: simulation dimension, ``≥ 2``.
+        seeds: simulation seeds per point.
+        n_test: simulation test samples.
+        n_samples: the theory's Monte Carlo channel samples.
+        n_test_samples: the theory's Monte Carlo test samples.
+    """
+
     alpha_prime: float = 3.0
     alphas: tuple = tuple(float(x) for x in np.geomspace(0.02, 1.0, 9))
     lams: tuple = (0.003, 0.03, 0.3)
@@ -40,13 +57,45 @@ QUICK = Config(alphas=(0.03, 0.1, 0.3, 1.0), lams=(0.01, 0.1), D=40, seeds=2, n_
 
 
 def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool = True, **overrides) -> dict:
-    """Write ``fig2.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`."""
+    """Write ``fig2.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`.
+
+    Args:
+        out: output folder (created); simulations are cached under ``out/cache/fig2/``.
+        quick: the small configuration ``QUICK`` instead of ``FULL`` (minutes, not hours).
+        executor: where the simulations run (:class:`~simulations.campaigns.resumable.Executor`;
+            default in-process).
+        progress: show progress bars.
+        **overrides: fields of :class:`Config` (e.g. ``D=30, seeds=1``).
+
+    Returns:
+        ``{"paths": {"png", "pdf", "csv", "json"}, "timings": ...}``.
+
+    Raises:
+        ValueError: an unknown override or ``D < 2``.
+    """
     return reproduce_as(NAME, FULL, QUICK, out, quick=quick, executor=executor, progress=progress, **overrides)
 
 
 def reproduce_as(name, full: Config, quick_config: Config, out: Path, *, quick=False, executor=None, progress=True,
                  **overrides) -> dict:
-    """This figure's reproduction under another name and configuration (Figure 5: identity)."""
+    """This figure's reproduction under another name and configuration (Figure 5: identity).
+
+    Args:
+        name: the figure's name (file names and cache folder).
+        full: the full :class:`Config`.
+        quick_config: the quick :class:`Config`.
+        out: output folder.
+        quick: use ``quick_config``.
+        executor: where the simulations run.
+        progress: show progress bars.
+        **overrides: fields of :class:`Config`.
+
+    Returns:
+        ``{"paths": ..., "timings": ...}``.
+
+    Raises:
+        ValueError: an unknown override or ``D < 2``.
+    """
     cfg = common.make_config(full, quick_config, quick, overrides)
     run = common.Reproduction(name, out, cfg, executor=executor, progress=progress)
     setting = dict(alpha_prime=cfg.alpha_prime, delta=cfg.delta, T=cfg.T, activation=cfg.activation)
@@ -66,7 +115,15 @@ def _panel(point) -> str:
 
 
 def plot(rows, cfg: Config):
-    """The three panels from the tidy rows (also used by the notebooks)."""
+    """The three panels from the tidy rows (also used by the notebooks).
+
+    Args:
+        rows: the tidy rows (theory and simulation) of the CSV.
+        cfg: the :class:`Config` they were computed with.
+
+    Returns:
+        The matplotlib figure.
+    """
     rows = common.mask_unconverged(rows)
     fig, axes = common.new_figure(1, 3, width=4.0, height=3.5)
     ax_e, ax_a, ax_m = axes[0]

@@ -1,6 +1,6 @@
 """Figure 3: fine-tuning inputs drawn from the pre-training set (the reuse variant).
 
-Design (PAPER.md: "fine-tuning input samples drawn from the pre-training set"): the reference
+Design (docs/model.md §7: "fine-tuning input samples drawn from the pre-training set"): the reference
 softmax setting with ``α' = 2`` (the reuse pool must fit in the ``αD²`` pre-training samples),
 ``λ' = 1``, pre-training regularisation ``λ`` swept (x axis, log). Variants on the same ``Ŝ``:
 fresh inputs; reused inputs (a random ``α'D`` of the pre-training set, relabelled by the fine-tuning
@@ -23,6 +23,24 @@ NAME = "fig3"
 
 @dataclass(frozen=True)
 class Config(common.FigureConfig):
+    """Figure 3's settings and run sizes.
+
+    Attributes:
+        alpha: ``α``, pre-training samples per ``D²``.
+        alpha_prime: ``α'``, fine-tuning samples per ``D``.
+        pool_ratio: ``α_pool``, reused candidates per ``D`` of the selecting variants.
+        lams: the pre-training ``λ`` of the x axis.
+        activation: ``"softmax"`` or ``"identity"``.
+        delta: ``Δ ≥ 0``, pre-training label noise (also ``Δ'``).
+        lam_prime: ``λ' ≥ 0``, LoRA ridge.
+        T: tokens per sequence.
+        D: simulation dimension, ``≥ 2``.
+        seeds: simulation seeds per point.
+        n_test: simulation test samples.
+        n_samples: the theory's Monte Carlo channel samples.
+        n_test_samples: the theory's Monte Carlo test samples.
+    """
+
     alpha: float = 0.1
     alpha_prime: float = 2.0
     pool_ratio: float = 4.0
@@ -34,13 +52,36 @@ QUICK = Config(lams=(0.03, 0.3), D=50, seeds=1, n_test=4000, n_samples=2 ** 12, 
 
 
 def variants(cfg: Config) -> dict:
+    """The fine-tuning variants compared: fresh inputs, reused inputs, and reuse with selection by residual.
+
+    Args:
+        cfg: the :class:`Config`.
+
+    Returns:
+        ``{name: keyword arguments of the fine-tuning variant}``.
+    """
     return {"fresh": dict(), "reuse": dict(reuse=True),
             "reuse, top residual": dict(reuse=True, strategy="residual", pool_ratio=cfg.pool_ratio),
             "reuse, low residual": dict(reuse=True, strategy="low_residual", pool_ratio=cfg.pool_ratio)}
 
 
 def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool = True, **overrides) -> dict:
-    """Write ``fig3.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`."""
+    """Write ``fig3.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`.
+
+    Args:
+        out: output folder (created); simulations are cached under ``out/cache/fig3/``.
+        quick: the small configuration ``QUICK`` instead of ``FULL`` (minutes, not hours).
+        executor: where the simulations run (:class:`~simulations.campaigns.resumable.Executor`;
+            default in-process).
+        progress: show progress bars.
+        **overrides: fields of :class:`Config` (e.g. ``D=30, seeds=1``).
+
+    Returns:
+        ``{"paths": {"png", "pdf", "csv", "json"}, "timings": ...}``.
+
+    Raises:
+        ValueError: an unknown override or ``D < 2``, or a reuse pool ``α_pool D`` larger than the ``α D²`` pre-training samples.
+    """
     cfg = common.make_config(FULL, QUICK, quick, overrides)
     if cfg.pool_ratio * cfg.D > cfg.alpha * cfg.D ** 2:
         raise ValueError(f"the reuse pool α_pool·D = {cfg.pool_ratio * cfg.D:g} exceeds the αD² = "
@@ -61,6 +102,15 @@ def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool =
 
 
 def plot(rows, cfg: Config):
+    """The figure from the tidy rows.
+
+    Args:
+        rows: the tidy rows (theory and simulation) of the CSV.
+        cfg: the :class:`Config` they were computed with.
+
+    Returns:
+        The matplotlib figure.
+    """
     return sweeps.plot_panels(
         rows, list(variants(cfg)), "lam", logx=True, xlabel="pre-training regularisation λ", reference="fresh",
         title=f"{cfg.activation}: α = {cfg.alpha:g}, α' = {cfg.alpha_prime:g}, Δ = {cfg.delta:g}, "

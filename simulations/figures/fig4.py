@@ -1,6 +1,6 @@
 """Figure 4: active fine-tuning — ``E'`` vs the label budget ``α'`` for each selection strategy.
 
-Design (PAPER.md: "fine-tuning test errors with and without active selection"): a pool of
+Design (docs/model.md §7: "fine-tuning test errors with and without active selection"): a pool of
 ``α_pool·D`` fresh candidate inputs; ``α'D`` of them are labelled, chosen by a strategy of
 :mod:`solvable_attention.active` (``random`` = no active selection) scoring the frozen logits ``Ĥ``.
 Panels: (a) ``E'`` vs ``α'``; (b) the gain ``E'[random] − E'[strategy]`` at equal budget (per seed
@@ -24,6 +24,25 @@ NAME = "fig4"
 
 @dataclass(frozen=True)
 class Config(common.FigureConfig):
+    """Figure 4's settings and run sizes.
+
+    Attributes:
+        alpha: ``α``, pre-training samples per ``D²``.
+        lam: ``λ``, pre-training strength.
+        pool_ratio: ``α_pool``, candidates per ``D``.
+        alpha_primes: the label budgets ``α'`` of the x axis.
+        strategies: the selection strategies compared (names of :data:`solvable_attention.active.STRATEGIES`).
+        activation: ``"softmax"`` or ``"identity"``.
+        delta: ``Δ ≥ 0``, pre-training label noise (also ``Δ'``).
+        lam_prime: ``λ' ≥ 0``, LoRA ridge.
+        T: tokens per sequence.
+        D: simulation dimension, ``≥ 2``.
+        seeds: simulation seeds per point.
+        n_test: simulation test samples.
+        n_samples: the theory's Monte Carlo channel samples.
+        n_test_samples: the theory's Monte Carlo test samples.
+    """
+
     alpha: float = 0.1
     lam: float = 0.05
     pool_ratio: float = 8.0
@@ -36,11 +55,34 @@ QUICK = Config(alpha_primes=(1.0, 4.0), D=40, seeds=1, n_test=4000, n_samples=2 
 
 
 def variants(cfg: Config) -> dict:
+    """One fine-tuning variant per strategy, all selecting from the pool.
+
+    Args:
+        cfg: the :class:`Config`.
+
+    Returns:
+        ``{strategy: {"strategy": strategy, "pool_ratio": α_pool}}``.
+    """
     return {s: dict(strategy=s, pool_ratio=cfg.pool_ratio) for s in cfg.strategies}
 
 
 def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool = True, **overrides) -> dict:
-    """Write ``fig4.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`."""
+    """Write ``fig4.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`.
+
+    Args:
+        out: output folder (created); simulations are cached under ``out/cache/fig4/``.
+        quick: the small configuration ``QUICK`` instead of ``FULL`` (minutes, not hours).
+        executor: where the simulations run (:class:`~simulations.campaigns.resumable.Executor`;
+            default in-process).
+        progress: show progress bars.
+        **overrides: fields of :class:`Config` (e.g. ``D=30, seeds=1``).
+
+    Returns:
+        ``{"paths": {"png", "pdf", "csv", "json"}, "timings": ...}``.
+
+    Raises:
+        ValueError: an unknown override or ``D < 2``.
+    """
     cfg = common.make_config(FULL, QUICK, quick, overrides)
     run = common.Reproduction(NAME, out, cfg, executor=executor, progress=progress)
     setting = dict(alpha=cfg.alpha, delta=cfg.delta, lam=cfg.lam, lam_prime=cfg.lam_prime, T=cfg.T,
@@ -61,7 +103,15 @@ def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool =
 
 
 def best_strategies(rows, cfg: Config) -> dict:
-    """Per budget ``α' < α_pool``: the theory's lowest-``E'`` strategy and its gain over random."""
+    """Per budget ``α' < α_pool``: the theory's lowest-``E'`` strategy and its gain over random.
+
+    Args:
+        rows: the tidy rows (with the theory's ``E_ft`` of every strategy, ``random`` included).
+        cfg: the :class:`Config`.
+
+    Returns:
+        ``{f"{α'}": {"strategy", "E_ft", "gain_vs_random", "gain_se"}}``.
+    """
     out = {}
     for ap in cfg.alpha_primes:
         if ap >= cfg.pool_ratio:
@@ -74,6 +124,15 @@ def best_strategies(rows, cfg: Config) -> dict:
 
 
 def plot(rows, cfg: Config):
+    """The figure from the tidy rows.
+
+    Args:
+        rows: the tidy rows (theory and simulation) of the CSV.
+        cfg: the :class:`Config` they were computed with.
+
+    Returns:
+        The matplotlib figure.
+    """
     return sweeps.plot_panels(
         rows, cfg.strategies, "alpha_prime", logx=False, xlabel="label budget α' = n'/D", reference="random",
         title=f"{cfg.activation}: α = {cfg.alpha:g}, Δ = {cfg.delta:g}, λ = {cfg.lam:g}, λ' = {cfg.lam_prime:g}, "

@@ -4,7 +4,7 @@ At Figure 1's setting (``α = 0.1, α' = 3, T = 3``, ``Δ = 0.5`` and ``2``, ``�
 pre-training ``λ`` for plain LoRA ``Ŝ + uuᵀ/√D`` (solid, ●) and LoRA with a trained scalar
 ``cŜ + uuᵀ/√D`` (``recalibrate=True``; dash-dot, ■); the no-adaptation baseline ``E'_0`` in grey
 dashes. Bottom row: the learned ``c``, drawn only where ``Ŝ ≠ 0`` (at large ``λ`` pre-training
-returns ``Ŝ = 0`` and ``c`` is undetermined) (THEORY.md §4: ``c ≈ m/q`` removes the part of ``H0`` that
+returns ``Ŝ = 0`` and ``c`` is undetermined) (docs/theory.md §4.4: ``c ≈ m/q`` removes the part of ``H0`` that
 ``Ĥ`` explains, turning the effective noise ``Δ' + mse_S`` into ``Δ' + ρ0 − m²/q``; both are in the
 CSV as ``effective_noise`` and ``effective_noise_recalibrated``). Lines: state evolution; markers:
 simulations (mean ± s.e. over seeds).
@@ -27,6 +27,24 @@ NAME = "fig6"
 
 @dataclass(frozen=True)
 class Config:
+    """Figure 6's settings and run sizes (Figure 1's setting at one ``λ'``).
+
+    Attributes:
+        alpha: ``α``, pre-training samples per ``D²``.
+        alpha_prime: ``α'``, fine-tuning samples per ``D``.
+        T: tokens per sequence.
+        activation: ``"softmax"`` or ``"identity"``.
+        deltas: the ``Δ`` of the panels.
+        lams: one grid of pre-training ``λ`` per ``Δ``.
+        lam_prime: ``λ'``, LoRA ridge.
+        sim_every: simulate at every ``sim_every``-th ``λ``.
+        D: simulation dimension.
+        seeds: simulation seeds per point.
+        n_test: simulation test samples.
+        n_samples: the theory's Monte Carlo channel samples.
+        n_test_samples: the theory's Monte Carlo test samples.
+    """
+
     alpha: float = FIG1_FULL.alpha
     alpha_prime: float = FIG1_FULL.alpha_prime
     T: int = FIG1_FULL.T
@@ -49,7 +67,22 @@ QUICK = Config(lams=tuple(common.geomgrid(g[0], g[-1], 5) for g in FIG1_QUICK.la
 
 
 def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool = True, **overrides) -> dict:
-    """Write ``fig6.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`."""
+    """Write ``fig6.png/.pdf/.csv/.json`` under ``out``; ``overrides``: fields of :class:`Config`.
+
+    Args:
+        out: output folder (created); simulations are cached under ``out/cache/fig6/``.
+        quick: the small configuration ``QUICK`` instead of ``FULL`` (minutes, not hours).
+        executor: where the simulations run (:class:`~simulations.campaigns.resumable.Executor`;
+            default in-process).
+        progress: show progress bars.
+        **overrides: fields of :class:`Config` (e.g. ``D=30, seeds=1``).
+
+    Returns:
+        ``{"paths": {"png", "pdf", "csv", "json"}, "timings": ...}``.
+
+    Raises:
+        ValueError: an unknown override or ``D < 2``.
+    """
     cfg = common.make_config(FULL, QUICK, quick, overrides)
     run = common.Reproduction(NAME, out, cfg, executor=executor, progress=progress)
     setting = dict(alpha=cfg.alpha, alpha_prime=cfg.alpha_prime, T=cfg.T, activation=cfg.activation)
@@ -72,7 +105,15 @@ def _panel(point) -> str:
 
 
 def plot(rows, cfg: Config):
-    """The figure from the tidy rows (also used by the notebook)."""
+    """The figure from the tidy rows (also used by the notebook).
+
+    Args:
+        rows: the tidy rows (theory and simulation) of the CSV.
+        cfg: the :class:`Config` they were computed with.
+
+    Returns:
+        The matplotlib figure.
+    """
     rows = common.mask_where(common.mask_unconverged(rows), "c", "q_pre", lambda q: q <= 1e-8)
     fig, axes = common.new_figure(2, len(cfg.deltas), width=4.6, height=3.0)
     for col, delta in enumerate(cfg.deltas):

@@ -23,7 +23,28 @@ METRICS = ("E_ft", "E_ft_baseline", "alignment", "m_abs", "q_ft")
 
 def theory_point(alpha, delta, lam, alpha_primes, variants, lam_prime=1.0, n_samples=2 ** 14,
                  n_test_samples=2 ** 17, seed=0, **setting) -> dict:
-    """``{"rows": [{variant, alpha_prime, metrics: {name: [value, se]}}], "pretrain": {...}}``."""
+    """The theory at one pre-training setting for every ``(variant, α')`` (docs/theory.md §5).
+
+    Args:
+        alpha: ``α > 0``, pre-training samples per ``D²``.
+        delta: ``Δ ≥ 0``, label noise (also ``Δ'``).
+        lam: ``λ ≥ 0``, pre-training strength.
+        alpha_primes: the fine-tuning budgets ``α'``.
+        variants: ``{name: options of solve_active_finetuning}`` (``strategy, pool_ratio, reuse``).
+        lam_prime: ``λ' ≥ 0``, LoRA ridge.
+        n_samples: the theory's Monte Carlo channel samples.
+        n_test_samples: its test samples.
+        seed: seed of the pre-training channel (fine-tuning uses ``seed + 1``).
+        **setting: ``T, beta, kappa0, kappa, activation, noise`` of :func:`state_evolution.solve_pretraining`.
+
+    Returns:
+        ``{"rows": [{variant, alpha_prime, metrics: {name: [value, se]}}], "pretrain": {m, q, mse_S,
+        converged}}``.
+
+    Raises:
+        ValueError: a parameter out of its range, or an invalid variant (see
+            :func:`state_evolution.selection.solve_active_finetuning`).
+    """
     from state_evolution import solve_pretraining
     from state_evolution.selection import solve_active_finetuning
 
@@ -43,7 +64,15 @@ def theory_point(alpha, delta, lam, alpha_primes, variants, lam_prime=1.0, n_sam
 
 
 def simulation_variant(v: dict, lam_prime: float) -> dict:
-    """A variant as a :func:`simulations.simulate_variants` variant (``select`` key when selecting)."""
+    """A variant as a :func:`simulations.simulate_variants` variant (``select`` key when selecting).
+
+    Args:
+        v: the variant's options (``strategy``, ``pool_ratio``, ``reuse``).
+        lam_prime: ``λ'``.
+
+    Returns:
+        ``{"lam_prime", "reuse"[, "select": {"strategy", "pool_ratio"}]}``.
+    """
     out = dict(lam_prime=lam_prime, reuse=bool(v.get("reuse", False)))
     if "strategy" in v:
         out["select"] = dict(strategy=v["strategy"], pool_ratio=v["pool_ratio"])
@@ -52,7 +81,26 @@ def simulation_variant(v: dict, lam_prime: float) -> dict:
 
 def simulation_point(D, seed, alpha, alpha_prime, delta, lam, variants, lam_prime=1.0, n_test=5000,
                      **setting) -> dict:
-    """``{"variants": {name: {metric: value}}}`` of one pre-training fine-tuned with each variant."""
+    """``{"variants": {name: {metric: value}}}`` of one pre-training fine-tuned with each variant.
+
+    Args:
+        D: simulation dimension, ``≥ 2``.
+        seed: the seed (common to all variants: common random numbers).
+        alpha: ``α``.
+        alpha_prime: ``α'``.
+        delta: ``Δ``.
+        lam: ``λ``.
+        variants: ``{name: options}`` as in :func:`theory_point`.
+        lam_prime: ``λ'``.
+        n_test: test samples.
+        **setting: further keywords of :func:`simulations.simulate_variants`.
+
+    Returns:
+        ``{"variants": {name: {"E_ft", "E_ft_baseline", "alignment", "m_abs", "q_ft"}}}``.
+
+    Raises:
+        ValueError: a parameter out of its range (as :func:`simulations.simulate_variants`).
+    """
     from simulations import simulate_variants
 
     results = simulate_variants(D, alpha, alpha_prime, delta, lam, seed=seed, n_test=n_test,
@@ -68,6 +116,14 @@ def _setting(p, variant) -> dict:
 
 
 def theory_rows(records) -> list[dict]:
+    """Tidy theory rows (``D = inf``) from the records of :func:`theory_point`.
+
+    Args:
+        records: records of :func:`~simulations.campaigns.resumable.run_points` over :func:`theory_point`.
+
+    Returns:
+        One row per (setting, variant, ``α'``, metric), the variant's name in ``panel``.
+    """
     rows = []
     for rec in records:
         p = rec["point"]
@@ -79,7 +135,14 @@ def theory_rows(records) -> list[dict]:
 
 
 def simulation_rows(records) -> list[dict]:
-    """Mean ± s.e. over seeds per (setting, α', D, variant, metric)."""
+    """Mean ± s.e. over seeds per (setting, α', D, variant, metric).
+
+    Args:
+        records: records of :func:`~simulations.campaigns.resumable.run_points` over :func:`simulation_point`.
+
+    Returns:
+        Tidy simulation rows.
+    """
     groups = {}
     for rec in records:
         p = rec["point"]
@@ -100,7 +163,17 @@ def simulation_rows(records) -> list[dict]:
 def gain_rows(rows, sims, x: str, reference: str) -> list[dict]:
     """``gain = E'[reference] − E'[variant]`` at each ``x`` (``"alpha_prime"`` or ``"lam"``): theory as the
     difference of the two fixed points (s.e. combined), simulation as mean ± s.e. over seeds of the
-    per-seed difference (common random numbers: the same pre-training and test inputs)."""
+    per-seed difference (common random numbers: the same pre-training and test inputs).
+
+    Args:
+        rows: theory and simulation rows (with ``E_ft``).
+        sims: the simulation records (per-seed values).
+        x: the column swept, ``"alpha_prime"`` or ``"lam"``.
+        reference: the variant the gain is measured against.
+
+    Returns:
+        ``metric="gain"`` rows, theory then simulation.
+    """
     out = []
     theory = common.select(rows, source="theory", metric="E_ft")
     ref = {r[x]: r for r in theory if r["panel"] == reference}
@@ -120,7 +193,21 @@ def gain_rows(rows, sims, x: str, reference: str) -> list[dict]:
 
 
 def plot_panels(rows, variant_names, x: str, *, logx: bool, xlabel: str, reference: str, title: str, markers: str):
-    """Three panels: ``E'``, the gain over ``reference``, the alignment; theory lines, simulation markers."""
+    """Three panels: ``E'``, the gain over ``reference``, the alignment; theory lines, simulation markers.
+
+    Args:
+        rows: tidy rows (with the ``gain`` rows of :func:`gain_rows`).
+        variant_names: the variants to draw, one colour each.
+        x: the column of the x axis.
+        logx: logarithmic x axis.
+        xlabel: its label.
+        reference: the reference variant of the gain.
+        title: title of the first panel.
+        markers: title of the second panel (what the markers are).
+
+    Returns:
+        The matplotlib figure.
+    """
     fig, axes = common.new_figure(1, 3, width=4.0, height=3.5)
     for i, name in enumerate(variant_names):
         for ax, metric in zip(axes[0], ("E_ft", "gain", "alignment")):
@@ -145,7 +232,12 @@ def plot_panels(rows, variant_names, x: str, *, logx: bool, xlabel: str, referen
 
 def write_csv(path, rows) -> None:
     """The rows with :data:`COLUMNS` (the common columns plus ``alpha_prime``; read back with
-    :func:`simulations.figures.common.read_rows_csv`)."""
+    :func:`simulations.figures.common.read_rows_csv`).
+
+    Args:
+        path: the CSV file (overwritten).
+        rows: tidy rows (other keys ignored).
+    """
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()

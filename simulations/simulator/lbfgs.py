@@ -16,7 +16,16 @@ def minimize_lbfgs(fun, x0, args, max_iter: int, gtol: float):
     ``fun`` must be hashable and stable (module-level or cached) so that the compiled
     loop is reused; ``args`` holds the data (traced, never baked in as constants).
     Stops when ``‖∇f‖ ≤ gtol · max(|f|, 1)`` or after ``max_iter`` iterations.
-    Returns ``(x, f(x), ‖∇f(x)‖, iterations)``.
+
+    Args:
+        fun: ``fun(x, args) -> scalar`` (static under ``jit``).
+        x0: the starting pytree.
+        args: the data passed to ``fun``.
+        max_iter: iterations at most (static).
+        gtol: relative gradient tolerance.
+
+    Returns:
+        ``(x, f(x), ‖∇f(x)‖, iterations)``.
     """
     f = lambda x: fun(x, args)  # noqa: E731
     opt = optax.lbfgs()

@@ -1,4 +1,4 @@
-"""Rank-one LoRA fine-tuning at finite ``D`` (MODEL.md §3).
+"""Rank-one LoRA fine-tuning at finite ``D`` (docs/model.md §3).
 
     S(u, c) = c Ŝ + u uᵀ/√D      (c = 1 unless recalibrating)
     û = argmin_u  (1/2) Σ_ν ‖Y'_ν − σ(H(S(u, c); X'_ν))‖²_F + (λ'/2) ‖u‖²

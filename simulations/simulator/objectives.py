@@ -1,4 +1,4 @@
-"""The two training objectives of MODEL.md, as chunked, jit-compiled JAX functions.
+"""The two training objectives of docs/model.md §2–§3, as chunked, jit-compiled JAX functions.
 
 Pre-training (on ``S``, or on ``W`` with ``S_W = WᵀW/(√κ D)``):
 

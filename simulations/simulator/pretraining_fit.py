@@ -1,4 +1,4 @@
-"""Pre-training ERM at finite ``D`` (MODEL.md §2).
+"""Pre-training ERM at finite ``D`` (docs/model.md §2).
 
     Ŝ = argmin_{S ⪰ 0, rank S ≤ κD}  L(S) + λ Tr S,   L(S) = (1/(2D)) Σ_μ ‖Y_μ − σ(H(S; X_μ))‖²_F
 
@@ -35,7 +35,15 @@ from .objectives import (chunk_samples, factorized_objective, pretrain_loss,
 
 @dataclass(frozen=True)
 class FitInfo:
-    """Outcome of one ERM solve: objective, stationarity residual, iterations, status."""
+    """Outcome of one ERM solve.
+
+    Attributes:
+        objective: the final objective ``L(Ŝ) + λ Tr Ŝ`` (FISTA) or ``F(W)`` (L-BFGS).
+        residual: the stationarity residual: the scaled prox-gradient mapping norm (FISTA) or
+            ``‖∇F(W)‖_F`` (L-BFGS).
+        iterations: iterations spent.
+        converged: whether the residual reached its tolerance.
+    """
 
     objective: float
     residual: float
@@ -45,7 +53,16 @@ class FitInfo:
 
 @partial(jax.jit, static_argnames=("rank",))
 def nuclear_prox(A, threshold, rank):
-    """``argmin_{S ⪰ 0, rank ≤ R} ‖S − A‖²_F/2 + threshold · Tr S`` = ``U top_R(relu(Λ_A − threshold)) Uᵀ``."""
+    """``argmin_{S ⪰ 0, rank ≤ R} ‖S − A‖²_F/2 + threshold · Tr S`` = ``U top_R(relu(Λ_A − threshold)) Uᵀ``.
+
+    Args:
+        A: ``(D, D)`` matrix (symmetrised here).
+        threshold: the shrinkage ``t λ ≥ 0``.
+        rank: ``R``, the rank cap (static under ``jit``).
+
+    Returns:
+        The ``(D, D)`` prox.
+    """
     lam, U = jnp.linalg.eigh(0.5 * (A + A.T))
     shrunk = jnp.maximum(lam - threshold, 0.0)
     D = A.shape[0]
@@ -55,7 +72,15 @@ def nuclear_prox(A, threshold, rank):
 
 
 def student_rank(D: int, kappa: float) -> int:
-    """``R = round(κ D)`` capped to ``[1, D]`` (the constraint is inactive for ``R ≥ D``)."""
+    """``R = round(κ D)`` capped to ``[1, D]`` (the constraint is inactive for ``R ≥ D``; docs/model.md §2).
+
+    Args:
+        D: the embedding dimension.
+        kappa: ``κ > 0``, the student width ratio.
+
+    Returns:
+        The student rank ``R``.
+    """
     return int(min(D, max(1, round(kappa * D))))
 
 
@@ -70,6 +95,22 @@ def fit_proximal(X, Y, *, lam, activation, beta, kappa=1.0, chunk=4096, tol=1e-7
     Stops when the prox-gradient mapping ``G = (Y_k − prox(Y_k − ∇L/L_k))·L_k`` satisfies
     ``‖G‖_F ≤ tol · max(‖∇L(0)‖_F, 1)``: the first-order optimality condition of the composite
     problem, scaled by the gradient at the origin.
+
+    Args:
+        X: ``(n, T, D)`` inputs.
+        Y: ``(n, T, T)`` labels.
+        lam: ``λ ≥ 0``, nuclear-norm strength.
+        activation: ``"softmax"`` or ``"identity"``.
+        beta: ``β > 0``, inverse temperature.
+        kappa: ``κ > 0``, rank constraint ``rank Ŝ ≤ round(κ D)``.
+        chunk: samples per batch of the loss (memory only).
+        tol: relative tolerance on the prox-gradient mapping.
+        max_iter: iterations at most.
+        S_init: ``(D, D)`` starting matrix (default zeros).
+        progress: optional callback ``progress(iteration, objective, residual)``.
+
+    Returns:
+        ``(Ŝ, info)``: the ``(D, D)`` minimiser and its :class:`FitInfo`.
     """
     with limit_blas_threads(1):
         return _fista(X, Y, lam, activation, beta, kappa, chunk, tol, max_iter, S_init, progress)
@@ -118,7 +159,22 @@ def _fista(X, Y, lam, activation, beta, kappa, chunk, tol, max_iter, S_init, pro
 
 
 def prox_gradient_residual(S, X, Y, *, lam, activation, beta, kappa=1.0, step=None, chunk=4096) -> float:
-    """``‖S − prox_{tλTr}(S − t∇L(S))‖_F / t`` — zero exactly at a stationary point of ``L + λ Tr``."""
+    """``‖S − prox_{tλTr}(S − t∇L(S))‖_F / t`` — zero exactly at a stationary point of ``L + λ Tr``.
+
+    Args:
+        S: ``(D, D)`` the point to test.
+        X: ``(n, T, D)`` inputs.
+        Y: ``(n, T, T)`` labels.
+        lam: ``λ ≥ 0``.
+        activation: ``"softmax"`` or ``"identity"``.
+        beta: ``β > 0``.
+        kappa: ``κ > 0``, rank constraint of the prox.
+        step: ``t`` (default ``1e-2``).
+        chunk: samples per batch (memory only).
+
+    Returns:
+        The residual (same units as ``∇L``).
+    """
     D = X.shape[-1]
     Xc, Yc, wc = chunk_samples(X, Y, chunk)
     _, g = pretrain_loss_and_grad(S, Xc, Yc, wc, activation, beta)
@@ -143,6 +199,22 @@ def fit_factorized(X, Y, key, *, lam, activation, beta, kappa=1.0, chunk=4096, i
     Initialisation ``W ~ init_scale · N(0, 1)`` (small: ``W = 0`` is a saddle point).
     Runs until ``‖∇F‖_F ≤ (gtol/10) · max(|F|, 1)`` (or the line search stalls); reports
     ``converged`` when ``‖∇F‖_F ≤ gtol · max(|F|, 1)``.
+
+    Args:
+        X: ``(n, T, D)`` inputs.
+        Y: ``(n, T, T)`` labels.
+        key: ``jax.random`` key of the initialisation.
+        lam: ``λ ≥ 0``; the weight decay is ``λ/(√κ D) ‖W‖²_F``.
+        activation: ``"softmax"`` or ``"identity"``.
+        beta: ``β > 0``.
+        kappa: ``κ > 0``; ``W`` has ``R = round(κ D)`` rows.
+        chunk: samples per batch (memory only).
+        init_scale: standard deviation of the initial ``W``.
+        gtol: relative gradient tolerance.
+        max_iter: L-BFGS iterations at most.
+
+    Returns:
+        ``(S_W, W, info)``: ``S_W = WᵀW/(√κ D)`` ``(D, D)``, ``W`` ``(R, D)``, and the :class:`FitInfo`.
     """
     D = X.shape[-1]
     R = student_rank(D, kappa)

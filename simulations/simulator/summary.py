@@ -22,7 +22,15 @@ SECTIONS = ("pretrain", "finetune", "timings")
 
 
 def flatten_numeric(tree: Mapping, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a nested mapping as ``{"a.b": value}`` (booleans and non-numbers skipped)."""
+    """Numeric leaves of a nested mapping as ``{"a.b": value}`` (booleans and non-numbers skipped).
+
+    Args:
+        tree: a nested mapping.
+        prefix: prepended to every key.
+
+    Returns:
+        ``{dotted path: float}``.
+    """
     flat = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
@@ -45,9 +53,15 @@ def summarize(results, sections: Iterable[str] = SECTIONS) -> dict[str, dict[str
     """Mean and standard error over ``results`` of every numeric metric in ``sections``.
 
     ``results``: sequence of ``SimulationResult`` or of (nested) dicts with the same layout.
-    Returns ``{"<section>.<metric>": {"mean": ..., "se": ..., "n": ...}}``; a metric missing
-    from some results is summarised over those that have it. Non-finite values are kept
-    (a ``nan`` metric gives a ``nan`` mean).
+    A metric missing from some results is summarised over those that have it. Non-finite values are
+    kept (a ``nan`` metric gives a ``nan`` mean).
+
+    Args:
+        results: sequence of ``SimulationResult`` or of (nested) dicts with the same layout.
+        sections: the top-level sections to summarise (default ``pretrain, finetune, timings``).
+
+    Returns:
+        ``{"<section>.<metric>": {"mean": ..., "se": ..., "n": ...}}`` (:func:`~solvable_attention.averages.mean_se`).
     """
     flats = [_flat_sections(r, tuple(sections)) for r in results]
     names = list(dict.fromkeys(name for flat in flats for name in flat))
@@ -60,5 +74,13 @@ def _flat_sections(result, sections) -> dict[str, float]:
 
 
 def format_mean_se(stats: Mapping[str, float], digits: int = 6) -> str:
-    """``"mean ± se"`` of one entry of :func:`summarize` (see :meth:`MeanSE.format`)."""
+    """``"mean ± se"`` of one entry of :func:`summarize` (see :meth:`MeanSE.format`).
+
+    Args:
+        stats: ``{"mean", "se"[, "n"]}``.
+        digits: significant digits of the mean.
+
+    Returns:
+        The formatted text.
+    """
     return MeanSE(stats["mean"], stats["se"], stats.get("n", 0)).format(digits)

@@ -1,8 +1,8 @@
-"""``simulate``: both stages of the model trained at finite ``D`` (MODEL.md §2–4).
+"""``simulate``: both stages of the model trained at finite ``D`` (docs/model.md §2–§4).
 
 One call draws the teachers and data from a seed, pre-trains ``Ŝ`` (nuclear-norm
 ERM), adapts a rank-one LoRA ``û`` on fresh (or reused) fine-tuning data, and
-measures every metric of MODEL.md §4 exactly at this ``D``. Same seed → same numbers.
+measures every metric of docs/model.md §4 exactly at this ``D``. Same seed → same numbers.
 """
 
 from __future__ import annotations
@@ -47,12 +47,21 @@ def _plain(x):
 
 @dataclass(frozen=True)
 class PretrainSimulation(_AsDict):
-    """Pre-training metrics at finite ``D``.
+    """Pre-training metrics at finite ``D`` (docs/model.md §4).
 
-    ``m = Tr(ŜS0)/D``, ``q = Tr(Ŝ²)/D``, ``ρ0 = Tr(S0²)/D``, ``mse_S = ‖Ŝ−S0‖²/D``;
-    ``test_error`` = ``E_X‖σ(H(Ŝ)) − σ(H(S0))‖²_F`` (± ``test_error_se``, Monte Carlo);
-    ``train_loss`` = ``(1/n) Σ_μ ‖Y_μ − σ(H(Ŝ; X_μ))‖²_F``; ``objective`` = the ERM
-    objective at ``Ŝ``; ``rank_fraction`` = ``rank(Ŝ)/D``.
+    Attributes:
+        m: ``m = Tr(Ŝ S0)/D``.
+        q: ``q = Tr(Ŝ²)/D``.
+        rho0: ``ρ0 = Tr(S0²)/D``.
+        mse_S: ``mse_S = ‖Ŝ − S0‖²_F/D``.
+        test_error: ``E = E_X‖σ(H(Ŝ)) − σ(H(S0))‖²_F`` on fresh noise-free inputs.
+        test_error_se: its Monte Carlo standard error.
+        train_loss: ``(1/n) Σ_μ ‖Y_μ − σ(H(Ŝ; X_μ))‖²_F``.
+        objective: the ERM objective at ``Ŝ``.
+        rank_fraction: ``rank(Ŝ)/D`` (eigenvalues above ``1e-9`` of the largest).
+        converged: whether the ERM solver reached its tolerance.
+        iterations: its iterations.
+        residual: its stationarity residual.
     """
 
     m: float
@@ -71,11 +80,21 @@ class PretrainSimulation(_AsDict):
 
 @dataclass(frozen=True)
 class FinetuneSimulation(_AsDict):
-    """Fine-tuning metrics at finite ``D``.
+    """Fine-tuning metrics at finite ``D`` (docs/model.md §4).
 
-    ``m = û·v/D``, ``q = ‖û‖²/D``, ``ρ_v = ‖v‖²/D``, ``alignment = |m|/√(q ρ_v)``;
-    ``test_error`` = ``E'``, ``test_error_baseline`` = ``E'_0`` (``û = 0``, ``c = 1``),
-    both on the same fresh test inputs; ``c`` the recalibration scalar (1 if not trained).
+    Attributes:
+        m: ``m' = û·v/D``.
+        q: ``q' = ‖û‖²/D``.
+        rho_v: ``ρ_v = ‖v‖²/D``.
+        alignment: ``|m'|/√(q' ρ_v)`` (0 when ``û = 0``).
+        test_error: ``E' = E_X‖σ(H(c Ŝ + ûûᵀ/√D)) − σ(H(S1))‖²_F``.
+        test_error_se: its Monte Carlo standard error.
+        test_error_baseline: ``E'_0`` (``û = 0``, ``c = 1``), on the same fresh test inputs.
+        test_error_baseline_se: its Monte Carlo standard error.
+        c: the recalibration scalar (1 if not trained).
+        objective: the LoRA objective at ``û`` (``nan`` at ``λ' = ∞``).
+        converged: whether the LoRA fit reached its tolerance.
+        iterations: its iterations.
     """
 
     m: float
@@ -94,7 +113,19 @@ class FinetuneSimulation(_AsDict):
 
 @dataclass(frozen=True)
 class SimulationResult(_AsDict):
-    """Outcome of :func:`simulate`: settings, ``D``, seed, both stages' metrics and timings (s)."""
+    """Outcome of :func:`simulate`: settings, ``D``, seed, both stages' metrics and timings.
+
+    Attributes:
+        D: the embedding dimension.
+        seed: the seed of every random stream.
+        method: the pre-training minimiser, ``"proximal"`` or ``"factorized"``.
+        pretrain_params: the validated :class:`~solvable_attention.params.PretrainParams`.
+        finetune_params: the validated :class:`~solvable_attention.params.FinetuneParams`.
+        pretrain: the :class:`PretrainSimulation` metrics.
+        finetune: the :class:`FinetuneSimulation` metrics.
+        timings: wall-clock seconds per phase (``data``, ``pretrain``, ``pretrain_metrics``, ``finetune``,
+            ``finetune_metrics``).
+    """
 
     D: int
     seed: int
@@ -110,14 +141,46 @@ def simulate(D, alpha, alpha_prime, delta, lam, *, seed=0, lam_prime=1.0, T=3, b
              kappa=1.0, gamma=1.0, activation="softmax", delta_prime=None, method="proximal",
              noise="logits", reuse=False, recalibrate=False, n_test=20000, x64=True,
              pretrain_tol=1e-7, chunk=4096, progress=None) -> SimulationResult:
-    """Train both stages at dimension ``D`` and measure every metric of MODEL.md §4.
+    """Train both stages at dimension ``D`` and measure every metric of docs/model.md §4.
 
-    Args mirror MODEL.md §5 (``delta_prime`` defaults to ``delta``; ``lam_prime=inf``: no
-    adaptation). ``method``: ``"proximal"`` (FISTA on ``S``, the reference) or
-    ``"factorized"`` (L-BFGS on ``W``). ``reuse``: fine-tuning inputs taken from the
-    pre-training set. ``recalibrate``: train ``c`` in ``cŜ + uuᵀ/√D``. ``n_test``: fresh
-    samples for each test error. ``x64``: float64 (default, for validation).
-    ``progress``: optional callback ``(iteration, objective, residual)`` of pre-training.
+    Pre-training: ``Ŝ = argmin_{S ⪰ 0, rank S ≤ κD} (1/(2D)) Σ_μ ‖Y_μ − σ(H(S; X_μ))‖²_F + λ Tr S``
+    (docs/model.md §2); fine-tuning: rank-one LoRA ``Ŝ + û ûᵀ/√D`` with ridge ``λ'`` (docs/model.md §3).
+    The parameters are those of docs/model.md §5.
+
+    Args:
+        D: embedding dimension, an integer ``≥ 2``.
+        alpha: ``α > 0``, pre-training samples per ``D²`` (``n = round(α D²)``).
+        alpha_prime: ``α' > 0``, fine-tuning samples per ``D`` (``n' = round(α' D)``).
+        delta: ``Δ ≥ 0``, pre-training label noise.
+        lam: ``λ ≥ 0``, nuclear-norm strength of pre-training.
+        seed: seed of every random stream (teacher, data, noise, initialisations, test inputs).
+        lam_prime: ``λ' ≥ 0``, LoRA ridge (``inf``: no adaptation).
+        T: tokens (``≥ 1``; ``≥ 2`` with softmax).
+        beta: ``β > 0``, inverse temperature.
+        kappa0: ``κ0 > 0``, teacher width ratio.
+        kappa: ``κ > 0``, student width ratio (``rank Ŝ ≤ round(κ D)``).
+        gamma: ``γ > 0``, strength of the new direction, ``S1 = S0 + γ v vᵀ/√D``.
+        activation: ``"softmax"`` or ``"identity"``.
+        delta_prime: ``Δ' ≥ 0``, fine-tuning label noise (default ``Δ``).
+        method: ``"proximal"`` (FISTA on ``S``, the reference) or ``"factorized"`` (L-BFGS on ``W``).
+        noise: ``"logits"`` or ``"output"``.
+        reuse: fine-tuning inputs taken from the pre-training set.
+        recalibrate: train ``c`` in ``c Ŝ + u uᵀ/√D``.
+        n_test: fresh test samples for each test error (``≥ 1``).
+        x64: compute in float64 (default, for validation).
+        pretrain_tol: relative tolerance of the FISTA pre-training.
+        chunk: samples per batch (memory only).
+        progress: optional callback ``(iteration, objective, residual)`` of pre-training.
+
+    Returns:
+        The :class:`SimulationResult`.
+
+    Raises:
+        ValueError: ``D`` not an integer ``≥ 2``, ``method`` not in :data:`METHODS`, ``n_test < 1``, or a
+            parameter out of its range (:func:`~solvable_attention.params.make_params`: ``alpha``,
+            ``alpha_prime``, ``beta``, ``kappa0``, ``kappa``, ``gamma`` ``> 0``; ``delta``, ``delta_prime``,
+            ``lam``, ``lam_prime`` ``≥ 0``; ``T`` an integer ``≥ 1``, ``≥ 2`` with softmax; ``activation``,
+            ``noise`` one of the choices), or ``reuse=True`` with more fine-tuning samples than pre-training ones.
     """
     return simulate_variants(D, alpha, alpha_prime, delta, lam, variants=[dict(lam_prime=lam_prime,
                              reuse=reuse, recalibrate=recalibrate)], seed=seed, T=T, beta=beta, kappa0=kappa0,
@@ -138,7 +201,43 @@ def simulate_variants(D, alpha, alpha_prime, delta, lam, *, variants, seed=0, T=
     candidates (fresh inputs, or with ``reuse`` the first ones of the same random permutation of the
     pre-training set) is scored by the strategy (:func:`solvable_attention.active.select`; label-based
     strategies see the pre-training labels) and the ``n' = round(α'D)`` best are labelled by the
-    fine-tuning teacher with fresh noise. ``strategy="random", pool_ratio=α'`` is the plain variant."""
+    fine-tuning teacher with fresh noise. ``strategy="random", pool_ratio=α'`` is the plain variant.
+
+    Args:
+        D: embedding dimension, an integer ``≥ 2``.
+        alpha: ``α > 0``, pre-training samples per ``D²`` (``n = round(α D²)``).
+        alpha_prime: ``α' > 0``, fine-tuning samples per ``D`` (``n' = round(α' D)``).
+        delta: ``Δ ≥ 0``, pre-training label noise.
+        lam: ``λ ≥ 0``, nuclear-norm strength of pre-training.
+        variants: list of dicts with keys among ``lam_prime, reuse, recalibrate, select``.
+        seed: seed of every random stream.
+        T: tokens (``≥ 1``; ``≥ 2`` with softmax).
+        beta: ``β > 0``, inverse temperature.
+        kappa0: ``κ0 > 0``, teacher width ratio.
+        kappa: ``κ > 0``, student width ratio (``rank Ŝ ≤ round(κ D)``).
+        gamma: ``γ > 0``, strength of the new direction, ``S1 = S0 + γ v vᵀ/√D``.
+        activation: ``"softmax"`` or ``"identity"``.
+        delta_prime: ``Δ' ≥ 0``, fine-tuning label noise (default ``Δ``).
+        method: ``"proximal"`` (FISTA on ``S``, the reference) or ``"factorized"`` (L-BFGS on ``W``).
+        noise: ``"logits"`` or ``"output"``.
+        n_test: fresh test samples for each test error (``≥ 1``).
+        x64: compute in float64 (default, for validation).
+        pretrain_tol: relative tolerance of the FISTA pre-training.
+        chunk: samples per batch (memory only).
+        progress: optional callback ``(iteration, objective, residual)`` of pre-training.
+
+    Returns:
+        One :class:`SimulationResult` per variant, in order.
+
+    Raises:
+        ValueError: ``D`` not an integer ``≥ 2``, ``method`` not in :data:`METHODS`, ``n_test < 1``, or a
+            parameter out of its range (:func:`~solvable_attention.params.make_params`: ``alpha``,
+            ``alpha_prime``, ``beta``, ``kappa0``, ``kappa``, ``gamma`` ``> 0``; ``delta``, ``delta_prime``,
+            ``lam``, ``lam_prime`` ``≥ 0``; ``T`` an integer ``≥ 1``, ``≥ 2`` with softmax; ``activation``,
+            ``noise`` one of the choices); a variant with another key; a ``select`` that is not
+            ``dict(strategy=..., pool_ratio=...)``, with an unknown strategy, or with ``pool_ratio`` not finite
+            or below ``alpha_prime``; or ``reuse=True`` with a pool larger than the pre-training set.
+    """
     D = check_dimension(D)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")

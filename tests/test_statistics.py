@@ -104,14 +104,14 @@ def test_comparison_table_rejects_metrics_without_theory():
 
 
 def test_run_comparison_tabulates_and_resumes(tmp_path):
-    """The runner on a fake simulation with a known D → ∞ limit (tests/sweep_helpers.py); a rerun
+    """The runner on a fake simulation with a known D → ∞ limit (tests/resumable_helpers.py); a rerun
     simulates nothing (its point function would raise)."""
-    import sweep_helpers
+    import resumable_helpers
     from simulations.campaigns.convergence import run_comparison
 
     setting = dict(a=1.0, b=-2.0, theory=0.9)
     res = run_comparison(setting, [20, 40, 80], [0, 1], out_dir=tmp_path, metrics=["x"], progress=False,
-                         theory_fn=sweep_helpers.fake_theory, point_fn=sweep_helpers.fake_simulation)
+                         theory_fn=resumable_helpers.fake_theory, point_fn=resumable_helpers.fake_simulation)
     table = res["table"]
     assert [r.D for r in table.rows] == [20, 40, 80]
     assert table.rows[0].mean == pytest.approx(1.0 - 2.0 / 20) and table.rows[0].se == pytest.approx(0.01)
@@ -124,7 +124,7 @@ def test_run_comparison_tabulates_and_resumes(tmp_path):
         raise AssertionError("recomputed a finished point")
 
     again = run_comparison(setting, [20, 40, 80], [0, 1], out_dir=tmp_path, metrics=["x"], progress=False,
-                           theory_fn=sweep_helpers.fake_theory, point_fn=fail)
+                           theory_fn=resumable_helpers.fake_theory, point_fn=fail)
     assert again["table"].records() == table.records()
 
 

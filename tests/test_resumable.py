@@ -1,4 +1,4 @@
-"""The crash-safe sweep runner (simulations/sweep.py): resume, interrupt, process pool, Dask."""
+"""The crash-safe runner of simulations/campaigns/resumable.py: resume, interrupt, process pool, Dask."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Fine-tuning (LoRA) state evolution (state_evolution/finetuning.py): docs/theory.md §6 checks 2, 4, 5,
 λ' = ∞ exactness, recalibration, bad inputs and honest non-convergence. Monte Carlo channels use
-2^12–2^13 samples here for speed; tolerances are stated in Monte Carlo standard errors."""
+2^12 training samples here for speed; tolerances are stated in Monte Carlo standard errors."""
 
 import dataclasses
 import math

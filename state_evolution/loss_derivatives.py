@@ -18,8 +18,8 @@ Newton step (``~6·10⁴`` samples of ``3×3`` logits), so they are written on *
 Python: XLA then fuses the whole computation into a few loops over the samples that vectorise along
 ``n``. Batched ``(n, T, T, T)`` tensors with ``einsum`` contractions over axes of length 3 ran 5×
 slower on this CPU (measured, one core, 65536 samples: LoRA derivatives 72 → 14 ms).
-``tests/test_state_evolution_pretraining.py`` and ``tests/test_state_evolution_finetuning.py``
-check everything against automatic differentiation.
+``tests/test_loss_derivatives.py`` and ``tests/test_channel_lora.py`` check everything against automatic
+differentiation.
 """
 
 from __future__ import annotations

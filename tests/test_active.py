@@ -156,13 +156,6 @@ def test_conditioned_law_matches_a_direct_monte_carlo_of_the_selection():
         assert theory[key] == pytest.approx(direct[key], rel=0.04), key
 
 
-@pytest.fixture(scope="module")
-def identity_pre():
-    from state_evolution import solve_pretraining
-
-    return solve_pretraining(0.1, 0.5, 0.1, activation="identity")
-
-
 def test_random_selection_leaves_the_state_evolution_unchanged(identity_pre):
     """Exactly (same samples) through the API; and within Monte Carlo error when a random subset is
     pushed through the conditioning machinery (side fields of a random half of the candidates)."""
@@ -222,7 +215,7 @@ def test_identity_reuse_is_fresh_finetuning_with_the_training_noise(identity_pre
     """docs/theory.md §5.2: for the identity activation LoRA sees pre-training only through H0 − Ĥ, which on
     reused (training) samples is Gaussian with variance mse_train = (mse_S + a²Δ)/(1 + a)² per coordinate.
     So reuse = perfect pre-training with Δ' + mse_train. Different Monte Carlo samples on the two sides:
-    tolerance 3 % (≈ 4 s.e. at 2^12 samples, as in test_state_evolution_finetuning.py)."""
+    tolerance 3 % (≈ 4 s.e. at 2^12 samples, as in test_finetuning.py)."""
     import dataclasses
 
     from state_evolution import solve_finetuning

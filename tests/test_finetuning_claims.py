@@ -24,9 +24,9 @@ def test_argmin_lam():
 
 
 def test_identity_surrogate_is_exact():
-    """THEORY.md §6.2 through the claims machinery: for the identity activation the LoRA overlaps on the real
+    """docs/theory.md §6.2 through the claims machinery: for the identity activation the LoRA overlaps on the real
     pre-training state equal those of perfect pre-training with Δ' + mse_S (same Monte Carlo samples up to the
-    GOE pair's realisation: 3 % tolerance, as tests/test_state_evolution_finetuning.py)."""
+    GOE pair's realisation: 3 % tolerance, as tests/test_finetuning.py)."""
     out = surrogate_sweep(0.5, [0.1], lam_prime=1.0, activation="identity")["rows"][0]
     for k in ("m_prime", "q_prime", "alignment"):
         assert math.isclose(out[f"plain_real_{k}"], out[f"plain_surrogate_{k}"], rel_tol=0.03), k

@@ -1,4 +1,4 @@
-"""Importable point functions for the sweep tests (subprocesses and Dask workers import them by name)."""
+"""Importable point functions for the resumable-runner tests (subprocesses and Dask workers import them by name)."""
 
 import os
 import time

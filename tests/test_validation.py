@@ -1,5 +1,6 @@
-"""The campaign driver of simulations/validation.py: setting selection and the report, on a toy model
-whose simulation mean is known (``x = a + 1/D`` plus seed noise), so the verdict is predictable."""
+"""The campaign driver of simulations/campaigns/validation.py: setting selection and the report, on a toy
+model whose simulation mean is known (``x = a + 1/D`` plus seed noise), so the verdict is predictable; the
+replicated theory's mean and Monte Carlo spread."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from simulations.campaigns.validation import run_campaign
+from simulations.campaigns.validation import replicate_theory, run_campaign
 
 SETTINGS = [dict(activation="identity", a=1.0), dict(activation="identity", a=2.0)]
 
@@ -62,3 +63,17 @@ def test_settings_option_rejects_an_unknown_index(tmp_path):
 def test_plot_metrics_option_rejects_an_unknown_metric(tmp_path):
     with pytest.raises(SystemExit):
         _run(tmp_path, "--plot-metrics", "y")
+
+
+def test_replicate_theory_averages_and_reports_the_spread():
+    def fake(setting, seed):
+        return {"q": 1.0 + 0.1 * seed, "converged": seed != 2, "residual": 1e-9 * (seed + 1), "seconds": 1.0,
+                "name": "x"}
+
+    out = replicate_theory(fake, {}, 4)
+    q = 1.0 + 0.1 * np.arange(4)
+    assert out["q"] == pytest.approx(q.mean())
+    assert out["q_mc_se"] == pytest.approx(q.std(ddof=1) / 2)
+    assert out["converged"] is False and out["residual"] == pytest.approx(4e-9) and out["seconds"] == 4.0
+    assert out["name"] == "x" and out["mc_replicas"] == 4
+    assert replicate_theory(fake, {}, 1)["q_mc_se"] == 0.0

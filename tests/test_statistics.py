@@ -1,9 +1,9 @@
-"""The comparison layer's statistics on synthetic inputs with known answers."""
+"""The statistics of simulations/campaigns/statistics.py (finite-D rows, the extrapolation to D → ∞, the
+control-variate mean, the tidy table) on synthetic inputs with known answers."""
 
 import numpy as np
 import pytest
 
-from simulations.campaigns.validation import replicate_theory
 from simulations.campaigns.statistics import comparison_rows, extrapolate, gap_shrinks
 
 
@@ -24,20 +24,6 @@ def test_extrapolation_recovers_a_known_line_and_z_uses_the_theory_error():
     assert ex_mc.combined_se == pytest.approx(np.hypot(ex.se, 0.02))
     assert abs(ex_mc.z) < 3 and ex_mc.agrees()
     assert gap_shrinks(comparison_rows("x", a, by_D))
-
-
-def test_replicate_theory_averages_and_reports_the_spread():
-    def fake(setting, seed):
-        return {"q": 1.0 + 0.1 * seed, "converged": seed != 2, "residual": 1e-9 * (seed + 1), "seconds": 1.0,
-                "name": "x"}
-
-    out = replicate_theory(fake, {}, 4)
-    q = 1.0 + 0.1 * np.arange(4)
-    assert out["q"] == pytest.approx(q.mean())
-    assert out["q_mc_se"] == pytest.approx(q.std(ddof=1) / 2)
-    assert out["converged"] is False and out["residual"] == pytest.approx(4e-9) and out["seconds"] == 4.0
-    assert out["name"] == "x" and out["mc_replicas"] == 4
-    assert replicate_theory(fake, {}, 1)["q_mc_se"] == 0.0
 
 
 # --------------------------------------------------------------------------- the tidy table
@@ -101,31 +87,6 @@ def test_comparison_table_rejects_metrics_without_theory():
 
     with pytest.raises(ValueError, match="no theory value"):
         comparison_table({"x": 1.0}, {"x": _synthetic(), "z": _synthetic()})
-
-
-def test_run_comparison_tabulates_and_resumes(tmp_path):
-    """The runner on a fake simulation with a known D → ∞ limit (tests/sweep_helpers.py); a rerun
-    simulates nothing (its point function would raise)."""
-    import sweep_helpers
-    from simulations.campaigns.convergence import run_comparison
-
-    setting = dict(a=1.0, b=-2.0, theory=0.9)
-    res = run_comparison(setting, [20, 40, 80], [0, 1], out_dir=tmp_path, metrics=["x"], progress=False,
-                         theory_fn=sweep_helpers.fake_theory, point_fn=sweep_helpers.fake_simulation)
-    table = res["table"]
-    assert [r.D for r in table.rows] == [20, 40, 80]
-    assert table.rows[0].mean == pytest.approx(1.0 - 2.0 / 20) and table.rows[0].se == pytest.approx(0.01)
-    ex = table.extrapolation_of("x")
-    assert ex.value == pytest.approx(1.0, abs=1e-10) and ex.theory == 0.9 and not ex.agrees()
-    for key in ("csv", "json", "png"):
-        assert res["paths"][key].exists()
-
-    def fail(**kw):
-        raise AssertionError("recomputed a finished point")
-
-    again = run_comparison(setting, [20, 40, 80], [0, 1], out_dir=tmp_path, metrics=["x"], progress=False,
-                           theory_fn=sweep_helpers.fake_theory, point_fn=fail)
-    assert again["table"].records() == table.records()
 
 
 def test_control_variate_removes_a_known_linear_dependence():

@@ -1,4 +1,4 @@
-"""The crash-safe sweep runner (simulations/sweep.py): resume, interrupt, process pool, Dask."""
+"""The crash-safe runner of simulations/campaigns/resumable.py: resume, interrupt, process pool, Dask."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import sweep_helpers
+import resumable_helpers
 from simulations.campaigns.resumable import Executor, load_records, pending, point_id, run_points
 
 HERE = Path(__file__).parent
@@ -33,20 +33,20 @@ def _check_complete(records, n):
 def test_rerun_skips_finished_points(tmp_path):
     log = tmp_path / "log"
     points = _points(5, log)
-    run_points(sweep_helpers.logged_square, points[:3], tmp_path / "out", progress=False)
+    run_points(resumable_helpers.logged_square, points[:3], tmp_path / "out", progress=False)
     assert pending(points, tmp_path / "out") == points[3:]
-    records = run_points(sweep_helpers.logged_square, points, tmp_path / "out", progress=False)
+    records = run_points(resumable_helpers.logged_square, points, tmp_path / "out", progress=False)
     _check_complete(records, 5)
-    assert sweep_helpers.calls(log) == {i: 1 for i in range(5)}  # nothing computed twice
+    assert resumable_helpers.calls(log) == {i: 1 for i in range(5)}  # nothing computed twice
 
 
 def test_killed_sweep_loses_no_finished_point_and_rerun_recomputes_none(tmp_path):
     """SIGKILL a sweep (no chance to clean up) mid-way; every finished record survives intact and
     the rerun computes only the missing points."""
     out, log, n = tmp_path / "out", tmp_path / "log", 30
-    script = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import sweep_helpers; "
+    script = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import resumable_helpers; "
               f"from simulations.campaigns.resumable import run_points; "
-              f"run_points(sweep_helpers.logged_square, "
+              f"run_points(resumable_helpers.logged_square, "
               f"[dict(x=i, log_dir={str(log)!r}, delay=0.25) for i in range({n})], {str(out)!r}, progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.monotonic() + 120
@@ -58,12 +58,12 @@ def test_killed_sweep_loses_no_finished_point_and_rerun_recomputes_none(tmp_path
     proc.wait()
     finished = {json.loads(f.read_text())["point"]["x"] for f in out.glob("*.json")}  # each parses: atomic
     assert 4 <= len(finished) < n
-    before = sweep_helpers.calls(log)
+    before = resumable_helpers.calls(log)
     assert all(before[x] == 1 for x in finished)
 
-    records = run_points(sweep_helpers.logged_square, _points(n, log, 0.25), out, progress=False)
+    records = run_points(resumable_helpers.logged_square, _points(n, log, 0.25), out, progress=False)
     _check_complete(records, n)
-    after = sweep_helpers.calls(log)
+    after = resumable_helpers.calls(log)
     assert all(after[x] == 1 for x in finished), "a finished point was computed again"
     # at most the point being computed when the sweep was killed runs twice
     assert sum(after.values()) - n <= 1
@@ -73,7 +73,7 @@ def test_killed_sweep_loses_no_finished_point_and_rerun_recomputes_none(tmp_path
 
 def test_process_pool_gives_the_serial_records(tmp_path):
     points = _points(4, tmp_path / "log")
-    records = run_points(sweep_helpers.logged_square, points, tmp_path / "pool", executor=Executor(workers=2), progress=False)
+    records = run_points(resumable_helpers.logged_square, points, tmp_path / "pool", executor=Executor(workers=2), progress=False)
     _check_complete(records, 4)
     assert [point_id(r["point"]) for r in records] == [point_id(p) for p in points]  # order of the points
 
@@ -85,11 +85,11 @@ def test_dask_local_cluster_runs_and_resumes(tmp_path):
 
     log, out = tmp_path / "log", tmp_path / "dask"
     points = _points(6, log)
-    run_points(sweep_helpers.logged_square, points[:2], out, progress=False)  # two finished before
-    records = run_points(sweep_helpers.logged_square, points, out, executor=Executor(workers=2, backend="dask"),
+    run_points(resumable_helpers.logged_square, points[:2], out, progress=False)  # two finished before
+    records = run_points(resumable_helpers.logged_square, points, out, executor=Executor(workers=2, backend="dask"),
                          progress=False)
     _check_complete(records, 6)
-    assert sweep_helpers.calls(log) == {i: 1 for i in range(6)}
+    assert resumable_helpers.calls(log) == {i: 1 for i in range(6)}
     pids = {r["result"]["pid"] for r in records if r["point"]["x"] >= 2}
     assert os.getpid() not in pids  # computed on the workers
     assert load_records(out, points) == records

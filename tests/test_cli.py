@@ -183,7 +183,8 @@ def test_flag_message_rewrites_only_a_leading_keyword():
     from simulations.cli import flag_message
 
     flags = {"alpha_prime": "--alpha-prime", "lam_prime": "--lam-prime", "T": "--T"}
-    assert flag_message("alpha_prime must be in (0, inf), got -1.0", flags) == "--alpha-prime must be in (0, inf), got -1.0"
+    message = "alpha_prime must be in (0, inf), got -1.0"
+    assert flag_message(message, flags) == "--alpha-prime must be in (0, inf), got -1.0"
     assert flag_message("T must be >= 2 with the softmax activation, got 1", flags).startswith("--T must")
     assert flag_message("lam_primes are unknown", flags) == "lam_primes are unknown"
     assert flag_message("unknown figure 'x'", flags) == "unknown figure 'x'"

@@ -55,9 +55,10 @@ def register(subparsers) -> None:
     """Add the ``solve`` sub-parser."""
     p = subparsers.add_parser(
         "solve", help="state-evolution theory (D -> infinity) at one setting or a grid",
-        description="Solve the state evolution of pre-training and rank-one LoRA at one setting, or on the "
-                    "grid (Cartesian product) of the values given to --alpha, --alpha-prime, --delta, --lam, "
-                    "--lam-prime; print one row per point; optionally write JSON and CSV.",
+        description="Solve the state evolution (D -> infinity) of pre-training and rank-one LoRA at one\n"
+                    "setting, or on the grid (Cartesian product) of the values given to --alpha,\n"
+                    "--alpha-prime, --delta, --lam, --lam-prime; print one row per point; optionally\n"
+                    "write JSON and CSV. Every point is validated before anything is solved.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p, several=GRID, required=("alpha", "delta", "lam"), reuse=False)
     p.add_argument("--pretrain-only", action="store_true",

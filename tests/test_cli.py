@@ -1,4 +1,5 @@
-"""The ``solvable-attention`` command line (simulations/cli.py) and the seed summary (simulations/summary.py)."""
+"""The ``solvable-attention`` command line (simulations/cli/, ``simulate``) and the seed summary
+(simulations/simulator/summary.py)."""
 
 from __future__ import annotations
 
@@ -77,18 +78,18 @@ def test_simulate_prints_table(cli_run, capsys):
 
 
 @pytest.mark.parametrize("extra, name", [
-    (["--D", "-5"], "D"),
-    (["--alpha", "0"], "alpha"),
-    (["--alpha", "-1"], "alpha"),
-    (["--lam", "-0.1"], "lam"),
-    (["--lam-prime", "nan"], "lam_prime"),
-    (["--kappa0", "0"], "kappa0"),
-    (["--activation", "relu"], "activation"),
-    (["--activation", "softmax", "--T", "1"], "T"),
-    (["--noise", "input"], "noise"),
-    (["--n-test", "0"], "n_test"),
-    (["--seeds", "0"], "seeds"),
-    (["--D", "1.5"], "D"),
+    (["--D", "-5"], "--D"),
+    (["--alpha", "0"], "--alpha"),
+    (["--alpha", "-1"], "--alpha"),
+    (["--lam", "-0.1"], "--lam"),
+    (["--lam-prime", "nan"], "--lam-prime"),
+    (["--kappa0", "0"], "--kappa0"),
+    (["--activation", "relu"], "--activation"),
+    (["--activation", "softmax", "--T", "1"], "--T"),
+    (["--noise", "input"], "--noise"),
+    (["--n-test", "0"], "--n-test"),
+    (["--seeds", "0"], "--seeds"),
+    (["--D", "1.5"], "--D"),
 ])
 def test_bad_arguments_exit_2_naming_the_parameter(extra, name, capsys, monkeypatch):
     def must_not_run(*args, **kwargs):
@@ -145,3 +146,57 @@ def test_mean_se_single_value_and_formatting():
     assert one.mean == 0.25 and math.isnan(one.se) and one.n == 1
     assert format_mean_se(one._asdict()) == "0.25" == one.format()
     assert format_mean_se(mean_se([1.0, 3.0])._asdict()) == "2 ± 1"
+
+
+def test_version_prints_the_distribution_version(capsys):
+    from importlib import metadata
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"solvable-attention {metadata.version('solvable-attention')}\n"
+
+
+def test_python_dash_m_runs_the_command_line():
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "simulations.cli", "--version"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("solvable-attention ")
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (ARGV + ["--alpha-prime", "-1"], "--alpha-prime"),  # the last value given wins
+    (ARGV + ["--delta-prime", "-0.5"], "--delta-prime"),
+    (["solve", "--alpha", "0.5", "--alpha-prime", "-1", "--delta", "0.5", "--lam", "0.01"], "--alpha-prime"),
+    (["solve", "--alpha", "0.5", "--alpha-prime", "3", "--delta", "0.5", "--lam", "0.01", "--lam-prime", "-2"],
+     "--lam-prime"),
+    (["convergence", "--alpha", "0.5", "--alpha-prime", "3", "--delta", "0.5", "--lam", "0.01", "--kappa", "0",
+      "--D", "10", "20"], "--kappa"),
+])
+def test_errors_name_the_flag_not_the_keyword(argv, flag, capsys):
+    """The package says ``alpha_prime must be ...``; the command line says ``--alpha-prime must be ...``."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag} must be "), err
+
+
+def test_flag_message_rewrites_only_a_leading_keyword():
+    from simulations.cli import flag_message
+
+    flags = {"alpha_prime": "--alpha-prime", "lam_prime": "--lam-prime", "T": "--T"}
+    message = "alpha_prime must be in (0, inf), got -1.0"
+    assert flag_message(message, flags) == "--alpha-prime must be in (0, inf), got -1.0"
+    assert flag_message("T must be >= 2 with the softmax activation, got 1", flags).startswith("--T must")
+    assert flag_message("lam_primes are unknown", flags) == "lam_primes are unknown"
+    assert flag_message("unknown figure 'x'", flags) == "unknown figure 'x'"
+
+
+def test_reproduce_lists_every_figure_in_help_and_error(capsys):
+    from simulations.figures import FIGURES
+
+    assert {"fig3", "fig4"} <= set(FIGURES)
+    assert main(["reproduce", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"one of {', '.join(FIGURES)}" in " ".join(out.split()) and "all" not in out.split()
+    assert main(["reproduce", "nofig"]) == 2
+    err = capsys.readouterr().err
+    assert all(name in err for name in FIGURES) and "'all'" not in err

@@ -1,0 +1,7 @@
+"""``python -m simulations.cli``: the same as the ``solvable-attention`` command."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

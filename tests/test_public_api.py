@@ -41,7 +41,6 @@ PENDING = {
     "simulations.campaigns.validation",
     "simulations.campaigns.finetuning_claims",
     "simulations.figures.common",
-    "simulations.cli",
 }
 
 # Functions whose value is a side effect (a figure, a registration, a command): no ``Returns:`` needed.

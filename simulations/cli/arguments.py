@@ -65,7 +65,16 @@ def add_model_arguments(p, *, several=(), required=REQUIRED, reuse: bool = True)
 
 
 def model_kwargs(args) -> dict:
-    """Keyword arguments of :func:`simulations.simulate` from parsed arguments (except D, seed)."""
+    """Keyword arguments of :func:`simulations.simulate` from parsed arguments (except D, seed).
+
+    Args:
+        args: the parsed ``argparse.Namespace``; the model keywords of :data:`MODEL_KEYWORDS`, ``method``,
+            ``n_test`` and ``pretrain_tol`` are taken when the command defines them.
+
+    Returns:
+        ``{keyword: value}``, with ``x64`` set to ``not args.float32`` (``True`` when there is no
+        ``--float32`` flag).
+    """
     kw = {name: getattr(args, name) for name in MODEL_KEYWORDS if hasattr(args, name)}
     for name in ("method", "n_test", "pretrain_tol"):
         if hasattr(args, name):
@@ -75,14 +84,28 @@ def model_kwargs(args) -> dict:
 
 
 def add_seed_arguments(p) -> None:
-    """``--seeds N`` (seeds ``0..N-1``, default 4) or ``--seed-list SEED ...``."""
+    """Add ``--seeds N`` (seeds ``0..N-1``, default 4) or ``--seed-list SEED ...`` (mutually exclusive).
+
+    Args:
+        p: an ``argparse`` (sub-)parser.
+    """
     group = p.add_mutually_exclusive_group()
     group.add_argument("--seeds", type=int, default=4, metavar="N", help="seeds 0..N-1 (default 4)")
     group.add_argument("--seed-list", type=int, nargs="+", metavar="SEED", help="explicit seeds")
 
 
 def seed_list(args) -> list[int]:
-    """The seeds asked for. Raises :class:`UsageError` when none, negative or repeated."""
+    """The seeds asked for.
+
+    Args:
+        args: the parsed arguments, with ``seeds`` and ``seed_list`` (:func:`add_seed_arguments`).
+
+    Returns:
+        ``args.seed_list`` when given, else ``[0, ..., args.seeds - 1]``.
+
+    Raises:
+        UsageError: no seeds (``--seeds`` < 1), a negative seed, or repeated seeds.
+    """
     seeds = list(args.seed_list) if args.seed_list is not None else list(range(args.seeds))
     if not seeds:
         raise UsageError(f"--seeds must be a positive integer, got {args.seeds}")
@@ -95,6 +118,11 @@ def seed_list(args) -> list[int]:
 
 def validate(D, kw) -> None:
     """Run the package's parameter checks before any work.
+
+    Args:
+        D: the embedding dimension (checked by :func:`solvable_attention.params.check_dimension`).
+        kw: the model keyword arguments (:func:`model_kwargs`); all but ``method``, ``n_test``,
+            ``pretrain_tol`` and ``x64`` go to :func:`solvable_attention.params.make_params`.
 
     Raises:
         ValueError: a bad dimension ``D`` or model parameter (message names the keyword), ``n_test < 1``
@@ -113,6 +141,12 @@ def validate(D, kw) -> None:
 def check_writable(path, flag: str = "--json") -> None:
     """Fail early (before hours of work) when ``path``'s directory cannot be written.
 
+    Creates the directory of ``path`` when missing.
+
+    Args:
+        path: the output file the command will write.
+        flag: the flag that gave ``path``, named in the error message.
+
     Raises:
         UsageError: ``path`` is a directory, or its folder cannot be created or written.
     """
@@ -128,7 +162,11 @@ def check_writable(path, flag: str = "--json") -> None:
 
 
 def add_dask_argument(p) -> None:
-    """``--dask [SCHEDULER]``: run the command's points on Dask (see :func:`make_executor`)."""
+    """Add ``--dask [SCHEDULER]``: run the command's points on Dask (see :func:`make_executor`).
+
+    Args:
+        p: an ``argparse`` (sub-)parser.
+    """
     p.add_argument("--dask", nargs="?", const="local", default=None, metavar="SCHEDULER",
                    help="run the sweeps on Dask: a local cluster of --workers processes, or the scheduler "
                         "address given (tcp://host:8786); needs the [distributed] extra")
@@ -136,6 +174,13 @@ def add_dask_argument(p) -> None:
 
 def make_executor(args) -> Executor:
     """``--workers N [--dask [ADDRESS]]``: where the command's points run (:class:`Executor`).
+
+    Args:
+        args: the parsed arguments, with ``workers`` and ``dask`` (:func:`add_dask_argument`).
+
+    Returns:
+        An :class:`Executor` of ``args.workers`` processes; with ``--dask``, on the Dask backend (a local
+        cluster for ``--dask`` alone, else the scheduler address given).
 
     Raises:
         UsageError: ``--workers < 1``, or ``--dask`` without the optional dependency.

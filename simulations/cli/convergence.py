@@ -14,7 +14,11 @@ from .arguments import (UsageError, add_dask_argument, add_model_arguments, add_
 
 
 def register(subparsers) -> None:
-    """Add the ``convergence`` sub-parser."""
+    """Add the ``convergence`` sub-parser.
+
+    Args:
+        subparsers: the sub-parsers action of the main parser (``add_subparsers()``).
+    """
     p = subparsers.add_parser("convergence", help="finite-size study: theory vs simulation as D grows",
                               description="Simulate one setting at several D over seeds, solve the state "
                                           "evolution, print the table (mean, s.e., gap, z per metric and D) and "
@@ -34,11 +38,17 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    """Validate everything, run the comparison, print its table and the files written; returns 0.
+    """Validate everything, run the comparison, print its table and the files written.
+
+    Args:
+        args: the parsed arguments of the ``convergence`` command.
+
+    Returns:
+        0 (exit status: success).
 
     Raises:
-        UsageError: ``--reuse``, fewer than 2 distinct ``--D``, bad ``--workers``/``--mc-replicas``/``--power``,
-            unwritable ``--out``.
+        UsageError: ``--reuse``, bad seeds (:func:`~simulations.cli.arguments.seed_list`), fewer than 2
+            distinct ``--D``, bad ``--workers``/``--dask``/``--mc-replicas``/``--power``, unwritable ``--out``.
         ValueError: a bad model parameter (the package's checks).
     """
     kw = model_kwargs(args)

@@ -35,8 +35,17 @@ class _Parser(argparse.ArgumentParser):
 def main(argv=None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status.
 
-    0 success; 1 a command's own failure status (``solve``: some point did not converge); 2 a bad
-    argument (one line ``error: <message>`` on stderr, naming the flag).
+    A :class:`UsageError` or ``ValueError`` raised while parsing or running the command is caught and
+    printed as one line ``error: <message>`` on stderr (the leading keyword turned into the flag by
+    :func:`flag_message`); ``--help`` and ``--version`` print and return their own status.
+
+    Args:
+        argv: the arguments after the program name; ``None`` reads ``sys.argv[1:]``.
+
+    Returns:
+        The exit status: 0 success; 1 a command's own failure status (``solve``: some point did not
+        converge); 2 (:data:`EXIT_USAGE`) a bad argument (one line ``error: <message>`` on stderr, naming
+        the flag).
     """
     parser = build_parser()
     args = None
@@ -52,7 +61,12 @@ def main(argv=None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of every command; ``parser.flags[command]`` maps each keyword (``dest``) to its flag."""
+    """The parser of every command in :data:`COMMANDS`, with ``--version``.
+
+    Returns:
+        The ``argparse.ArgumentParser`` (one whose ``error`` raises :class:`UsageError` instead of
+        exiting); ``parser.flags[command]`` maps each keyword (``dest``) of that command to its flag.
+    """
     parser = _Parser(prog=PROG, description="Solvable attention model: finite-D simulations and theory.")
     parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -63,7 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def package_version() -> str:
-    """The installed distribution's version (``importlib.metadata``), or ``"unknown"`` when not installed."""
+    """The installed distribution's version.
+
+    Returns:
+        The version of the ``solvable-attention`` distribution (``importlib.metadata``), or ``"unknown"``
+        when it is not installed.
+    """
     from importlib import metadata
 
     try:
@@ -85,8 +104,15 @@ def flag_message(message: str, flags: dict[str, str]) -> str:
     """``message`` with its leading parameter keyword replaced by the flag the user typed.
 
     ``flag_message("alpha_prime must be in (0, inf), got -1.0", {"alpha_prime": "--alpha-prime"})`` →
-    ``"--alpha-prime must be in (0, inf), got -1.0"``. Messages not starting with a keyword of ``flags``
-    are returned unchanged.
+    ``"--alpha-prime must be in (0, inf), got -1.0"``.
+
+    Args:
+        message: an error message, typically a ``ValueError``'s from the package's parameter checks.
+        flags: keyword (``dest``) → flag of the command that was run (``build_parser().flags[command]``).
+
+    Returns:
+        ``message`` with its leading keyword replaced by its flag; unchanged when it does not start with
+        a keyword of ``flags``.
     """
     match = _LEADING_NAME.match(message)
     if match and match.group(1) in flags:

@@ -14,7 +14,11 @@ from .arguments import UsageError, add_dask_argument, check_writable, make_execu
 
 
 def register(subparsers) -> None:
-    """Add the ``reproduce`` sub-parser (its help lists every figure accepted)."""
+    """Add the ``reproduce`` sub-parser (its help lists every figure accepted).
+
+    Args:
+        subparsers: the sub-parsers action of the main parser (``add_subparsers()``).
+    """
     from ..figures import FIGURES
 
     p = subparsers.add_parser("reproduce", help="reproduce a figure of the paper (PNG, PDF, CSV, JSON)",
@@ -34,7 +38,13 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    """Validate, reproduce the figure, print the files written and the timings; returns 0.
+    """Validate, reproduce the figure, print the files written and the timings.
+
+    Args:
+        args: the parsed arguments of the ``reproduce`` command.
+
+    Returns:
+        0 (exit status: success).
 
     Raises:
         UsageError: unknown or unavailable figure, ``--D < 2``, ``--seeds < 1``, bad ``--workers``/``--dask``,

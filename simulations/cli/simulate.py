@@ -19,7 +19,11 @@ FINETUNE_METRICS = ("m", "q", "rho_v", "alignment", "test_error", "test_error_ba
 
 
 def register(subparsers) -> None:
-    """Add the ``simulate`` sub-parser."""
+    """Add the ``simulate`` sub-parser.
+
+    Args:
+        subparsers: the sub-parsers action of the main parser (``add_subparsers()``).
+    """
     p = subparsers.add_parser("simulate", help="train both stages at finite D over seeds",
                               description="Train pre-training and rank-one LoRA at finite D over "
                                           "several seeds; print mean ± s.e. of every metric.")
@@ -37,7 +41,20 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    """Validate everything, simulate every seed, print the report, write ``--json``; returns 0."""
+    """Validate everything, simulate every seed, print the report, write ``--json``.
+
+    Args:
+        args: the parsed arguments of the ``simulate`` command.
+
+    Returns:
+        0 (exit status: success).
+
+    Raises:
+        UsageError: bad seeds (:func:`~simulations.cli.arguments.seed_list`) or an unwritable ``--json``
+            path (:func:`~simulations.cli.arguments.check_writable`).
+        ValueError: a bad ``--D``, model parameter, ``--n-test`` or ``--pretrain-tol``
+            (:func:`~simulations.cli.arguments.validate`, before any simulation).
+    """
     kw = model_kwargs(args)
     seeds = seed_list(args)
     validate(args.D, kw)
@@ -57,7 +74,17 @@ def run(args) -> int:
 
 
 def run_seeds(D, seeds, kw) -> list:
-    """``simulate(D, seed=s, **kw)`` for each seed under a tqdm bar (pre-training in the postfix)."""
+    """``simulate(D, seed=s, **kw)`` for each seed under a tqdm bar (pre-training in the postfix).
+
+    Args:
+        D: the embedding dimension.
+        seeds: the seeds, run in this order.
+        kw: the other keyword arguments of :func:`simulations.simulate`
+            (:func:`~simulations.cli.arguments.model_kwargs`).
+
+    Returns:
+        The results of :func:`simulations.simulate`, one per seed, in the order of ``seeds``.
+    """
     from tqdm import tqdm
 
     from ..simulator import simulate
@@ -86,7 +113,21 @@ def _pretrain_postfix(bar, seed, every: float = 0.25):
 
 
 def format_report(D, seeds, kw, results, summary, wall) -> str:
-    """The printed report: the setting, mean ± s.e. of every metric, convergence and timings."""
+    """The printed report: the setting, mean ± s.e. of every metric, convergence and timings.
+
+    Args:
+        D: the embedding dimension.
+        seeds: the seeds simulated.
+        kw: the keyword arguments given to :func:`simulations.simulate`.
+        results: the per-seed results (:func:`run_seeds`).
+        summary: their summary (``simulations.simulator.summary.summarize``), keyed ``<stage>.<metric>``
+            and ``timings.<stage>``.
+        wall: the total wall-clock time of the simulations, in seconds.
+
+    Returns:
+        The report as one string of lines: the setting, one line per metric (a single value when there is
+        one seed), the convergence line and the mean timings.
+    """
     from ..simulator.summary import format_mean_se
 
     n = len(results)
@@ -118,7 +159,21 @@ def _convergence_line(results) -> str:
 
 
 def simulate_payload(D, seeds, kw, results, summary, wall) -> dict:
-    """The ``--json`` record: parameters, per-seed results, summary, timings and run metadata."""
+    """The ``--json`` record: parameters, per-seed results, summary, timings and run metadata.
+
+    Args:
+        D: the embedding dimension.
+        seeds: the seeds simulated.
+        kw: the keyword arguments given to :func:`simulations.simulate`.
+        results: the per-seed results (:func:`run_seeds`).
+        summary: their summary (``simulations.simulator.summary.summarize``).
+        wall: the total wall-clock time of the simulations, in seconds.
+
+    Returns:
+        A JSON-ready dict: ``command``, ``parameters`` (``kw`` with ``delta_prime`` defaulting to
+        ``delta``), ``D``, ``seeds``, ``results`` (each result's ``to_dict()``), ``summary``, ``timings``
+        (``total_wall`` and the mean time of each stage) and the run metadata.
+    """
     per_seed = [r.to_dict() for r in results]
     stages = sorted({k for r in per_seed for k in r["timings"]})
     return {

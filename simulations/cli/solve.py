@@ -52,7 +52,11 @@ activation's pre-training channel is closed-form)."""
 
 
 def register(subparsers) -> None:
-    """Add the ``solve`` sub-parser."""
+    """Add the ``solve`` sub-parser.
+
+    Args:
+        subparsers: the sub-parsers action of the main parser (``add_subparsers()``).
+    """
     p = subparsers.add_parser(
         "solve", help="state-evolution theory (D -> infinity) at one setting or a grid",
         description="Solve the state evolution (D -> infinity) of pre-training and rank-one LoRA at one\n"
@@ -74,6 +78,9 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Validate every point, solve them all, print the table, write ``--json``/``--csv``.
+
+    Args:
+        args: the parsed arguments of the ``solve`` command.
 
     Returns:
         0 when every point converged, :data:`EXIT_NOT_CONVERGED` (1) otherwise.
@@ -108,7 +115,15 @@ def run(args) -> int:
 
 
 def grid_of(args) -> dict:
-    """``{keyword: [values]}`` of the flags forming the grid (pre-training flags only with ``--pretrain-only``)."""
+    """The values of the flags forming the grid.
+
+    Args:
+        args: the parsed arguments of the ``solve`` command.
+
+    Returns:
+        ``{keyword: [values]}`` for each keyword of :data:`GRID` (of :data:`PRETRAIN_GRID` with
+        ``--pretrain-only``), in that order.
+    """
     return {name: list(getattr(args, name)) for name in (PRETRAIN_GRID if args.pretrain_only else GRID)}
 
 
@@ -116,6 +131,14 @@ def grid_points(args) -> list[dict]:
     """Every point of the grid as the keyword arguments of :func:`state_evolution.solve_state_evolution`
     (or of :func:`state_evolution.solve_pretraining` with ``--pretrain-only``), ``λ'`` varying fastest,
     then ``λ``; each validated by :func:`solvable_attention.params.make_params` / ``PretrainParams``.
+
+    Args:
+        args: the parsed arguments of the ``solve`` command.
+
+    Returns:
+        One dict of keyword arguments per point of the Cartesian product of the grid flags, the fixed
+        setting flags added (and ``gamma``, ``delta_prime`` and ``recalibrate`` without ``--pretrain-only``;
+        ``recalibrate`` is ``False`` where ``lam_prime`` is infinite).
 
     Raises:
         UsageError: a grid flag with repeated values, no ``--alpha-prime`` without ``--pretrain-only``,
@@ -155,6 +178,13 @@ def solve_points(points, *, pretrain_only: bool, n_samples: int, seed: int, prog
 
     Points sharing ``(α, α', Δ)`` (``(α, Δ)`` with ``pretrain_only``) and more than one ``(λ, λ')`` are
     solved together by warm-started continuation; a lone point on its own.
+
+    Args:
+        points: the points, as made by :func:`grid_points`.
+        pretrain_only: solve the pre-training stage only.
+        n_samples: Monte Carlo samples of the output channels.
+        seed: seed of the Monte Carlo samples.
+        progress: show the progress bar.
 
     Returns:
         ``[(PretrainingSolution, FinetuningSolution or None, solver name), ...]``, one per point, in order.
@@ -203,9 +233,21 @@ def solve_points(points, *, pretrain_only: bool, n_samples: int, seed: int, prog
 
 
 def point_record(pre, fine, solver: str, *, n_samples: int, seed: int) -> dict:
-    """One point's record: ``parameters`` (the validated settings of both stages, ``n_samples``,
-    ``seed``), ``solver``, ``converged`` (both stages), ``pretrain`` and ``finetune`` (every metric and
-    status field of the solutions; ``finetune`` is ``None`` without a LoRA stage)."""
+    """One point's record.
+
+    Args:
+        pre: the pre-training solution.
+        fine: the fine-tuning solution, or ``None`` without a LoRA stage.
+        solver: the name of the function that solved the point.
+        n_samples: Monte Carlo samples used.
+        seed: seed of the Monte Carlo samples.
+
+    Returns:
+        ``{"parameters", "solver", "converged", "pretrain", "finetune"}``: ``parameters`` (the validated
+        settings of both stages in :data:`PARAMETER_ORDER`, ``n_samples``, ``seed``), ``solver``,
+        ``converged`` (both stages), ``pretrain`` and ``finetune`` (every metric and status field of the
+        solutions except ``params``; ``finetune`` is ``None`` without a LoRA stage).
+    """
     given = dict(pre.params.to_dict(), **({} if fine is None else fine.params.to_dict()))
     parameters = {k: given[k] for k in PARAMETER_ORDER if k in given}
     parameters.update(n_samples=n_samples, seed=seed)
@@ -224,8 +266,17 @@ FINETUNE_COLUMNS = (("E'", "finetune", "test_error"), ("E'_0", "finetune", "test
 
 
 def format_table(records, grid: dict, pretrain_only: bool) -> str:
-    """The printed table: a line with the fixed parameters, then one row per point (the varying
-    parameters, the metrics, the largest residual of the stages, the status)."""
+    """The printed table.
+
+    Args:
+        records: the points' records (:func:`point_record`).
+        grid: the grid's values (:func:`grid_of`); a keyword with more than one value is a column.
+        pretrain_only: leave out the LoRA metrics' columns.
+
+    Returns:
+        The table as one string: a line with the fixed parameters, a header, then one row per point (the
+        varying parameters, the metrics, the largest residual of the stages, the status).
+    """
     varying = [k for k, v in grid.items() if len(v) > 1]
     params = records[0]["parameters"]
     fixed = [k for k in params if k not in varying]
@@ -246,7 +297,14 @@ def format_table(records, grid: dict, pretrain_only: bool) -> str:
 
 
 def status(record) -> str:
-    """``"converged"``, or ``"not converged (<stage> residual <r>, ...)"`` naming the stages that did not."""
+    """A point's status column.
+
+    Args:
+        record: the point's record (:func:`point_record`).
+
+    Returns:
+        ``"converged"``, or ``"not converged (<stage> residual <r>, ...)"`` naming the stages that did not.
+    """
     failed = [f"{name} residual {record[name]['residual']:.1e}" for name in ("pretrain", "finetune")
               if record[name] is not None and not record[name]["converged"]]
     return "converged" if not failed else f"not converged ({', '.join(failed)})"
@@ -263,8 +321,17 @@ def _fmt(x) -> str:
 # --------------------------------------------------------------------------- CSV
 
 def csv_rows(records, metadata: dict) -> list[dict]:
-    """One flat row per point: the parameters, ``solver``, ``converged``, ``pretrain.<field>``,
-    ``finetune.<field>``, and the run metadata as ``meta.<key>`` (nested keys joined by dots, lists as JSON)."""
+    """The ``--csv`` rows.
+
+    Args:
+        records: the points' records (:func:`point_record`).
+        metadata: the run metadata (empty for none).
+
+    Returns:
+        One flat dict per point: the parameters, ``solver``, ``converged``, ``pretrain.<field>``,
+        ``finetune.<field>``, and the run metadata as ``meta.<key>`` (nested keys joined by dots, lists
+        and tuples as JSON).
+    """
     meta = _flatten(metadata, "meta")
     rows = []
     for r in records:
@@ -288,8 +355,19 @@ def _flatten(d: dict, prefix: str) -> dict:
 
 
 def write_csv_atomic(path, rows: list[dict]) -> None:
-    """Write ``rows`` (dicts, the first one's keys as columns) as CSV to ``path`` atomically: a temporary
-    file in the same folder, ``fsync``, then ``os.replace``; on failure the previous file is untouched."""
+    """Write ``rows`` as CSV to ``path`` atomically.
+
+    A temporary file in the same folder (created when missing), ``fsync``, then ``os.replace``; on
+    failure (any exception, re-raised) the temporary file is removed and the previous file is untouched.
+
+    Args:
+        path: the CSV file to write.
+        rows: the rows as dicts; the first one's keys are the columns.
+
+    Raises:
+        OSError: the folder or file cannot be created or written.
+        ValueError: a row has a key that the first row lacks (``csv.DictWriter``).
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")

@@ -40,9 +40,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvable_attention.activations import apply_activation
+from solvable_attention.labels import labels_from_draw
 from solvable_attention.runtime import float64
 
-from .goe_coordinates import from_coordinates, goe_from_square, n_free_entries
+from .goe_coordinates import from_coordinates, n_free_entries
 from .loss_derivatives import as_entries, entry_sum, entries, logit_derivatives, logit_loss, stack_entries
 from .overlap_fields import student_teacher_fields
 from .prox_newton import solve_prox_multistart, start_towards
@@ -130,11 +131,7 @@ def _lora_statistics(mp, qp, Vp, c, side, consts, samples, activation, noise, ma
     T = xi0.shape[-1]
     omega, z_star, c1 = student_teacher_fields(mp, qp, rho_v, xi0, xi1)
     H_hat, H0 = from_coordinates(side[0], T), from_coordinates(side[1], T)
-    target = teacher_logits(H0, z_star, gamma, rho_v)
-    if noise == "logits":
-        Y = apply_activation(target + jnp.sqrt(delta_p) * goe_from_square(noise_draw), activation, beta)
-    else:
-        Y = apply_activation(target, activation, beta) + jnp.sqrt(delta_p) * noise_draw
+    Y = labels_from_draw(teacher_logits(H0, z_star, gamma, rho_v), noise_draw, delta_p, activation, beta, noise)
 
     def loss(z, d):
         Y_, H_hat_, _ = d

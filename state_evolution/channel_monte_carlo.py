@@ -29,11 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvable_attention.activations import apply_activation
+from solvable_attention.labels import labels_from_draw
+from solvable_attention.random_matrices import goe_from_square
 from solvable_attention.runtime import float64
 from solvable_attention.params import PretrainParams
 
 from .channel_types import ChannelEvaluation, Conjugates
-from .goe_coordinates import from_coordinates, goe_from_square, n_free_entries, to_coordinates
+from .goe_coordinates import from_coordinates, n_free_entries, to_coordinates
 from .loss_derivatives import entries, loss_derivatives, loss_value
 from .overlap_fields import student_teacher_fields
 from .prox_newton import solve_prox_multistart, start_towards
@@ -47,11 +49,9 @@ def per_sample_loss(h, Y, T, activation, beta):
 
 
 def channel_labels(h0, noise_draw, delta, T, activation, beta, noise):
-    """``Y = σ(H(h0) + √Δ Ξ)`` (``Ξ = (G + Gᵀ)/√2``) or ``σ(H(h0)) + √Δ G`` from ``G = noise_draw``."""
-    H0 = from_coordinates(h0, T)
-    if noise == "logits":
-        return apply_activation(H0 + jnp.sqrt(delta) * goe_from_square(noise_draw), activation, beta)
-    return apply_activation(H0, activation, beta) + jnp.sqrt(delta) * noise_draw
+    """``Y = σ(H(h0) + √Δ Ξ)`` (``Ξ = (G + Gᵀ)/√2``) or ``σ(H(h0)) + √Δ G`` from ``G = noise_draw``
+    (:func:`solvable_attention.labels.labels_from_draw` of the whitened teacher field ``h0``)."""
+    return labels_from_draw(from_coordinates(h0, T), noise_draw, delta, activation, beta, noise)
 
 
 @partial(jax.jit, static_argnames=("T", "activation", "noise", "max_newton"))

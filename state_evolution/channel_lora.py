@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvable_attention.activations import apply_activation
+from solvable_attention.attention import lora_field_logits
 from solvable_attention.labels import labels_from_draw
 from solvable_attention.runtime import float64
 
@@ -53,16 +54,8 @@ from .sampling import gaussian_samples, sample_mean_se
 
 def lora_loss(z, q_prime, c, H_hat, Y, activation, beta):
     """``ℓ = ½‖Y' − σ(c Ĥ + z zᵀ − q' I)‖²_F`` for one sample (the autodiff oracle of :func:`lora_derivatives`)."""
-    T = z.shape[-1]
-    H = c * H_hat + jnp.outer(z, z) - q_prime * jnp.eye(T, dtype=z.dtype)
-    r = Y - apply_activation(H, activation, beta)
+    r = Y - apply_activation(lora_field_logits(H_hat, z, q_prime, c), activation, beta)
     return 0.5 * jnp.sum(r * r)
-
-
-def lora_logits(z, q_prime, c, H_hat):
-    """Batched model logits ``c Ĥ + z zᵀ − q' I``, shape ``(n, T, T)``."""
-    T = z.shape[-1]
-    return c * H_hat + z[..., :, None] * z[..., None, :] - q_prime * jnp.eye(T, dtype=z.dtype)
 
 
 def _lora_logit_entries(z, q_prime, c, H_hat):
@@ -182,7 +175,7 @@ def _lora_test_samples(mp, qp, c, pre, consts, samples, activation):
     H_hat_w, H0_w = fresh_side_fields(m, q, rho0, G0, G1)
     H_hat, H0 = from_coordinates(H_hat_w, T), from_coordinates(H0_w, T)
     target = apply_activation(teacher_logits(H0, z_star, gamma, rho_v), activation, beta)
-    d = apply_activation(lora_logits(z, qp, c, H_hat), activation, beta) - target
+    d = apply_activation(lora_field_logits(H_hat, z, qp, c), activation, beta) - target
     d0 = apply_activation(H_hat, activation, beta) - target
     return jnp.sum(d * d, axis=(-1, -2)), jnp.sum(d0 * d0, axis=(-1, -2))
 

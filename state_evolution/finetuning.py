@@ -21,6 +21,7 @@ import numpy as np
 
 from solvable_attention.params import FinetuneParams
 
+from .channel_identity import identity_weight
 from .channel_lora import LoraChannel
 from .fixed_point import SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_point, warn_if_not_converged
 from .pretraining import PretrainingSolution
@@ -90,7 +91,7 @@ class FinetuningSolution:
 def effective_noises(pre: PretrainingSolution, delta_prime: float) -> tuple[float, float]:
     """``(Δ' + mse_S, Δ' + ρ0 − m²/q)`` in logit units (identity + output noise: ``(β/T)² mse_S``)."""
     p = pre.params
-    scale = (p.beta / p.T) ** 2 if (p.activation == "identity" and p.noise == "output") else 1.0
+    scale = identity_weight(p.T, p.beta) if (p.activation == "identity" and p.noise == "output") else 1.0
     explained = pre.m ** 2 / pre.q if pre.q > 0 else 0.0
     return delta_prime + scale * pre.mse_S, delta_prime + scale * (pre.rho0 - explained)
 

@@ -49,7 +49,7 @@ from .loss_derivatives import as_entries, entry_sum, entries, logit_derivatives,
 from .overlap_fields import student_teacher_fields
 from .prox_newton import solve_prox_multistart, start_towards
 from .small_linalg import solve
-from .sampling import gaussian_samples, sample_mean_se
+from .sampling import N_SAMPLES, N_TEST_SAMPLES, TEST_SEED_OFFSET, gaussian_samples, sample_mean_se
 
 
 def lora_loss(z, q_prime, c, H_hat, Y, activation, beta):
@@ -236,7 +236,7 @@ class LoraChannel:
 
     @classmethod
     def create(cls, *, m, q, rho0, T, alpha_prime, delta_prime, gamma, activation, beta, noise,
-               n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1, max_newton=60,
+               n_samples=N_SAMPLES, n_test_samples=N_TEST_SAMPLES, seed=1, max_newton=60,
                sampling="sobol", side_fields=None, weights=None, v_hat="stein") -> "LoraChannel":
         """Fixed samples from ``seed``: scrambled Sobol by default, ``"iid"`` on request (:mod:`state_evolution.sampling`).
 
@@ -247,7 +247,7 @@ class LoraChannel:
             raise ValueError(f"v_hat must be 'stein' or 'hessian', got {v_hat!r}")
         K = n_free_entries(T)
         train = gaussian_samples(int(n_samples), [(T,), (T,), (K,), (K,), (T, T)], seed, sampling)
-        test = gaussian_samples(int(n_test_samples), [(T,), (T,), (K,), (K,)], seed + 7919, sampling)
+        test = gaussian_samples(int(n_test_samples), [(T,), (T,), (K,), (K,)], seed + TEST_SEED_OFFSET, sampling)
         with float64():
             samples = tuple(jnp.asarray(x, jnp.float64) for x in train)
             test = tuple(jnp.asarray(x, jnp.float64) for x in test)

@@ -40,7 +40,7 @@ from .loss_derivatives import entries, loss_derivatives, loss_value
 from .overlap_fields import student_teacher_fields
 from .prox_newton import solve_prox_multistart, start_towards
 from .small_linalg import solve
-from .sampling import gaussian_samples, sample_mean_se
+from .sampling import N_SAMPLES, N_TEST_SAMPLES, TEST_SEED_OFFSET, gaussian_samples, sample_mean_se
 
 def per_sample_loss(h, Y, T, activation, beta):
     """``ℓ(Y, h) = ½ ‖Y − σ(H(h))‖²_F`` for whitened logits ``h`` (one sample; used as autodiff oracle)."""
@@ -106,7 +106,7 @@ class MonteCarloChannel:
     max_newton: int = 50
 
     @classmethod
-    def create(cls, params: PretrainParams, *, n_samples: int = 2 ** 14, n_test_samples: int = 2 ** 17,
+    def create(cls, params: PretrainParams, *, n_samples: int = N_SAMPLES, n_test_samples: int = N_TEST_SAMPLES,
                seed: int = 0, max_newton: int = 50, sampling: str = "sobol") -> "MonteCarloChannel":
         """Draw the fixed samples (float64) from ``seed``: scrambled Sobol points mapped to normals by
         default (randomised QMC, :mod:`state_evolution.sampling`), or i.i.d. normals (``sampling="iid"``)."""
@@ -115,7 +115,7 @@ class MonteCarloChannel:
                              f"{n_samples!r}, {n_test_samples!r}")
         K, T = n_free_entries(params.T), params.T
         xi0, xi1, noise = gaussian_samples(int(n_samples), [(K,), (K,), (T, T)], seed, sampling)
-        t0, t1 = gaussian_samples(int(n_test_samples), [(K,), (K,)], seed + 7919, sampling)
+        t0, t1 = gaussian_samples(int(n_test_samples), [(K,), (K,)], seed + TEST_SEED_OFFSET, sampling)
         with float64():
             a = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731
             return cls(params=params, xi0=a(xi0), xi1=a(xi1), noise_draw=a(noise), test_xi0=a(t0),

@@ -25,6 +25,7 @@ from .channel_identity import identity_weight
 from .channel_lora import LoraChannel
 from .fixed_point import SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_point, warn_if_not_converged
 from .pretraining import PretrainingSolution
+from .sampling import N_SAMPLES, N_TEST_SAMPLES
 
 
 # A stalled LoRA iteration is accepted below this relative residual. The LoRA map's noise floor is higher
@@ -96,8 +97,8 @@ def effective_noises(pre: PretrainingSolution, delta_prime: float) -> tuple[floa
     return delta_prime + scale * pre.mse_S, delta_prime + scale * (pre.rho0 - explained)
 
 
-def make_lora_channel(pre: PretrainingSolution, fine: FinetuneParams, *, n_samples=2 ** 14,
-                      n_test_samples=2 ** 17, seed=1) -> LoraChannel:
+def make_lora_channel(pre: PretrainingSolution, fine: FinetuneParams, *, n_samples=N_SAMPLES,
+                      n_test_samples=N_TEST_SAMPLES, seed=1) -> LoraChannel:
     p = pre.params
     return LoraChannel.create(m=pre.m, q=pre.q, rho0=pre.rho0, T=p.T, alpha_prime=fine.alpha_prime,
                               delta_prime=fine.delta_prime, gamma=fine.gamma, activation=p.activation,
@@ -108,7 +109,7 @@ def make_lora_channel(pre: PretrainingSolution, fine: FinetuneParams, *, n_sampl
 def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prime, *, delta_prime=None,
                      gamma=1.0, recalibrate=False, init=None, tol=SAMPLED_TOL, accept_tol=LORA_ACCEPT_TOL, max_iter=400,
                      damping=0.5,
-                     n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1, channel=None,
+                     n_samples=N_SAMPLES, n_test_samples=N_TEST_SAMPLES, seed=1, channel=None,
                      fallback=True, warn=True, memory=None) -> FinetuningSolution:
     """Solve the LoRA state evolution given the pre-training fixed point.
 

@@ -10,6 +10,8 @@ import pytest
 from solvable_attention.activations import apply_activation
 from solvable_attention.attention import attention_logits, factorized_logits, rank_one_logits
 from solvable_attention.data import noisy_labels, sample_teacher
+from solvable_attention.labels import labels_from_draw
+from solvable_attention.random_matrices import goe_from_square
 from solvable_attention.metrics import matrix_overlaps, test_error, vector_overlaps
 from solvable_attention.params import FinetuneParams, PretrainParams, check_dimension, make_params
 
@@ -111,6 +113,22 @@ def test_labels_noise_conventions():
     Y2 = noisy_labels(jax.random.PRNGKey(5), H, 0.5, "identity", 3.0, "output")
     np.testing.assert_allclose(np.asarray(Y2).reshape(-1, 9).var(0), 0.5, rtol=0.05)
     assert not np.allclose(Y2, jnp.swapaxes(Y2, -1, -2))
+
+
+def test_labels_from_draw_is_the_one_label_formula():
+    """``noisy_labels`` is ``labels_from_draw`` of a standard-normal draw from the same key, the GOE
+    symmetrisation is the same on numpy and JAX arrays, and an unknown convention is refused."""
+    key = jax.random.PRNGKey(2)
+    H = jax.random.normal(jax.random.PRNGKey(3), (50, 3, 3))
+    G = jax.random.normal(key, H.shape, H.dtype)
+    for noise in ("logits", "output"):
+        np.testing.assert_array_equal(noisy_labels(key, H, 0.3, "softmax", 1.0, noise),
+                                      labels_from_draw(H, G, 0.3, "softmax", 1.0, noise))
+    Gn = np.asarray(G)
+    np.testing.assert_allclose(goe_from_square(Gn), goe_from_square(G), rtol=1e-6)
+    np.testing.assert_allclose(goe_from_square(Gn, 4.0), goe_from_square(Gn) / 2.0, rtol=1e-12)
+    with pytest.raises(ValueError, match="noise"):
+        labels_from_draw(H, G, 0.3, "softmax", 1.0, "input")
 
 
 def test_teacher_moments():

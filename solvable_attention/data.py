@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from .activations import apply_activation
 from .attention import attention_logits
-from .random_matrices import goe, wishart_teacher
+from .labels import labels_from_draw
+from .random_matrices import wishart_teacher
 
 
 @dataclass(frozen=True)
@@ -48,16 +48,12 @@ def sample_inputs(key, n: int, T: int, D: int, dtype=None):
 
 
 def noisy_labels(key, H_teacher, delta: float, activation: str, beta: float, noise: str):
-    """Labels from teacher logits ``H_teacher`` (shape ``(n, T, T)``) with noise variance ``Δ``."""
-    shape = H_teacher.shape[:-2]
-    T = H_teacher.shape[-1]
-    if noise == "logits":
-        Xi = goe(key, shape, T, H_teacher.dtype)
-        return apply_activation(H_teacher + jnp.sqrt(delta) * Xi, activation, beta)
-    if noise == "output":
-        Xi = jax.random.normal(key, H_teacher.shape, H_teacher.dtype)
-        return apply_activation(H_teacher, activation, beta) + jnp.sqrt(delta) * Xi
-    raise ValueError(f"noise must be one of ('logits', 'output'), got {noise!r}")
+    """Labels from teacher logits ``H_teacher`` (shape ``(n, T, T)``) with noise variance ``Δ``
+    (:func:`solvable_attention.labels.labels_from_draw` of a draw ``G ~ N(0, 1)`` from ``key``)."""
+    if noise not in ("logits", "output"):
+        raise ValueError(f"noise must be one of ('logits', 'output'), got {noise!r}")
+    G = jax.random.normal(key, H_teacher.shape, H_teacher.dtype)
+    return labels_from_draw(H_teacher, G, delta, activation, beta, noise)
 
 
 def sample_labels(key, S_teacher, X, delta: float, activation: str, beta: float, noise: str,

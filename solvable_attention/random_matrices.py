@@ -6,15 +6,26 @@ GOE convention (docs/model.md §2, docs/theory.md §1): ``Ξ = (G + Gᵀ)/√2``
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
 
+def goe_from_square(G, scale: float = 1.0):
+    """``Ξ = (G + Gᵀ)/√(2 scale)`` from i.i.d. standard normal ``G`` of shape ``(..., N, N)`` (JAX or numpy).
+
+    ``scale = 1``: the GOE of the logit noise, off-diagonal variance 1 and diagonal variance 2
+    (docs/model.md §2); ``scale = N``: the same GOE divided by ``√N``, whose spectrum tends to the
+    semicircle on ``[−2, 2]`` (the ``Z`` of the spectral prior, docs/theory.md §1).
+    """
+    return (G + G.swapaxes(-1, -2)) / math.sqrt(2.0 * scale)
+
+
 def goe(key, shape, T: int, dtype=None):
-    """GOE ``T×T`` matrices of batch shape ``shape``: ``(G + Gᵀ)/√2``."""
+    """GOE ``T×T`` matrices of batch shape ``shape``: :func:`goe_from_square` of a fresh draw."""
     dtype = dtype or jnp.result_type(float)
-    G = jax.random.normal(key, (*shape, T, T), dtype=dtype)
-    return (G + jnp.swapaxes(G, -1, -2)) / jnp.sqrt(2.0)
+    return goe_from_square(jax.random.normal(key, (*shape, T, T), dtype=dtype))
 
 
 def wishart_teacher(key, D: int, kappa0: float, dtype=None):

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 from solvable_attention.params import PretrainParams
 
+from .channel_identity import identity_noise_per_coordinate
 from .fixed_point import solve_fixed_point, warn_if_not_converged
 from .goe_coordinates import n_free_entries
 from .spectral_prior import denoising_mmse
@@ -88,7 +89,7 @@ def bayes_optimal(alpha, *, T=3, kappa0=1.0, delta=0.0, activation="softmax", be
         n_obs, noise_w = K - 1, 0.0
     else:
         n_obs = K
-        noise_w = p.delta if p.noise == "logits" else (p.T / p.beta) ** 2 * p.delta / 2
+        noise_w = identity_noise_per_coordinate(p)
     rho0 = p.rho0
 
     def F(x):

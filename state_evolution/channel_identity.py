@@ -24,6 +24,18 @@ from .channel_types import ChannelEvaluation, Conjugates
 from .goe_coordinates import n_free_entries
 
 
+def identity_weight(T: int, beta: float) -> float:
+    """``w = (β/T)²``: the identity channel's loss weight per whitened coordinate."""
+    return (beta / T) ** 2
+
+
+def identity_noise_per_coordinate(params: PretrainParams) -> float:
+    """``Δ_w``, the label-noise variance per whitened coordinate of the identity channel: ``Δ`` for
+    ``noise="logits"``, ``(T/β)² Δ/2`` for ``noise="output"`` (docs/theory.md §2.3)."""
+    p = params
+    return p.delta if p.noise == "logits" else (p.T / p.beta) ** 2 * p.delta / 2
+
+
 @dataclass(frozen=True)
 class IdentityChannel:
     """Closed-form identity channel for a :class:`PretrainParams` setting (docs/theory.md §2.3).
@@ -37,14 +49,12 @@ class IdentityChannel:
     @property
     def weight(self) -> float:
         """``w = (β/T)²``, the loss weight per whitened coordinate."""
-        p = self.params
-        return (p.beta / p.T) ** 2
+        return identity_weight(self.params.T, self.params.beta)
 
     @property
     def noise_per_coordinate(self) -> float:
         """``Δ_w``: label-noise variance per whitened coordinate."""
-        p = self.params
-        return p.delta if p.noise == "logits" else (p.T / p.beta) ** 2 * p.delta / 2
+        return identity_noise_per_coordinate(self.params)
 
     def conjugates(self, m, q, V) -> Conjugates:
         """``V̂ = m̂ = 2αK · 2w/(1 + 2wV)``, ``q̂ = 2αK · 4w² (mse_S + Δ_w)/(1 + 2wV)²`` (docs/theory.md §2.3).

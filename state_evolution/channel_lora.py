@@ -40,14 +40,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvable_attention.activations import apply_activation
+from solvable_attention.attention import lora_field_logits
+from solvable_attention.labels import labels_from_draw
 from solvable_attention.runtime import float64
 
-from .goe_coordinates import from_coordinates, goe_from_square, n_free_entries
+from .goe_coordinates import from_coordinates, n_free_entries
 from .loss_derivatives import as_entries, entry_sum, entries, logit_derivatives, logit_loss, stack_entries
 from .overlap_fields import student_teacher_fields
 from .prox_newton import solve_prox_multistart, start_towards
 from .small_linalg import solve
-from .sampling import gaussian_samples, sample_mean_se
+from .sampling import N_SAMPLES, N_TEST_SAMPLES, TEST_SEED_OFFSET, gaussian_samples, sample_mean_se
 
 
 def lora_loss(z, q_prime, c, H_hat, Y, activation, beta):
@@ -67,26 +69,8 @@ def lora_loss(z, q_prime, c, H_hat, Y, activation, beta):
     Returns:
         The scalar loss.
     """
-    T = z.shape[-1]
-    H = c * H_hat + jnp.outer(z, z) - q_prime * jnp.eye(T, dtype=z.dtype)
-    r = Y - apply_activation(H, activation, beta)
+    r = Y - apply_activation(lora_field_logits(H_hat, z, q_prime, c), activation, beta)
     return 0.5 * jnp.sum(r * r)
-
-
-def lora_logits(z, q_prime, c, H_hat):
-    """Batched model logits ``c Ĥ + z zᵀ − q' I``, shape ``(n, T, T)`` (docs/theory.md §4.1).
-
-    Args:
-        z: ``(n, T)`` LoRA fields ``z`` (the projection of the inputs on ``û``).
-        q_prime: ``q' = ‖û‖²/D`` (the diagonal centring).
-        c: the recalibration scalar.
-        H_hat: ``(n, T, T)`` frozen pre-trained logits ``Ĥ``.
-
-    Returns:
-        ``(n, T, T)`` logits.
-    """
-    T = z.shape[-1]
-    return c * H_hat + z[..., :, None] * z[..., None, :] - q_prime * jnp.eye(T, dtype=z.dtype)
 
 
 def _lora_logit_entries(z, q_prime, c, H_hat):
@@ -199,11 +183,7 @@ def _lora_statistics(mp, qp, Vp, c, side, consts, samples, activation, noise, ma
     T = xi0.shape[-1]
     omega, z_star, c1 = student_teacher_fields(mp, qp, rho_v, xi0, xi1)
     H_hat, H0 = from_coordinates(side[0], T), from_coordinates(side[1], T)
-    target = teacher_logits(H0, z_star, gamma, rho_v)
-    if noise == "logits":
-        Y = apply_activation(target + jnp.sqrt(delta_p) * goe_from_square(noise_draw), activation, beta)
-    else:
-        Y = apply_activation(target, activation, beta) + jnp.sqrt(delta_p) * noise_draw
+    Y = labels_from_draw(teacher_logits(H0, z_star, gamma, rho_v), noise_draw, delta_p, activation, beta, noise)
 
     def loss(z, d):
         Y_, H_hat_, _ = d
@@ -254,7 +234,7 @@ def _lora_test_samples(mp, qp, c, pre, consts, samples, activation):
     H_hat_w, H0_w = fresh_side_fields(m, q, rho0, G0, G1)
     H_hat, H0 = from_coordinates(H_hat_w, T), from_coordinates(H0_w, T)
     target = apply_activation(teacher_logits(H0, z_star, gamma, rho_v), activation, beta)
-    d = apply_activation(lora_logits(z, qp, c, H_hat), activation, beta) - target
+    d = apply_activation(lora_field_logits(H_hat, z, qp, c), activation, beta) - target
     d0 = apply_activation(H_hat, activation, beta) - target
     return jnp.sum(d * d, axis=(-1, -2)), jnp.sum(d0 * d0, axis=(-1, -2))
 
@@ -347,7 +327,7 @@ class LoraChannel:
 
     @classmethod
     def create(cls, *, m, q, rho0, T, alpha_prime, delta_prime, gamma, activation, beta, noise,
-               n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1, max_newton=60,
+               n_samples=N_SAMPLES, n_test_samples=N_TEST_SAMPLES, seed=1, max_newton=60,
                sampling="sobol", side_fields=None, weights=None, v_hat="stein") -> "LoraChannel":
         """Fixed samples from ``seed``: scrambled Sobol by default, ``"iid"`` on request (:mod:`state_evolution.sampling`).
 
@@ -384,7 +364,7 @@ class LoraChannel:
             raise ValueError(f"v_hat must be 'stein' or 'hessian', got {v_hat!r}")
         K = n_free_entries(T)
         train = gaussian_samples(int(n_samples), [(T,), (T,), (K,), (K,), (T, T)], seed, sampling)
-        test = gaussian_samples(int(n_test_samples), [(T,), (T,), (K,), (K,)], seed + 7919, sampling)
+        test = gaussian_samples(int(n_test_samples), [(T,), (T,), (K,), (K,)], seed + TEST_SEED_OFFSET, sampling)
         with float64():
             samples = tuple(jnp.asarray(x, jnp.float64) for x in train)
             test = tuple(jnp.asarray(x, jnp.float64) for x in test)

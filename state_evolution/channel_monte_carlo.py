@@ -29,16 +29,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from solvable_attention.activations import apply_activation
+from solvable_attention.labels import labels_from_draw
+from solvable_attention.random_matrices import goe_from_square
 from solvable_attention.runtime import float64
 from solvable_attention.params import PretrainParams
 
 from .channel_types import ChannelEvaluation, Conjugates
-from .goe_coordinates import from_coordinates, goe_from_square, n_free_entries, to_coordinates
+from .goe_coordinates import from_coordinates, n_free_entries, to_coordinates
 from .loss_derivatives import entries, loss_derivatives, loss_value
 from .overlap_fields import student_teacher_fields
 from .prox_newton import solve_prox_multistart, start_towards
 from .small_linalg import solve
-from .sampling import gaussian_samples, sample_mean_se
+from .sampling import N_SAMPLES, N_TEST_SAMPLES, TEST_SEED_OFFSET, gaussian_samples, sample_mean_se
 
 def per_sample_loss(h, Y, T, activation, beta):
     """``ℓ(Y, h) = ½ ‖Y − σ(H(h))‖²_F`` for whitened logits ``h`` (one sample; used as autodiff oracle).
@@ -58,7 +60,8 @@ def per_sample_loss(h, Y, T, activation, beta):
 
 
 def channel_labels(h0, noise_draw, delta, T, activation, beta, noise):
-    """``Y = σ(H(h0) + √Δ Ξ)`` (``Ξ = (G + Gᵀ)/√2``) or ``σ(H(h0)) + √Δ G`` from ``G = noise_draw``.
+    """``Y = σ(H(h0) + √Δ Ξ)`` (``Ξ = (G + Gᵀ)/√2``) or ``σ(H(h0)) + √Δ G`` from ``G = noise_draw``:
+    :func:`solvable_attention.labels.labels_from_draw` of the whitened teacher field ``h0``.
 
     The labels of the pre-training channel (docs/theory.md §2.4; docs/model.md §2).
 
@@ -74,10 +77,7 @@ def channel_labels(h0, noise_draw, delta, T, activation, beta, noise):
     Returns:
         ``(..., T, T)`` labels ``Y``.
     """
-    H0 = from_coordinates(h0, T)
-    if noise == "logits":
-        return apply_activation(H0 + jnp.sqrt(delta) * goe_from_square(noise_draw), activation, beta)
-    return apply_activation(H0, activation, beta) + jnp.sqrt(delta) * noise_draw
+    return labels_from_draw(from_coordinates(h0, T), noise_draw, delta, activation, beta, noise)
 
 
 @partial(jax.jit, static_argnames=("T", "activation", "noise", "max_newton"))
@@ -140,7 +140,7 @@ class MonteCarloChannel:
     max_newton: int = 50
 
     @classmethod
-    def create(cls, params: PretrainParams, *, n_samples: int = 2 ** 14, n_test_samples: int = 2 ** 17,
+    def create(cls, params: PretrainParams, *, n_samples: int = N_SAMPLES, n_test_samples: int = N_TEST_SAMPLES,
                seed: int = 0, max_newton: int = 50, sampling: str = "sobol") -> "MonteCarloChannel":
         """Draw the fixed samples (float64) from ``seed``: scrambled Sobol points mapped to normals by
         default (randomised QMC, :mod:`state_evolution.sampling`), or i.i.d. normals (``sampling="iid"``).
@@ -164,7 +164,7 @@ class MonteCarloChannel:
                              f"{n_samples!r}, {n_test_samples!r}")
         K, T = n_free_entries(params.T), params.T
         xi0, xi1, noise = gaussian_samples(int(n_samples), [(K,), (K,), (T, T)], seed, sampling)
-        t0, t1 = gaussian_samples(int(n_test_samples), [(K,), (K,)], seed + 7919, sampling)
+        t0, t1 = gaussian_samples(int(n_test_samples), [(K,), (K,)], seed + TEST_SEED_OFFSET, sampling)
         with float64():
             a = lambda x: jnp.asarray(x, jnp.float64)  # noqa: E731
             return cls(params=params, xi0=a(xi0), xi1=a(xi1), noise_draw=a(noise), test_xi0=a(t0),

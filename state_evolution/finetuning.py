@@ -21,9 +21,11 @@ import numpy as np
 
 from solvable_attention.params import FinetuneParams
 
+from .channel_identity import identity_weight
 from .channel_lora import LoraChannel
 from .fixed_point import SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_point, warn_if_not_converged
 from .pretraining import PretrainingSolution
+from .sampling import N_SAMPLES, N_TEST_SAMPLES
 
 
 # A stalled LoRA iteration is accepted below this relative residual. The LoRA map's noise floor is higher
@@ -130,13 +132,13 @@ def effective_noises(pre: PretrainingSolution, delta_prime: float) -> tuple[floa
         ``(effective_noise, effective_noise_recalibrated)``.
     """
     p = pre.params
-    scale = (p.beta / p.T) ** 2 if (p.activation == "identity" and p.noise == "output") else 1.0
+    scale = identity_weight(p.T, p.beta) if (p.activation == "identity" and p.noise == "output") else 1.0
     explained = pre.m ** 2 / pre.q if pre.q > 0 else 0.0
     return delta_prime + scale * pre.mse_S, delta_prime + scale * (pre.rho0 - explained)
 
 
-def make_lora_channel(pre: PretrainingSolution, fine: FinetuneParams, *, n_samples=2 ** 14,
-                      n_test_samples=2 ** 17, seed=1) -> LoraChannel:
+def make_lora_channel(pre: PretrainingSolution, fine: FinetuneParams, *, n_samples=N_SAMPLES,
+                      n_test_samples=N_TEST_SAMPLES, seed=1) -> LoraChannel:
     """The LoRA output channel on top of a pre-training fixed point (docs/theory.md §4.1, §4.3).
 
     Args:
@@ -159,7 +161,7 @@ def make_lora_channel(pre: PretrainingSolution, fine: FinetuneParams, *, n_sampl
 def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prime, *, delta_prime=None,
                      gamma=1.0, recalibrate=False, init=None, tol=SAMPLED_TOL, accept_tol=LORA_ACCEPT_TOL, max_iter=400,
                      damping=0.5,
-                     n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1, channel=None,
+                     n_samples=N_SAMPLES, n_test_samples=N_TEST_SAMPLES, seed=1, channel=None,
                      fallback=True, warn=True, memory=None) -> FinetuningSolution:
     """Solve the LoRA state evolution given the pre-training fixed point.
 
@@ -218,55 +220,89 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
     if channel is None:
         channel = make_lora_channel(pretrain_result, fine, n_samples=n_samples, n_test_samples=n_test_samples,
                                     seed=seed)
-    noise_eff, noise_recal = effective_noises(pretrain_result, fine.delta_prime)
+    noises = effective_noises(pretrain_result, fine.delta_prime)
     if not fine.adapts:
-        errs = channel.test_errors(0.0, 0.0, 1.0)
-        e0 = errs["test_error_baseline"]
-        return FinetuningSolution(params=fine, m=0.0, q=0.0, V=0.0, m_hat=0.0, q_hat=0.0, V_hat=0.0, rho_v=1.0,
-                                  alignment=0.0, test_error=e0[0], test_error_se=e0[1], test_error_baseline=e0[0],
-                                  test_error_baseline_se=e0[1], train_loss=float("nan"), lam_eff=math.inf, c=1.0,
-                                  effective_noise=noise_eff, effective_noise_recalibrated=noise_recal,
-                                  converged=True, iterations=0, residual=0.0, seconds=time.perf_counter() - t0)
-    n_x = 4 if recalibrate else 3
-
-    def prior(ev):
-        conj = np.array([ev.m_hat, ev.q_hat, ev.V_hat, ev.ridge_shift], float)
-        if not np.all(np.isfinite(conj)) or np.max(np.abs(conj)) > 1e150:
-            raise InvalidIterate(f"LoRA conjugates out of range (m̂', q̂', V̂', shift) = {conj}")
-        denom = fine.lam_prime + ev.ridge_shift + ev.V_hat
-        if denom <= 0:
-            raise InvalidIterate(f"λ_eff + V̂' = {denom:.3g} <= 0: the LoRA objective is unbounded here")
-        return np.array([ev.m_hat / denom, (ev.m_hat ** 2 + ev.q_hat) / denom ** 2, 1.0 / denom])
-
-    def evaluate(x):
-        c = x[3] if recalibrate else 1.0
-        ev = channel.evaluate(float(x[0]), float(max(x[1], 1e-12)), float(max(x[2], 0.0)), c)
-        out = prior(ev)
-        if recalibrate:
-            out = np.append(out, c - ev.dc / ev.dcc if ev.dcc > 0 else c - ev.dc)
-        return out, (ev, _relative_noise(ev, out, fine.lam_prime))
-
-    F = MemoizedMap(evaluate)
+        return _no_adaptation_solution(fine, channel, noises, t0)
+    F = _lora_map(channel, fine)
 
     def accept(x):  # the stall tolerance at an evaluated point: LORA_ACCEPT_TOL or its Monte Carlo floor
         aux = F.aux_at(x)
         return max(accept_tol, LORA_ACCEPT_NOISE_FRACTION * aux[1]) if aux is not None else accept_tol
 
+    sol = solve_fixed_point(F, _initial_point(init, recalibrate), tol=tol, max_iter=max_iter, damping=damping,
+                            project=_project_lora, fallback=fallback, accept_tol=accept if accept_tol > tol else tol,
+                            memory=memory)
+    if warn:
+        warn_if_not_converged("fine-tuning state evolution", sol, tol)
+    return _assemble_solution(fine, channel, F, sol, noises, t0)
+
+
+def _no_adaptation_solution(fine, channel, noises, t0) -> FinetuningSolution:
+    """``λ' = inf``: ``û = 0``, ``E' = E'_0`` on the channel's test samples."""
+    e0 = channel.test_errors(0.0, 0.0, 1.0)["test_error_baseline"]
+    return FinetuningSolution(params=fine, m=0.0, q=0.0, V=0.0, m_hat=0.0, q_hat=0.0, V_hat=0.0, rho_v=1.0,
+                              alignment=0.0, test_error=e0[0], test_error_se=e0[1], test_error_baseline=e0[0],
+                              test_error_baseline_se=e0[1], train_loss=float("nan"), lam_eff=math.inf, c=1.0,
+                              effective_noise=noises[0], effective_noise_recalibrated=noises[1],
+                              converged=True, iterations=0, residual=0.0, seconds=time.perf_counter() - t0)
+
+
+def _lora_prior(ev, lam_prime):
+    """The prior side of the LoRA map: ``(m', q', V') = (m̂'/d, (m̂'² + q̂')/d², 1/d)``, ``d = λ' + shift + V̂'``.
+
+    Raises:
+        InvalidIterate: conjugates not finite or beyond 1e150, or ``d ≤ 0`` (unbounded LoRA objective).
+    """
+    conj = np.array([ev.m_hat, ev.q_hat, ev.V_hat, ev.ridge_shift], float)
+    if not np.all(np.isfinite(conj)) or np.max(np.abs(conj)) > 1e150:
+        raise InvalidIterate(f"LoRA conjugates out of range (m̂', q̂', V̂', shift) = {conj}")
+    denom = lam_prime + ev.ridge_shift + ev.V_hat
+    if denom <= 0:
+        raise InvalidIterate(f"λ_eff + V̂' = {denom:.3g} <= 0: the LoRA objective is unbounded here")
+    return np.array([ev.m_hat / denom, (ev.m_hat ** 2 + ev.q_hat) / denom ** 2, 1.0 / denom])
+
+
+def _lora_map(channel, fine) -> MemoizedMap:
+    """``x = (m', q', V'[, c]) ↦ F(x)`` (channel, then prior; ``c`` by one Newton step on ``E[∂ℓ/∂c] = 0``),
+    memoising ``(LoraEvaluation, relative Monte Carlo error)`` per evaluated point."""
+    recalibrate = fine.recalibrate
+
+    def evaluate(x):
+        c = x[3] if recalibrate else 1.0
+        ev = channel.evaluate(float(x[0]), float(max(x[1], 1e-12)), float(max(x[2], 0.0)), c)
+        out = _lora_prior(ev, fine.lam_prime)
+        if recalibrate:
+            out = np.append(out, c - ev.dc / ev.dcc if ev.dcc > 0 else c - ev.dc)
+        return out, (ev, _relative_noise(ev, out, fine.lam_prime))
+
+    return MemoizedMap(evaluate)
+
+
+def _initial_point(init, recalibrate):
+    """``(m', q', V'[, c])`` to start from: ``init`` or ``(0.5, 0.5, 0.5[, 1])``.
+
+    Raises:
+        ValueError: ``init`` not finite or too short.
+    """
+    n_x = 4 if recalibrate else 3
     x0 = np.array([0.5, 0.5, 0.5, 1.0][:n_x]) if init is None else np.asarray(init, float)[:n_x]
     if x0.shape != (n_x,) or not np.all(np.isfinite(x0)):
         raise ValueError(f"init must be finite (m', q', V'{', c' if recalibrate else ''}), got {init!r}")
+    return x0
 
-    def project(x):  # the domain: q' ≥ m'²/ρ_v (Cauchy–Schwarz, ρ_v = 1), V' ≥ 0
-        y = np.array(x, float)
-        y[1], y[2] = max(y[1], y[0] ** 2, 1e-12), max(y[2], 0.0)
-        return y
 
-    sol = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=project,
-                            fallback=fallback, accept_tol=accept if accept_tol > tol else tol, memory=memory)
-    if warn:
-        warn_if_not_converged("fine-tuning state evolution", sol, tol)
+def _project_lora(x):
+    """The domain of the LoRA iterate: ``q' ≥ m'²/ρ_v`` (Cauchy–Schwarz, ``ρ_v = 1``), ``V' ≥ 0``."""
+    y = np.array(x, float)
+    y[1], y[2] = max(y[1], y[0] ** 2, 1e-12), max(y[2], 0.0)
+    return y
+
+
+def _assemble_solution(fine, channel, F, sol, noises, t0) -> FinetuningSolution:
+    """The :class:`FinetuningSolution` of a fixed-point solve: the evaluation behind ``sol.value`` (memoised,
+    else evaluated again) and the test errors at it."""
     x = sol.value
-    c = float(x[3]) if recalibrate else 1.0
+    c = float(x[3]) if fine.recalibrate else 1.0
     mp, qp, Vp = float(x[0]), float(x[1]), float(x[2])
     behind = F.aux_at(sol.evaluated_at)  # the evaluation whose prior image is x (x = F(evaluated_at))
     ev = behind[0] if behind is not None else channel.evaluate(mp, qp, Vp, c)
@@ -276,8 +312,8 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
         alignment=abs(mp) / math.sqrt(qp) if qp > 0 else 0.0, test_error=errs["test_error"][0],
         test_error_se=errs["test_error"][1], test_error_baseline=errs["test_error_baseline"][0],
         test_error_baseline_se=errs["test_error_baseline"][1], train_loss=ev.train_loss[0],
-        lam_eff=fine.lam_prime + ev.ridge_shift, c=c, effective_noise=noise_eff,
-        effective_noise_recalibrated=noise_recal, converged=sol.converged, iterations=sol.iterations,
+        lam_eff=fine.lam_prime + ev.ridge_shift, c=c, effective_noise=noises[0],
+        effective_noise_recalibrated=noises[1], converged=sol.converged, iterations=sol.iterations,
         residual=sol.residual, prox_residual=ev.prox_residual, replicon=ev.replicon,
         seconds=time.perf_counter() - t0,
         history=sol.history, memory=sol.memory)

@@ -136,98 +136,137 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
     x = np.asarray(x0, float)
     if project is not None:  # a start outside the domain (e.g. an extrapolated warm start) is projected first
         x = np.asarray(project(x), float)
-    eta = float(damping)
-    history = []
-    best_x = best_Fx = None
-    best_res = np.inf
-    prev = np.inf
-    dxs, dfs = [], []  # Anderson secant pairs (differences of consecutive iterates / residuals)
-    if memory is not None and anderson > 0:
-        mX, mF = (np.asarray(a, float) for a in memory)
-        if mX.shape == mF.shape and mX.ndim == 2 and mX.shape[0] == x.size and np.all(np.isfinite(mX)) \
-                and np.all(np.isfinite(mF)):
-            dxs, dfs = list(mX.T[-anderson:]), list(mF.T[-anderson:])
-    last = None  # (x, F(x) − x) of the previous accepted evaluation
-    polished = False
-    n_eval = 0
-    since_best = 0  # evaluations since the best residual last improved significantly (STALL_GAIN)
-    stall_ref = np.inf  # the residual at the last reset of since_best
-    invalid_run = 0  # consecutive evaluations that raised InvalidIterate
-
-    def restart_from_best():
-        nonlocal eta, dxs, dfs, last
-        eta = max(eta * 0.25, damping_min)
-        dxs, dfs, last = [], [], None
-        return (1 - eta) * best_x + eta * best_Fx
-
-    def done(value, converged, res, method, at):
-        mem = (np.stack(dxs, 1), np.stack(dfs, 1)) if dxs else None
-        return FixedPointSolution(value, converged, n_eval, res, method, tuple(history), mem, at)
-
-    while n_eval < max_iter:
-        try:
-            Fx = np.asarray(F(x), float)
-            n_eval += 1
-        except InvalidIterate:
-            if best_x is None:
-                raise
-            n_eval += 1
-            invalid_run += 1
-            history.append(np.nan)
-            if invalid_run >= MAX_INVALID_RUN:
+    it = _Iteration(x, float(damping), damping_min, damping_max, anderson, polish_below, project, memory)
+    while it.n_eval < max_iter:
+        Fx = it.evaluate(F)
+        if Fx is None:  # F could not be evaluated: restarted from the best iterate, or out of valid steps
+            if it.invalid_run >= MAX_INVALID_RUN:
                 break  # no valid step left near the best iterate: report (root fallback below)
-            x = restart_from_best()
-            if project is not None:
-                x = np.asarray(project(x), float)
             continue
-        invalid_run = 0
-        if not np.all(np.isfinite(Fx)):
-            raise FloatingPointError(f"state-evolution map returned non-finite values {Fx} at {x}")
-        res = relative_residual(x, Fx)
-        history.append(res)
+        res = relative_residual(it.x, Fx)
+        it.history.append(res)
         if res <= tol:
-            return done(Fx, True, res, "damped", x)
-        if res > 10 * best_res and (dxs or last is not None):
-            x = restart_from_best()
+            return it.result(Fx, True, res, "damped", it.x)
+        if res > 10 * it.best_res and (it.dxs or it.last is not None):
+            it.x = it.restart_from_best()
             continue
-        if res < best_res:
-            best_x, best_Fx, best_res = x, Fx, res
-        if res < STALL_GAIN * stall_ref:  # a creeping best (a cycle near the noise floor) is a stall too
-            stall_ref, since_best = res, 0
-        else:
-            since_best += 1
-        if since_best >= ACCEPT_STALL and accept_tol is not None and \
-                best_res <= (accept_tol(best_x) if callable(accept_tol) else accept_tol):
-            return done(best_Fx, True, best_res, "stalled<=accept_tol", best_x)
-        if anderson > 0 and since_best >= STALL:
+        it.record(Fx, res)
+        if it.since_best >= ACCEPT_STALL and accept_tol is not None and \
+                it.best_res <= (accept_tol(it.best_x) if callable(accept_tol) else accept_tol):
+            return it.result(it.best_Fx, True, it.best_res, "stalled<=accept_tol", it.best_x)
+        if it.anderson > 0 and it.since_best >= STALL:
             # Anderson is wandering: plain damped steps from the best iterate, root polish allowed
-            anderson, polish_below = 0, max(polish_below, 1e-4)
-            x = restart_from_best()
+            it.anderson, it.polish_below = 0, max(it.polish_below, 1e-4)
+            it.x = it.restart_from_best()
             continue
-        if fallback and not polished and res <= polish_below:
-            polished = True
-            xr, rr, ne = _root_polish(F, x, tol)
-            n_eval += ne
-            history.append(rr)
-            if rr <= tol:
-                return done(xr, True, rr, "damped+root", xr)
-        eta = min(eta * 1.2, damping_max) if res < prev else max(eta * 0.5, damping_min)
-        prev = res
-        f = Fx - x
-        if last is not None and anderson > 0:
-            dxs, dfs = (dxs + [x - last[0]])[-anderson:], (dfs + [f - last[1]])[-anderson:]
-        last = (x, f)
-        x = _anderson_step(x, f, dxs, dfs, eta) if anderson > 0 else x + eta * f
-        if project is not None:
-            x = np.asarray(project(x), float)
-    if fallback and best_x is not None:
-        xr, rr, ne = _root_polish(F, best_x, tol)
-        n_eval += ne
-        history.append(rr)
-        if rr <= tol:
-            return done(xr, True, rr, "root", xr)
-    value = best_x if best_x is not None else x
-    return done(value, False, best_res, "damped", value)
+        if fallback and not it.polished and res <= it.polish_below:
+            it.polished = True
+            polished = it.polish(F, it.x, tol, "damped+root")
+            if polished is not None:
+                return polished
+        it.advance(Fx, res)
+    if fallback and it.best_x is not None:
+        polished = it.polish(F, it.best_x, tol, "root")
+        if polished is not None:
+            return polished
+    value = it.best_x if it.best_x is not None else it.x
+    return it.result(value, False, it.best_res, "damped", value)
+
+
+def _seeded_memory(memory, anderson: int, n: int):
+    """The secant pairs ``(ΔX, ΔF)`` of a previous solve as lists of columns (the last ``anderson``), or
+    empty lists when there is no memory, no mixing, or the pairs do not fit an ``n``-vector."""
+    if memory is None or anderson <= 0:
+        return [], []
+    mX, mF = (np.asarray(a, float) for a in memory)
+    if mX.shape == mF.shape and mX.ndim == 2 and mX.shape[0] == n and np.all(np.isfinite(mX)) \
+            and np.all(np.isfinite(mF)):
+        return list(mX.T[-anderson:]), list(mF.T[-anderson:])
+    return [], []
+
+
+class _Iteration:
+    """The state of one :func:`solve_fixed_point` run: iterate, damping, Anderson pairs, best iterate,
+    stall count and history, with the steps that update them."""
+
+    def __init__(self, x, eta, damping_min, damping_max, anderson, polish_below, project, memory):
+        self.x, self.eta, self.damping_min, self.damping_max = x, eta, damping_min, damping_max
+        self.anderson, self.polish_below, self.project = anderson, polish_below, project
+        self.history = []
+        self.best_x = self.best_Fx = None
+        self.best_res = np.inf
+        self.prev = np.inf
+        self.dxs, self.dfs = _seeded_memory(memory, anderson, x.size)  # secant pairs (columns)
+        self.last = None  # (x, F(x) − x) of the previous accepted evaluation
+        self.polished = False
+        self.n_eval = 0
+        self.since_best = 0  # evaluations since the best residual last improved significantly (STALL_GAIN)
+        self.stall_ref = np.inf  # the residual at the last reset of since_best
+        self.invalid_run = 0  # consecutive evaluations that raised InvalidIterate
+
+    def evaluate(self, F):
+        """``F(x)``, or ``None`` after an :class:`InvalidIterate` (then ``x`` is restarted from the best
+        iterate unless ``MAX_INVALID_RUN`` evaluations in a row failed; raised again before any valid one).
+
+        Raises:
+            FloatingPointError: ``F`` returned non-finite values.
+        """
+        try:
+            Fx = np.asarray(F(self.x), float)
+            self.n_eval += 1
+        except InvalidIterate:
+            if self.best_x is None:
+                raise
+            self.n_eval += 1
+            self.invalid_run += 1
+            self.history.append(np.nan)
+            if self.invalid_run < MAX_INVALID_RUN:
+                self.x = self.restart_from_best()
+                if self.project is not None:
+                    self.x = np.asarray(self.project(self.x), float)
+            return None
+        self.invalid_run = 0
+        if not np.all(np.isfinite(Fx)):
+            raise FloatingPointError(f"state-evolution map returned non-finite values {Fx} at {self.x}")
+        return Fx
+
+    def restart_from_best(self):
+        """A plain damped step from the best iterate with ``η/4``; the Anderson memory is cleared."""
+        self.eta = max(self.eta * 0.25, self.damping_min)
+        self.dxs, self.dfs, self.last = [], [], None
+        return (1 - self.eta) * self.best_x + self.eta * self.best_Fx
+
+    def record(self, Fx, res):
+        """Best iterate and stall count after a valid evaluation with residual ``res``."""
+        if res < self.best_res:
+            self.best_x, self.best_Fx, self.best_res = self.x, Fx, res
+        if res < STALL_GAIN * self.stall_ref:  # a creeping best (a cycle near the noise floor) is a stall too
+            self.stall_ref, self.since_best = res, 0
+        else:
+            self.since_best += 1
+
+    def advance(self, Fx, res):
+        """The next iterate: damping ×1.2 on a decrease (×0.5 otherwise), new secant pair, Anderson step."""
+        self.eta = min(self.eta * 1.2, self.damping_max) if res < self.prev else max(self.eta * 0.5, self.damping_min)
+        self.prev = res
+        x, f = self.x, Fx - self.x
+        if self.last is not None and self.anderson > 0:
+            self.dxs = (self.dxs + [x - self.last[0]])[-self.anderson:]
+            self.dfs = (self.dfs + [f - self.last[1]])[-self.anderson:]
+        self.last = (x, f)
+        x = _anderson_step(x, f, self.dxs, self.dfs, self.eta) if self.anderson > 0 else x + self.eta * f
+        self.x = np.asarray(self.project(x), float) if self.project is not None else x
+
+    def polish(self, F, x, tol, method):
+        """The root polish from ``x``: the converged solution (``method``), or ``None``."""
+        xr, rr, ne = _root_polish(F, x, tol)
+        self.n_eval += ne
+        self.history.append(rr)
+        return self.result(xr, True, rr, method, xr) if rr <= tol else None
+
+    def result(self, value, converged, res, method, at):
+        mem = (np.stack(self.dxs, 1), np.stack(self.dfs, 1)) if self.dxs else None
+        return FixedPointSolution(value, converged, self.n_eval, res, method, tuple(self.history), mem, at)
 
 
 def warn_if_not_converged(name: str, solution: FixedPointSolution, tol: float) -> None:

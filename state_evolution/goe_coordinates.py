@@ -41,8 +41,3 @@ def from_coordinates(h, T: int):
     H = H.at[..., rows, cols].set(vals)
     return H.at[..., cols, rows].set(vals)
 
-
-def goe_from_square(G):
-    """``Ξ = (G + Gᵀ)/√2`` from i.i.d. standard normal ``(..., T, T)`` ``G``: GOE with off-diagonal
-    variance 1 and diagonal variance 2 (the logit-noise convention of docs/model.md §2)."""
-    return (G + jnp.swapaxes(G, -1, -2)) / jnp.sqrt(2.0)

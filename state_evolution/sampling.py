@@ -18,6 +18,22 @@ from scipy.stats import qmc
 
 from solvable_attention.averages import mean_se
 
+# Default sample counts of the Monte Carlo channels. Training samples: every evaluation solves a prox per
+# sample, and 2¹⁴ Sobol points put the seed-to-seed spread of a softmax fixed point (docs/theory.md §2.4)
+# below the finite-D simulations' error at seconds per evaluation. Test samples need no prox (a closed
+# function of the fields), so 2¹⁷ of them make the test error's Monte Carlo error negligible at the same cost.
+N_SAMPLES = 2 ** 14
+N_TEST_SAMPLES = 2 ** 17
+
+# Seed offsets of independent sample streams (each one a different Sobol scrambling / PRNG key):
+# the test samples of a channel use seed + TEST_SEED_OFFSET, so that they never coincide with the training
+# samples of this or of a nearby seed (the stages and replicas use seed, seed + 1, …); 7919 is the 1000th
+# prime, far above any offset used between stages.
+TEST_SEED_OFFSET = 7919
+# The fine-tuning (LoRA) channel of :func:`state_evolution.solve_state_evolution` and of the selection
+# figures draws from the pre-training seed + 1: a stream independent of the pre-training channel's.
+FINETUNE_SEED_OFFSET = 1
+
 
 def gaussian_samples(n: int, shapes, seed: int, method: str = "sobol"):
     """Standard-normal arrays of shapes ``(n, *shape)`` for each ``shape`` in ``shapes``, jointly drawn.

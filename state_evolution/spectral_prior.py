@@ -47,6 +47,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from solvable_attention.random_matrices import goe_from_square
+
 from .free_probability import (
     stieltjes_mp_semicircle,
     support_quadrature,
@@ -289,7 +291,7 @@ def draw_prior_matrices(D, n_draws, kappa0, seed) -> PriorDraws:
         W0 = rng.standard_normal((R0, D))
         S0 = math.sqrt(kappa0) * (W0.T @ W0) / R0
         G = rng.standard_normal((D, D))
-        Z = (G + G.T) / math.sqrt(2.0 * D)
+        Z = goe_from_square(G, D)
         S0.flags.writeable = False
         Z.flags.writeable = False
         S0s.append(S0)

@@ -73,8 +73,10 @@ def _finite_difference_jacobian(ch, mp, qp, Vp, eps):
 
     from solvable_attention.activations import apply_activation
     from solvable_attention.runtime import float64
-    from state_evolution.channel_lora import lora_derivatives, lora_logits, teacher_logits
-    from state_evolution.goe_coordinates import from_coordinates, goe_from_square
+    from solvable_attention.attention import lora_field_logits
+    from state_evolution.channel_lora import lora_derivatives, teacher_logits
+    from solvable_attention.labels import labels_from_draw
+    from state_evolution.goe_coordinates import from_coordinates
     from state_evolution.overlap_fields import student_teacher_fields
     from state_evolution.prox_newton import solve_prox_multistart, start_towards
 
@@ -85,10 +87,10 @@ def _finite_difference_jacobian(ch, mp, qp, Vp, eps):
         side = ch.training_side_fields()
         H_hat, H0 = from_coordinates(side[0], T), from_coordinates(side[1], T)
         target = teacher_logits(H0, z_star, ch.gamma, ch.rho_v)
-        Y = apply_activation(target + jnp.sqrt(ch.delta_prime) * goe_from_square(noise_draw), ch.activation, ch.beta)
+        Y = labels_from_draw(target, noise_draw, ch.delta_prime, ch.activation, ch.beta, ch.noise)
 
         def loss(z, d):  # d = (Y, Ĥ) of the batch being solved (the prox stacks the starts into one batch)
-            r = d[0] - apply_activation(lora_logits(z, qp, 1.0, d[1]), ch.activation, ch.beta)
+            r = d[0] - apply_activation(lora_field_logits(d[1], z, qp, 1.0), ch.activation, ch.beta)
             return 0.5 * jnp.sum(r * r, axis=(-1, -2))
 
         def derivs(z, d):

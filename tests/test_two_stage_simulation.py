@@ -1,6 +1,7 @@
 """The two-stage simulation of simulations/simulator/two_stage.py (``simulate``): determinism, consistency
 of the reported overlaps, the infinite LoRA ridge, recalibration and reuse, and bad input."""
 
+import math
 import pytest
 
 from simulations import simulate
@@ -25,11 +26,13 @@ def test_infinite_lam_prime_gives_baseline_exactly():
     r = simulate(16, 0.2, 3.0, 0.5, 0.05, lam_prime=float("inf"), activation="softmax", n_test=1000)
     assert r.finetune.q == 0.0 and r.finetune.m == 0.0
     assert r.finetune.test_error == r.finetune.test_error_baseline
+    assert math.isnan(r.finetune.train_loss)  # nothing is fitted
 
 
 def test_recalibration_and_reuse_run():
     r = simulate(16, 0.2, 3.0, 0.5, 0.05, activation="softmax", n_test=1000, recalibrate=True, reuse=True)
     assert r.finetune.c != 1.0 and r.finetune.converged
+    assert math.isfinite(r.finetune.train_loss) and r.finetune.train_loss >= 0
 
 
 @pytest.mark.parametrize("kw,name", [(dict(method="adam"), "method"), (dict(n_test=0), "n_test"),

@@ -24,6 +24,7 @@ from .statistics import comparison_table
 
 from .records import run_metadata, write_json_atomic
 from .resumable import Executor, run_points
+from .theory_points import two_stage_point
 from .validation import replicate_theory, values_by_D
 
 PRETRAIN = ("m", "q", "mse_S", "test_error")
@@ -59,14 +60,7 @@ def simulation_point(D, seed, n_test=5000, **setting) -> dict:
 
 def theory_point(setting: dict, seed: int = 0) -> dict:
     """The state evolution at ``setting`` (Monte Carlo seed ``seed``): flat metrics + status."""
-    from state_evolution import solve_state_evolution
-
-    s = {k: v for k, v in setting.items() if k != "n_test"}
-    t0 = time.perf_counter()
-    sol = solve_state_evolution(s.pop("alpha"), s.pop("alpha_prime"), s.pop("delta"), s.pop("lam"), seed=seed,
-                                warn=False, **s)
-    return dict(_flat(sol.pretrain, sol.finetune), converged=bool(sol.converged),
-                residual=max(sol.pretrain.residual, sol.finetune.residual), seconds=time.perf_counter() - t0)
+    return two_stage_point(setting, seed, _flat)
 
 
 def run_comparison(setting: dict, Ds, seeds, *, out_dir, executor: Executor | None = None, mc_replicas: int = 1,

@@ -15,6 +15,7 @@ difference.
 
 from __future__ import annotations
 
+from .theory_points import variant_metrics, variants_point
 from .validation import run_campaign
 
 POOL = 4.0
@@ -65,28 +66,20 @@ def active_point(D, seed, n_test=5000, **setting) -> dict:
     out = {"rho_v": results[0].finetune.rho_v, "pretrain_mse_S": results[0].pretrain.mse_S}
     for name, r in zip(VARIANTS, results):
         f = r.finetune
-        vals = dict(m_abs=abs(f.m), q=f.q, alignment=f.alignment, test_error=f.test_error, converged=f.converged)
+        vals = variant_metrics(f, VARIANT_METRICS + ("converged",))
         out.update({f"{k}[{name}]": val for k, val in vals.items()})
     return with_gains(out)
+
+
+def _solve_variant(pre, alpha_prime, lam_prime, variant, seed):
+    from state_evolution.selection import solve_active_finetuning
+
+    return solve_active_finetuning(pre, alpha_prime, lam_prime, seed=seed, **variant)
 
 
 def theory_point(setting: dict, seed: int = 0) -> dict:
-    from state_evolution import solve_pretraining
-    from state_evolution.selection import solve_active_finetuning
-
-    s = dict(setting)
-    alpha_prime, lam_prime = s.pop("alpha_prime"), s.pop("lam_prime")
-    pre = solve_pretraining(s.pop("alpha"), s.pop("delta"), s.pop("lam"), seed=seed, **s)
-    out = {"converged": pre.converged, "iterations": pre.iterations, "residual": pre.residual,
-           "seconds": pre.seconds}
-    for name, v in VARIANTS.items():
-        f = solve_active_finetuning(pre, alpha_prime, lam_prime, seed=seed + 1000, **v)
-        vals = dict(m_abs=abs(f.m), q=f.q, alignment=f.alignment, test_error=f.test_error)
-        out.update({f"{k}[{name}]": val for k, val in vals.items()})
-        out["converged"] = out["converged"] and f.converged
-        out["seconds"] += f.seconds
-        out["residual"] = max(out["residual"], f.residual)
-    return with_gains(out)
+    """The pre-training fixed point at ``setting`` fine-tuned with every variant, plus the gains."""
+    return with_gains(variants_point(setting, seed, VARIANTS, _solve_variant, VARIANT_METRICS))
 
 
 def main(argv=None):

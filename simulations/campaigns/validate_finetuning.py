@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from .theory_points import variant_metrics, variants_point
 from .validation import run_campaign
 
 VARIANTS = {"lp=0.05": dict(lam_prime=0.05), "lp=1": dict(lam_prime=1.0), "lp=inf": dict(lam_prime=math.inf),
@@ -36,42 +37,28 @@ def finetune_point(D, seed, n_test=5000, **setting) -> dict:
     from simulations import simulate_variants
 
     s = dict(setting)
-    alpha_prime = s["alpha_prime"]
     results = simulate_variants(D, s.pop("alpha"), s.pop("alpha_prime"), s.pop("delta"), s.pop("lam"),
                                 variants=list(VARIANTS.values()), seed=seed, n_test=n_test, **s)
     p = results[0].pretrain
     out = {"rho_v": results[0].finetune.rho_v, "pretrain_mse_S": p.mse_S, "pretrain_m": p.m, "pretrain_q": p.q,
            "pretrain_rho0": p.rho0}
-    n_ft = max(1, round(alpha_prime * D))
-    for (name, variant), r in zip(VARIANTS.items(), results):
+    for name, r in zip(VARIANTS, results):
         f = r.finetune
-        # the training loss (1/n') Σ_ν ‖Y'_ν − σ(·)‖²_F, comparable with the theory's E‖Y' − σ‖² at the prox
-        lp = variant["lam_prime"]
-        train = (2 * f.objective - lp * f.q * D) / n_ft if math.isfinite(lp) else math.nan
-        vals = dict(m_abs=abs(f.m), q=f.q, alignment=f.alignment, test_error=f.test_error,
-                    test_error_baseline=f.test_error_baseline, c=f.c, converged=f.converged, train_loss=train)
+        vals = variant_metrics(f, FT_METRICS + ("c", "converged"))
         out.update({f"{k}[{name}]": v for k, v in vals.items()})
     return out
 
 
-def theory_point(setting: dict, seed: int = 0) -> dict:
-    from state_evolution import solve_finetuning, solve_pretraining
+def _solve_variant(pre, alpha_prime, lam_prime, variant, seed):
+    from state_evolution import solve_finetuning
 
-    s = dict(setting)
-    alpha_prime = s.pop("alpha_prime")
-    pre = solve_pretraining(s.pop("alpha"), s.pop("delta"), s.pop("lam"), seed=seed, **s)
-    out = {"converged": pre.converged, "iterations": pre.iterations, "residual": pre.residual, "seconds": 0.0}
-    for name, v in VARIANTS.items():
-        f = solve_finetuning(pre, alpha_prime, v["lam_prime"], recalibrate=v.get("recalibrate", False),
-                             seed=seed + 1000)
-        vals = dict(m_abs=abs(f.m), q=f.q, alignment=f.alignment, test_error=f.test_error,
-                    test_error_baseline=f.test_error_baseline, train_loss=f.train_loss)
-        out.update({f"{k}[{name}]": val for k, val in vals.items()})
-        out["converged"] = out["converged"] and f.converged
-        out["seconds"] += f.seconds
-        out["residual"] = max(out["residual"], f.residual)
-    out["seconds"] += pre.seconds
-    return out
+    return solve_finetuning(pre, alpha_prime, variant["lam_prime"], recalibrate=variant.get("recalibrate", False),
+                            seed=seed)
+
+
+def theory_point(setting: dict, seed: int = 0) -> dict:
+    """The pre-training fixed point at ``setting`` fine-tuned with every variant (:func:`variants_point`)."""
+    return variants_point(setting, seed, VARIANTS, _solve_variant, FT_METRICS)
 
 
 def main(argv=None):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+from .theory_points import pretraining_point
 from .validation import run_campaign
 
 METRICS = ("m", "q", "mse_S", "test_error", "train_loss", "rank_fraction")
@@ -40,12 +41,7 @@ def pretrain_point(D, seed, n_test=5000, **setting) -> dict:
     return r.pretrain.to_dict() | {"timings": r.timings}
 
 
-def theory_point(setting: dict, seed: int = 0) -> dict:
-    from state_evolution import solve_pretraining
-
-    s = dict(setting)
-    sol = solve_pretraining(s.pop("alpha"), s.pop("delta"), s.pop("lam"), seed=seed, **s)
-    return sol.to_dict()
+theory_point = pretraining_point
 
 
 def main(argv=None):

@@ -14,15 +14,26 @@ import csv
 import numpy as np
 
 from simulations.campaigns.statistics import mean_se
+from simulations.campaigns.theory_points import solve_variants
+from state_evolution.sampling import FINETUNE_SEED_OFFSET, N_SAMPLES, N_TEST_SAMPLES
 
 from . import common
 
 COLUMNS = common.CSV_COLUMNS + ("alpha_prime",)
 METRICS = ("E_ft", "E_ft_baseline", "alignment", "m_abs", "q_ft")
+_THEORY_FIELDS = ("test_error", "test_error_se", "test_error_baseline", "test_error_baseline_se", "alignment",
+                  "m_abs", "q", "converged")
 
 
-def theory_point(alpha, delta, lam, alpha_primes, variants, lam_prime=1.0, n_samples=2 ** 14,
-                 n_test_samples=2 ** 17, seed=0, **setting) -> dict:
+def _solve_variant(pre, alpha_prime, lam_prime, variant, seed, **solver_options):
+    from state_evolution.selection import solve_active_finetuning
+
+    return solve_active_finetuning(pre, variant["alpha_prime"], lam_prime, seed=seed, **solver_options,
+                                   **variant["options"])
+
+
+def theory_point(alpha, delta, lam, alpha_primes, variants, lam_prime=1.0, n_samples=N_SAMPLES,
+                 n_test_samples=N_TEST_SAMPLES, seed=0, **setting) -> dict:
     """The theory at one pre-training setting for every ``(variant, α')`` (docs/theory.md §5).
 
     Args:
@@ -34,7 +45,7 @@ def theory_point(alpha, delta, lam, alpha_primes, variants, lam_prime=1.0, n_sam
         lam_prime: ``λ' ≥ 0``, LoRA ridge.
         n_samples: the theory's Monte Carlo channel samples.
         n_test_samples: its test samples.
-        seed: seed of the pre-training channel (fine-tuning uses ``seed + 1``).
+        seed: seed of the pre-training channel (fine-tuning uses ``seed + FINETUNE_SEED_OFFSET``).
         **setting: ``T, beta, kappa0, kappa, activation, noise`` of :func:`state_evolution.solve_pretraining`.
 
     Returns:
@@ -45,21 +56,19 @@ def theory_point(alpha, delta, lam, alpha_primes, variants, lam_prime=1.0, n_sam
         ValueError: a parameter out of its range, or an invalid variant (see
             :func:`state_evolution.selection.solve_active_finetuning`).
     """
-    from state_evolution import solve_pretraining
-    from state_evolution.selection import solve_active_finetuning
-
-    pre = solve_pretraining(alpha, delta, lam, n_samples=n_samples, n_test_samples=n_test_samples, seed=seed,
-                            warn=False, **setting)
+    grid = {f"{name},{ap}": dict(name=name, alpha_prime=ap, options=v)
+            for name, v in variants.items() for ap in alpha_primes}
+    pre, flat = solve_variants(dict(setting, alpha=alpha, delta=delta, lam=lam, lam_prime=lam_prime), seed, grid,
+                               _solve_variant, _THEORY_FIELDS, seed_offset=FINETUNE_SEED_OFFSET,
+                               n_samples=n_samples, n_test_samples=n_test_samples, warn=False)
     rows = []
-    for name, v in variants.items():
-        for ap in alpha_primes:
-            f = solve_active_finetuning(pre, ap, lam_prime, n_samples=n_samples, n_test_samples=n_test_samples,
-                                        seed=seed + 1, warn=False, **v)
-            rows.append(dict(variant=name, alpha_prime=ap, metrics={
-                "E_ft": (f.test_error, f.test_error_se), "E_ft_baseline": (f.test_error_baseline,
-                                                                          f.test_error_baseline_se),
-                "alignment": (f.alignment, 0.0), "m_abs": (abs(f.m), 0.0), "q_ft": (f.q, 0.0),
-                "converged": (float(f.converged and pre.converged), 0.0)}))
+    for key, g in grid.items():
+        f = {k: flat[f"{k}[{key}]"] for k in _THEORY_FIELDS}
+        rows.append(dict(variant=g["name"], alpha_prime=g["alpha_prime"], metrics={
+            "E_ft": (f["test_error"], f["test_error_se"]), "E_ft_baseline": (f["test_error_baseline"],
+                                                                          f["test_error_baseline_se"]),
+            "alignment": (f["alignment"], 0.0), "m_abs": (f["m_abs"], 0.0), "q_ft": (f["q"], 0.0),
+            "converged": (float(f["converged"] and pre.converged), 0.0)}))
     return {"rows": rows, "pretrain": dict(m=pre.m, q=pre.q, mse_S=pre.mse_S, converged=pre.converged)}
 
 

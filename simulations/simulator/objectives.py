@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from solvable_attention.activations import apply_activation
-from solvable_attention.attention import attention_logits, factorized_logits
+from solvable_attention.attention import attention_logits, factorized_logits, lora_logits
 
 
 def chunk_samples(X, Y, chunk: int):
@@ -89,19 +89,10 @@ def factorized_objective(W, Xc, Yc, wc, activation, beta, lam, kappa):
     return total / (2 * D) + lam / (jnp.sqrt(kappa) * D) * jnp.sum(W * W)
 
 
-def lora_logits(params, H_hat, X):
-    """``c Ĥ + z zᵀ − (‖u‖²/D) I`` with ``z = X u/√D``; ``params = (u, c)``."""
-    u, c = params
-    D = X.shape[-1]
-    T = X.shape[-2]
-    z = X @ u / jnp.sqrt(D)
-    return c * H_hat + z[..., :, None] * z[..., None, :] - (u @ u / D) * jnp.eye(T, dtype=u.dtype)
-
-
 def lora_objective(params, H_hat, X, Y, activation, beta, lam_prime):
     """``L'(u, c) = (1/2) Σ_ν ‖Y'_ν − σ(c Ĥ_ν + z zᵀ − (‖u‖²/D) I)‖²_F + (λ'/2)‖u‖²``."""
-    u, _ = params
-    r = Y - apply_activation(lora_logits(params, H_hat, X), activation, beta)
+    u, c = params
+    r = Y - apply_activation(lora_logits(H_hat, X, u, c), activation, beta)
     return 0.5 * jnp.sum(r * r) + 0.5 * lam_prime * (u @ u)
 
 

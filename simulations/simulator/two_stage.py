@@ -93,6 +93,8 @@ class FinetuneSimulation(_AsDict):
         test_error_baseline_se: its Monte Carlo standard error.
         c: the recalibration scalar (1 if not trained).
         objective: the LoRA objective at ``û`` (``nan`` at ``λ' = ∞``).
+        train_loss: ``(1/n') Σ_ν ‖Y'_ν − σ(H(ĉŜ + ûûᵀ/√D; X'_ν))‖²_F`` at ``û`` (comparable with the
+            theory's ``E‖Y' − σ‖²`` at the prox; ``nan`` at ``λ' = ∞``).
         converged: whether the LoRA fit reached its tolerance.
         iterations: its iterations.
     """
@@ -107,6 +109,7 @@ class FinetuneSimulation(_AsDict):
     test_error_baseline_se: float
     c: float
     objective: float
+    train_loss: float
     converged: bool
     iterations: int
 
@@ -330,7 +333,7 @@ def _simulate(D, settings, seed, method, n_test, tol, chunk, progress):
                        beta=pre.beta, recalibrate=fine.recalibrate)
         t_ft["finetune"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ft_result = _finetune_metrics(S_hat, teacher, fit, pre, k(_FT_TEST), n_test)
+        ft_result = _finetune_metrics(S_hat, teacher, fit, pre, fine, Xf.shape[0], k(_FT_TEST), n_test)
         t_ft["finetune_metrics"] = time.perf_counter() - t0
         results.append(SimulationResult(D=D, seed=seed, method=method, pretrain_params=pre_v, finetune_params=fine,
                                         pretrain=pre_result, finetune=ft_result, timings=t_ft))
@@ -354,7 +357,13 @@ def _pretrain_metrics(S_hat, teacher, X, Y, pre, info, key, n_test) -> PretrainS
                               residual=info.residual)
 
 
-def _finetune_metrics(S_hat, teacher, fit, pre, key, n_test) -> FinetuneSimulation:
+def _lora_train_loss(objective, lam_prime, q, D, n_ft) -> float:
+    """``(1/n') Σ_ν ‖Y'_ν − σ‖²_F = (2 L' − λ' ‖û‖²)/n'`` from the objective ``L'`` and ``q = ‖û‖²/D``
+    (``nan`` for ``λ' = inf``, where nothing is fitted)."""
+    return (2 * objective - lam_prime * q * D) / n_ft if math.isfinite(lam_prime) else math.nan
+
+
+def _finetune_metrics(S_hat, teacher, fit, pre, fine, n_ft, key, n_test) -> FinetuneSimulation:
     D = S_hat.shape[0]
     ov = vector_overlaps(fit.u, teacher.v)
     S_ft = fit.c * S_hat + jnp.outer(fit.u, fit.u) / jnp.sqrt(D)
@@ -367,4 +376,5 @@ def _finetune_metrics(S_hat, teacher, fit, pre, key, n_test) -> FinetuneSimulati
         E, E_se = test_error(key, S_ft, S1, **kw)
     return FinetuneSimulation(**ov, test_error=E, test_error_se=E_se, test_error_baseline=E0,
                               test_error_baseline_se=E0_se, c=fit.c, objective=fit.objective,
+                              train_loss=_lora_train_loss(fit.objective, fine.lam_prime, ov["q"], D, n_ft),
                               converged=fit.converged, iterations=fit.iterations)

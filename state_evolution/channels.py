@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from .channel_identity import IdentityChannel
 from .channel_monte_carlo import MonteCarloChannel
+from .sampling import N_SAMPLES, N_TEST_SAMPLES
 
 
-def make_channel(params, *, n_samples: int = 2 ** 14, n_test_samples: int = 2 ** 17, seed: int = 0,
+def make_channel(params, *, n_samples: int = N_SAMPLES, n_test_samples: int = N_TEST_SAMPLES, seed: int = 0,
                  closed_form: bool = True):
     """The output channel of a :class:`PretrainParams` setting.
 

@@ -269,7 +269,12 @@ def _lora_map(channel, fine) -> MemoizedMap:
 
     def evaluate(x):
         c = x[3] if recalibrate else 1.0
-        ev = channel.evaluate(float(x[0]), float(max(x[1], 1e-12)), float(max(x[2], 0.0)), c)
+        # An iterate on the boundary q' = m'²/ρ_v (alignment 1) makes the Stein weight of m̂' divide by
+        # √(q' − m'²/ρ_v) = 0: the per-sample values overflow, and _lora_prior rejects the non-finite or
+        # out-of-range conjugates as InvalidIterate, which the solver handles by stepping back. The
+        # overflow is reported there, not as a floating-point warning.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            ev = channel.evaluate(float(x[0]), float(max(x[1], 1e-12)), float(max(x[2], 0.0)), c)
         out = _lora_prior(ev, fine.lam_prime)
         if recalibrate:
             out = np.append(out, c - ev.dc / ev.dcc if ev.dcc > 0 else c - ev.dc)

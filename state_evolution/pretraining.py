@@ -21,6 +21,7 @@ from solvable_attention.params import PretrainParams
 from .channels import make_channel
 from .fixed_point import (SAMPLED_ACCEPT_TOL, SAMPLED_TOL, InvalidIterate, MemoizedMap, predicted_start,
                           solve_fixed_point, warn_if_not_converged)
+from .sampling import N_SAMPLES, N_TEST_SAMPLES
 from .spectral_prior import prior_overlaps_free, prior_overlaps_matrix
 
 
@@ -135,8 +136,8 @@ def prior_map(params: PretrainParams, m_hat, q_hat, V_hat, draws=None):
 
 
 def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0, activation="softmax",
-                      noise="logits", init=None, tol=None, max_iter=400, damping=0.7, n_samples=2 ** 14,
-                      n_test_samples=2 ** 17, seed=0, channel=None, prior_draws=None,
+                      noise="logits", init=None, tol=None, max_iter=400, damping=0.7, n_samples=N_SAMPLES,
+                      n_test_samples=N_TEST_SAMPLES, seed=0, channel=None, prior_draws=None,
                       fallback=True, warn=True, memory=None) -> PretrainingSolution:
     """Solve the pre-training state evolution at one setting (docs/model.md §2, D → ∞).
 
@@ -288,8 +289,8 @@ def sweep_pretraining(lams, alpha, delta, *, progress=True, **kwargs) -> list[Pr
     if channel is None:
         keys = ("T", "beta", "kappa0", "kappa", "activation", "noise")
         params = PretrainParams(alpha=alpha, delta=delta, lam=lams[0], **{k: kwargs[k] for k in keys if k in kwargs})
-        channel = make_channel(params, n_samples=kwargs.get("n_samples", 2 ** 14),
-                               n_test_samples=kwargs.get("n_test_samples", 2 ** 17), seed=kwargs.get("seed", 0))
+        channel = make_channel(params, n_samples=kwargs.get("n_samples", N_SAMPLES),
+                               n_test_samples=kwargs.get("n_test_samples", N_TEST_SAMPLES), seed=kwargs.get("seed", 0))
     out = []
     for lam in tqdm(lams, disable=not progress, desc="λ sweep"):
         start = predicted_start([s.overlaps for s in out[-2:]], [s.params.lam for s in out[-2:]], lam)

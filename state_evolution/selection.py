@@ -34,7 +34,12 @@ from solvable_attention.runtime import float64
 
 from .goe_coordinates import from_coordinates, n_free_entries
 from .overlap_fields import student_teacher_fields
-from .sampling import gaussian_samples
+from .sampling import N_SAMPLES, N_TEST_SAMPLES, gaussian_samples
+
+# The candidate pool of a selection draws its fields from seed + CANDIDATE_SEED_OFFSET: a stream independent of
+# the channel's own samples (seed), of the other stage (seed ± 1) and of the test samples (seed + 7919,
+# sampling.TEST_SEED_OFFSET); 104729 is the 10000th prime, far from all of them.
+CANDIDATE_SEED_OFFSET = 104729
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,7 @@ def _check_strategy(pre, strategy, reuse: bool) -> Strategy:
 
 
 def solve_active_finetuning(pre, alpha_prime, lam_prime, *, strategy="random", pool_ratio=None, reuse=False,
-                            delta_prime=None, gamma=1.0, n_samples=2 ** 14, n_test_samples=2 ** 17, seed=1,
+                            delta_prime=None, gamma=1.0, n_samples=N_SAMPLES, n_test_samples=N_TEST_SAMPLES, seed=1,
                             **solver):
     """The LoRA fixed point for fine-tuning samples chosen by ``strategy`` (docs/theory.md §5).
 
@@ -218,7 +223,7 @@ def solve_active_finetuning(pre, alpha_prime, lam_prime, *, strategy="random", p
         gamma: ``γ > 0``, strength of the new direction.
         n_samples: LoRA channel samples (rounded up to a power of 2).
         n_test_samples: samples of the test errors.
-        seed: seed of the channel (the candidates use ``seed + 104729``).
+        seed: seed of the channel (the candidates use ``seed + CANDIDATE_SEED_OFFSET``).
         **solver: passed to :func:`~state_evolution.finetuning.solve_finetuning`.
 
     Returns:
@@ -243,7 +248,7 @@ def solve_active_finetuning(pre, alpha_prime, lam_prime, *, strategy="random", p
               **solver)
     if not reuse and (fraction == 1.0 or strategy.field_independent):
         return solve_finetuning(pre, alpha_prime, lam_prime, **kw)
-    side = selected_fields(pre, n, strategy, fraction, reuse=reuse, seed=seed + 104729)
+    side = selected_fields(pre, n, strategy, fraction, reuse=reuse, seed=seed + CANDIDATE_SEED_OFFSET)
     channel = make_lora_channel(pre, fine, n_samples=n, n_test_samples=n_test_samples, seed=seed).conditioned(
         side_fields=(side.H_hat_w, side.H0_w))
     return solve_finetuning(pre, alpha_prime, lam_prime, channel=channel, **kw)

@@ -14,6 +14,7 @@ from solvable_attention.params import FinetuneParams
 from .finetuning import FinetuningSolution, make_lora_channel, solve_finetuning
 from .fixed_point import InvalidIterate, predicted_start
 from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraining
+from .sampling import FINETUNE_SEED_OFFSET, N_SAMPLES, N_TEST_SAMPLES
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class StateEvolutionSolution:
 
 def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3, beta=1.0, kappa0=1.0, kappa=1.0,
                           gamma=1.0, activation="softmax", delta_prime=None, recalibrate=False, noise="logits",
-                          pretrain_init=None, finetune_init=None, n_samples=2 ** 14, n_test_samples=2 ** 17,
+                          pretrain_init=None, finetune_init=None, n_samples=N_SAMPLES, n_test_samples=N_TEST_SAMPLES,
                           seed=0, warn=True) -> StateEvolutionSolution:
     """Both stages' D → ∞ fixed points: pre-training (``α, Δ, λ``), then LoRA (``α', Δ', λ'``).
 
@@ -76,7 +77,7 @@ def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3,
         finetune_init: starting ``(m', q', V'[, c])`` of the LoRA solve (default: its own cold start).
         n_samples: fixed Monte Carlo samples of the sampled channels (both stages).
         n_test_samples: Monte Carlo samples of the test errors ``E`` and ``E'``.
-        seed: seed of the pre-training samples; fine-tuning uses ``seed + 1``.
+        seed: seed of the pre-training samples; fine-tuning uses ``seed + FINETUNE_SEED_OFFSET`` (= 1).
         warn: emit a :class:`~state_evolution.fixed_point.ConvergenceWarning` when a stage does not
             converge.
 
@@ -99,12 +100,12 @@ def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3,
                             seed=seed, warn=warn)
     fine = solve_finetuning(pre, alpha_prime, lam_prime, delta_prime=delta_prime, gamma=gamma,
                             recalibrate=recalibrate, init=finetune_init, n_samples=n_samples,
-                            n_test_samples=n_test_samples, seed=seed + 1, warn=warn)
+                            n_test_samples=n_test_samples, seed=seed + FINETUNE_SEED_OFFSET, warn=warn)
     return StateEvolutionSolution(pretrain=pre, finetune=fine)
 
 
 def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progress=True, recalibrate=False,
-                          delta_prime=None, gamma=1.0, n_samples=2 ** 14, n_test_samples=2 ** 17, seed=0,
+                          delta_prime=None, gamma=1.0, n_samples=N_SAMPLES, n_test_samples=N_TEST_SAMPLES, seed=0,
                           max_iter=100, warn=True, on_point=None, **setting) -> list[StateEvolutionSolution]:
     """Both stages along a grid ``lams × lam_primes`` with warm starts (docs/model.md §7, Figure 1's curves).
 
@@ -131,7 +132,7 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
         gamma: ``γ > 0``, strength of the new direction.
         n_samples: fixed Monte Carlo samples of the channels (one set for the whole grid).
         n_test_samples: Monte Carlo samples of the test errors.
-        seed: seed of the pre-training samples; the LoRA channel uses ``seed + 1``.
+        seed: seed of the pre-training samples; the LoRA channel uses ``seed + FINETUNE_SEED_OFFSET`` (= 1).
         max_iter: map evaluations per solve (a point that does not converge is reported with
             ``converged=False`` rather than holding up the sweep; warm-started solves need 3–10).
         warn: emit a :class:`~state_evolution.fixed_point.ConvergenceWarning` per unconverged solve.
@@ -159,7 +160,8 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
         if channel is None:
             fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=1.0, gamma=gamma,
                                   delta_prime=pre.params.delta if delta_prime is None else delta_prime)
-            channel = make_lora_channel(pre, fine, n_samples=n_samples, n_test_samples=n_test_samples, seed=seed + 1)
+            channel = make_lora_channel(pre, fine, n_samples=n_samples, n_test_samples=n_test_samples,
+                                                seed=seed + FINETUNE_SEED_OFFSET)
         channel = channel.with_pretraining(pre.m, pre.q, pre.rho0)
         lam = pre.params.lam
         for lp in lam_primes:

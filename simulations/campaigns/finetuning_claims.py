@@ -7,7 +7,7 @@ At Figure 1's setting (softmax, α = 0.1, α' = 3, T = 3, κ0 = κ = 1, Δ' = Δ
 (b) *one effective noise summarises pre-training?* For each pre-training state ``(m, q)`` along the
     ``λ`` sweep, the LoRA fixed point is compared with a *surrogate*: perfect pre-training
     (``Ŝ = S0``: ``m = q = ρ0``) and label noise ``Δ_eff = Δ' + mse_S`` (``Δ' + ρ0 − m²/q`` for the
-    recalibrated LoRA). For the identity activation they agree exactly (THEORY.md §6.2, tested); for
+    recalibrated LoRA). For the identity activation they agree exactly (docs/theory.md §6.2, tested); for
     the softmax the gaps in ``m'``, ``q'`` and the alignment measure how much more than one number of
     pre-training LoRA sees.
 (c) the ``λ`` that minimises ``E'`` vs the ``λ`` that minimises the pre-training test error ``E``.

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simulations.campaigns.statistics import mean_se
+from solvable_attention.averages import mean_se
+from state_evolution.sampling import N_SAMPLES, N_TEST_SAMPLES
 
 from ..campaigns.records import restore_inf, run_metadata, write_json_atomic
 from ..campaigns.resumable import Executor, run_points
@@ -55,8 +56,8 @@ class FigureConfig:
     D: int = 150
     seeds: int = 4
     n_test: int = 20000
-    n_samples: int = 2 ** 14
-    n_test_samples: int = 2 ** 17
+    n_samples: int = N_SAMPLES
+    n_test_samples: int = N_TEST_SAMPLES
 
 
 def make_config(full, quick_config, quick: bool, overrides: dict):
@@ -120,8 +121,8 @@ def simulation_metrics(result) -> dict:
 
 # --------------------------------------------------------------------------- sweep point functions
 
-def theory_curve(alpha, alpha_prime, delta, lams, lam_primes, recalibrate=False, n_samples=2 ** 14,
-                 n_test_samples=2 ** 17, seed=0, **setting) -> dict:
+def theory_curve(alpha, alpha_prime, delta, lams, lam_primes, recalibrate=False, n_samples=N_SAMPLES,
+                 n_test_samples=N_TEST_SAMPLES, seed=0, **setting) -> dict:
     """Both stages along ``lams × lam_primes`` (warm-started, :func:`sweep_state_evolution`):
     ``{"rows": [{lam, lam_prime, metrics: {name: [value, se]}, error}, ...]}``.
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from state_evolution.sampling import N_SAMPLES, N_TEST_SAMPLES
+
 from . import common
 
 NAME = "fig1"
@@ -59,8 +61,8 @@ class Config:
     D: int = 150
     seeds: int = 4
     n_test: int = 20000
-    n_samples: int = 2 ** 14    # theory Monte Carlo samples (channel) and test samples
-    n_test_samples: int = 2 ** 17
+    n_samples: int = N_SAMPLES    # theory Monte Carlo samples (channel) and test samples
+    n_test_samples: int = N_TEST_SAMPLES
 
 
 FULL = Config()

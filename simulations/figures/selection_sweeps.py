@@ -13,7 +13,7 @@ import csv
 
 import numpy as np
 
-from simulations.campaigns.statistics import mean_se
+from solvable_attention.averages import mean_se
 from simulations.campaigns.theory_points import solve_variants
 from state_evolution.sampling import FINETUNE_SEED_OFFSET, N_SAMPLES, N_TEST_SAMPLES
 

@@ -19,9 +19,21 @@ NOISE_CONVENTIONS = ("logits", "output")
 
 
 def labels_from_draw(H, G, delta, activation: str, beta, noise: str):
-    """``Y`` of the ``noise`` convention for logits ``H`` and the draw ``G``, both of shape ``(..., T, T)``.
+    """The labels ``Y`` of the ``noise`` convention for the logits ``H`` and the draw ``G`` (docs/model.md §2).
 
-    ``delta``: noise variance ``Δ ≥ 0``. Returns an array of the shape of ``H``.
+    ``noise="logits"``: ``Y = σ(H + √Δ Ξ)`` with ``Ξ = (G + Gᵀ)/√2`` (GOE,
+    :func:`random_matrices.goe_from_square`); ``noise="output"``: ``Y = σ(H) + √Δ G``.
+
+    Args:
+        H: ``(..., T, T)`` teacher logits.
+        G: ``(..., T, T)`` i.i.d. ``N(0, 1)`` draw, of the shape of ``H``.
+        delta: noise variance ``Δ ≥ 0``.
+        activation: ``σ``: ``"softmax"`` or ``"identity"`` (:func:`activations.apply_activation`).
+        beta: inverse temperature ``β > 0`` of ``σ``.
+        noise: ``"logits"`` or ``"output"``: where the noise enters.
+
+    Returns:
+        ``(..., T, T)`` labels ``Y``, of the shape of ``H``.
 
     Raises:
         ValueError: ``noise`` not in ``("logits", "output")``.

@@ -25,13 +25,28 @@ from .goe_coordinates import n_free_entries
 
 
 def identity_weight(T: int, beta: float) -> float:
-    """``w = (β/T)²``: the identity channel's loss weight per whitened coordinate."""
+    """``w = (β/T)²``: the identity channel's loss weight per whitened coordinate (docs/theory.md §2.3).
+
+    Args:
+        T: sequence length ``T ≥ 1``.
+        beta: ``β > 0`` of ``σ(H) = (β/T) H``.
+
+    Returns:
+        ``w = (β/T)²``.
+    """
     return (beta / T) ** 2
 
 
 def identity_noise_per_coordinate(params: PretrainParams) -> float:
-    """``Δ_w``, the label-noise variance per whitened coordinate of the identity channel: ``Δ`` for
-    ``noise="logits"``, ``(T/β)² Δ/2`` for ``noise="output"`` (docs/theory.md §2.3)."""
+    """``Δ_w``, the label-noise variance per whitened coordinate of the identity channel (docs/theory.md §2.3).
+
+    Args:
+        params: the setting; ``delta``, ``noise``, ``T`` and ``beta`` are used.
+
+    Returns:
+        ``Δ_w = Δ`` for ``noise="logits"``, ``(T/β)² Δ/2`` for ``noise="output"`` (the antisymmetric
+        part of the output noise does not couple to ``S``).
+    """
     p = params
     return p.delta if p.noise == "logits" else (p.T / p.beta) ** 2 * p.delta / 2
 

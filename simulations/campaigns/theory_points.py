@@ -21,14 +21,30 @@ CAMPAIGN_FINETUNE_SEED_OFFSET = 1000
 
 
 def variant_metrics(result, names) -> dict:
-    """``{name: value}`` of a fine-tuning result (theory or simulation) for each of ``names``: an
-    attribute of ``result``, or ``"m_abs"`` = ``|result.m|``."""
+    """``{name: value}`` of a fine-tuning result (theory or simulation) for each of ``names``.
+
+    Args:
+        result: a fine-tuning result, a state-evolution solution or a simulated one; read by attribute.
+        names: the metric names: each an attribute of ``result``, or ``"m_abs"`` for ``|result.m|`` (the
+            sign of ``û`` is arbitrary).
+
+    Returns:
+        ``{name: value}`` for each of ``names``, in their order.
+    """
     return {n: abs(result.m) if n == "m_abs" else getattr(result, n) for n in names}
 
 
 def pretraining_point(setting: dict, seed: int = 0) -> dict:
-    """:func:`state_evolution.solve_pretraining` at ``setting`` (its keyword arguments, with ``alpha``,
-    ``delta``, ``lam``), Monte Carlo seed ``seed``: the solution's ``to_dict()``."""
+    """The pre-training state evolution (:func:`state_evolution.solve_pretraining`) at ``setting``.
+
+    Args:
+        setting: ``alpha``, ``delta``, ``lam`` (the positional arguments of
+            :func:`state_evolution.solve_pretraining`) plus any of its keyword arguments; not modified.
+        seed: Monte Carlo seed of the softmax channel.
+
+    Returns:
+        The pre-training solution's ``to_dict()``: its flat metric dict.
+    """
     from state_evolution import solve_pretraining
 
     s = dict(setting)
@@ -36,8 +52,18 @@ def pretraining_point(setting: dict, seed: int = 0) -> dict:
 
 
 def two_stage_point(setting: dict, seed: int, flatten) -> dict:
-    """Both stages at ``setting`` (keyword arguments of :func:`state_evolution.solve_state_evolution`;
-    ``n_test`` is ignored): ``flatten(pretrain, finetune)`` plus ``converged``, ``residual``, ``seconds``."""
+    """Both stages (:func:`state_evolution.solve_state_evolution`, ``warn=False``) at ``setting``.
+
+    Args:
+        setting: ``alpha``, ``alpha_prime``, ``delta``, ``lam`` plus any keyword arguments of
+            :func:`state_evolution.solve_state_evolution`; a key ``n_test`` is ignored; not modified.
+        seed: Monte Carlo seed of the state evolution.
+        flatten: ``flatten(pretrain, finetune)`` → the flat metric dict of the two stages' solutions.
+
+    Returns:
+        ``flatten(pretrain, finetune)`` plus ``converged`` (both stages, a ``bool``), ``residual`` (the
+        larger of the two stages') and ``seconds`` (wall-clock time of the solve).
+    """
     from state_evolution import solve_state_evolution
 
     s = {k: v for k, v in setting.items() if k != "n_test"}
@@ -49,7 +75,19 @@ def two_stage_point(setting: dict, seed: int, flatten) -> dict:
 
 
 def variants_point(setting: dict, seed: int, variants: dict, solve_variant, names, **options) -> dict:
-    """The flat metric dict of :func:`solve_variants` (same arguments)."""
+    """The flat metric dict of :func:`solve_variants`: one pre-training fixed point, every variant.
+
+    Args:
+        setting: as for :func:`solve_variants`.
+        seed: as for :func:`solve_variants`.
+        variants: ``{name: options}``, as for :func:`solve_variants`.
+        solve_variant: the fine-tuning solver, as for :func:`solve_variants`.
+        names: the metric names read from each variant (:func:`variant_metrics`).
+        **options: ``seed_offset`` and the solver options of :func:`solve_variants`.
+
+    Returns:
+        The ``metrics`` dict of :func:`solve_variants` (the pre-training solution is dropped).
+    """
     return solve_variants(setting, seed, variants, solve_variant, names, **options)[1]
 
 
@@ -57,13 +95,24 @@ def solve_variants(setting: dict, seed: int, variants: dict, solve_variant, name
                    seed_offset: int = CAMPAIGN_FINETUNE_SEED_OFFSET, **solver_options) -> tuple:
     """Pre-train once at ``setting``, then solve every fine-tuning variant on that fixed point.
 
-    ``setting``: keyword arguments of :func:`state_evolution.solve_pretraining` plus ``alpha_prime`` and
-    optionally ``lam_prime`` (both handed to ``solve_variant``); ``variants``: ``{name: options}``;
-    ``solve_variant(pre, alpha_prime, lam_prime, options, seed=..., **solver_options)`` returns a
-    fine-tuning solution, solved with Monte Carlo seed ``seed + seed_offset``; ``solver_options`` go to
-    both stages. Returns ``(pre, metrics)``: the pre-training solution and ``{f"{metric}[{name}]": value}``
-    for the ``names`` (:func:`variant_metrics`) with the status: ``converged`` (all), ``iterations``
-    (pre-training), ``residual`` (largest), ``seconds`` (total).
+    Args:
+        setting: ``alpha``, ``delta``, ``lam`` plus keyword arguments of
+            :func:`state_evolution.solve_pretraining`, and ``alpha_prime`` and optionally ``lam_prime``
+            (``None`` when absent), both handed to ``solve_variant``; not modified.
+        seed: Monte Carlo seed of the pre-training channel.
+        variants: ``{name: options}``: each variant's name and the options handed to ``solve_variant``.
+        solve_variant: ``solve_variant(pre, alpha_prime, lam_prime, options, seed=..., **solver_options)``
+            → a fine-tuning solution (with ``converged``, ``seconds``, ``residual`` and the ``names``),
+            called with Monte Carlo seed ``seed + seed_offset``.
+        names: the metric names read from each fine-tuning solution (:func:`variant_metrics`).
+        seed_offset: offset of the fine-tuning channels' seed from ``seed``
+            (:data:`CAMPAIGN_FINETUNE_SEED_OFFSET` keeps the replicas' channels independent).
+        **solver_options: keyword arguments handed to both stages' solvers.
+
+    Returns:
+        ``(pre, metrics)``: the pre-training solution and ``{f"{metric}[{name}]": value}`` for each of
+        the ``names`` and ``variants``, with the status ``converged`` (all stages), ``iterations``
+        (pre-training), ``residual`` (the largest) and ``seconds`` (total).
     """
     from state_evolution import solve_pretraining
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.optimize
 
+from solvable_attention.status import Status
+
 
 class ConvergenceWarning(UserWarning):
     """A state-evolution solve did not reach its tolerance."""
@@ -37,7 +39,9 @@ class FixedPointSolution:
     map (:func:`solve_fixed_point`'s ``memory``; ``None`` when there are none), and ``evaluated_at``: the
     point where ``F`` was evaluated to give ``value`` (``value = F(evaluated_at)`` for the damped
     methods; ``value`` itself for ``"root"`` and for a failed solve), so that a caller that memoises its
-    map's evaluations can report the quantities behind ``value`` without evaluating ``F`` again."""
+    map's evaluations can report the quantities behind ``value`` without evaluating ``F`` again;
+    ``status`` (:class:`~solvable_attention.status.Status`: converged, converged at the noise floor,
+    iteration cap, left the domain) and ``status_message`` (residual, bound, evaluations)."""
 
     value: np.ndarray
     converged: bool
@@ -47,6 +51,8 @@ class FixedPointSolution:
     history: tuple = field(default=(), repr=False)
     memory: tuple | None = field(default=None, repr=False)
     evaluated_at: np.ndarray | None = field(default=None, repr=False)
+    status: Status = Status.CONVERGED
+    status_message: str = ""
 
 
 def relative_residual(x, Fx, scale: float = 1e-8) -> float:
@@ -151,9 +157,10 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
             it.x = it.restart_from_best()
             continue
         it.record(Fx, res)
-        if it.since_best >= ACCEPT_STALL and accept_tol is not None and \
-                it.best_res <= (accept_tol(it.best_x) if callable(accept_tol) else accept_tol):
-            return it.result(it.best_Fx, True, it.best_res, "stalled<=accept_tol", it.best_x)
+        if it.since_best >= ACCEPT_STALL and accept_tol is not None:
+            bound = accept_tol(it.best_x) if callable(accept_tol) else accept_tol
+            if it.best_res <= bound:
+                return it.result(it.best_Fx, True, it.best_res, "stalled<=accept_tol", it.best_x, bound)
         if it.anderson > 0 and it.since_best >= STALL:
             # Anderson is wandering: plain damped steps from the best iterate, root polish allowed
             it.anderson, it.polish_below = 0, max(it.polish_below, 1e-4)
@@ -264,9 +271,23 @@ class _Iteration:
         self.history.append(rr)
         return self.result(xr, True, rr, method, xr) if rr <= tol else None
 
-    def result(self, value, converged, res, method, at):
+    def result(self, value, converged, res, method, at, accepted_below=None):
         mem = (np.stack(self.dxs, 1), np.stack(self.dfs, 1)) if self.dxs else None
-        return FixedPointSolution(value, converged, self.n_eval, res, method, tuple(self.history), mem, at)
+        status, message = self.status(converged, res, method, accepted_below)
+        return FixedPointSolution(value, converged, self.n_eval, res, method, tuple(self.history), mem, at,
+                                  status, message)
+
+    def status(self, converged, res, method, accepted_below):
+        """The :class:`~solvable_attention.status.Status` of a result and its message."""
+        if converged and accepted_below is not None:
+            return Status.CONVERGED_AT_NOISE_FLOOR, (f"stalled at residual {res:.3g} <= acceptance bound "
+                                                     f"{accepted_below:.3g} after {self.n_eval} evaluations")
+        if converged:
+            return Status.CONVERGED, f"residual {res:.3g} after {self.n_eval} evaluations ({method})"
+        if self.best_x is None or self.invalid_run >= MAX_INVALID_RUN:
+            return Status.LEFT_DOMAIN, (f"no valid step left after {self.n_eval} evaluations "
+                                        f"(best residual {res:.3g})")
+        return Status.MAX_ITERATIONS, f"best residual {res:.3g} after {self.n_eval} evaluations"
 
 
 def warn_if_not_converged(name: str, solution: FixedPointSolution, tol: float) -> None:

@@ -110,8 +110,9 @@ def simulation_point(D, seed, alpha, alpha_prime, delta, lam, lam_prime, beta, a
     except Exception as exc:
         return {"status": "error", "message": f"{type(exc).__name__}: {exc}", "converged": False}
     status = getattr(r, "status", None)
-    return {"test_error": r.finetune.test_error, "alignment": r.finetune.alignment, "converged": bool(r.converged),
-            "status": str(status) if status is not None else ("converged" if r.converged else "not_converged")}
+    converged = bool(r.pretrain.converged and r.finetune.converged)
+    return {"test_error": r.finetune.test_error, "alignment": r.finetune.alignment, "converged": converged,
+            "status": str(status) if status is not None else ("converged" if converged else "not_converged")}
 
 
 def summarise(points, theory, sims) -> tuple[str, dict]:

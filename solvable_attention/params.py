@@ -52,7 +52,11 @@ def _range_text(lower, lower_open, allow_inf) -> str:
 
 
 def _check_int(name: str, value, *, lower: int) -> int:
-    if isinstance(value, bool) or not float(value).is_integer():
+    try:
+        integral = not isinstance(value, bool) and float(value).is_integer()
+    except (TypeError, ValueError):  # None, strings, arrays: not an integer either
+        integral = False
+    if not integral:
         raise ValueError(f"{name} must be an integer >= {lower}, got {value!r}")
     v = int(value)
     if v < lower:
@@ -237,6 +241,21 @@ def make_params(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3, beta=1.0,
                           delta_prime=pre.delta if delta_prime is None else delta_prime,
                           gamma=gamma, reuse=reuse, recalibrate=recalibrate)
     return pre, fine
+
+
+def check_seed(seed) -> int:
+    """Validate a random seed.
+
+    Args:
+        seed: the seed, an integer ``≥ 0`` (a float with an integer value is accepted).
+
+    Returns:
+        ``seed`` as an int.
+
+    Raises:
+        ValueError: ``seed`` not an integer ``≥ 0`` (``1.5``, ``-1``, ``None``, a string).
+    """
+    return _check_int("seed", seed, lower=0)
 
 
 def check_dimension(D) -> int:

@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from solvable_attention.params import FinetuneParams
+from solvable_attention.status import Status, raise_if_failed, worst
 
 from .channel_identity import identity_weight
 from .channel_lora import LoraChannel
 from .fixed_point import SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_point, warn_if_not_converged
 from .pretraining import PretrainingSolution
 from .sampling import N_SAMPLES, N_TEST_SAMPLES
+from .stage_status import stage_status
 
 
 # A stalled LoRA iteration is accepted below this relative residual. The LoRA map's noise floor is higher
@@ -41,6 +43,57 @@ LORA_ACCEPT_TOL = 5e-4
 # 4e-4 and 3e-3 for 20–40 evaluations), while one evaluation's relative s.e. there is ~3 % (m̂' 2.4 %, λ_eff + V̂'
 # 1.5 %): iterating below 1/20 of it resolves nothing that the samples determine.
 LORA_ACCEPT_NOISE_FRACTION = 0.05
+# ... but never above this absolute bound: a fixed point accepted at relative residual r is uncertain by ~r in
+# its overlaps, and 5e-3 keeps that six times below the 3 % agreement rule of the validation campaigns. The
+# noise-fraction rule alone once accepted a residual of 2e-2 (α' = 1e5), whose E' then wobbled by 2 %.
+LORA_ACCEPT_MAX = 5e-3
+# Below this q' (relative to the scale of the ridge prior's output, q' ≲ 1e-12) the LoRA vector is zero up to
+# round-off and its direction (the alignment) is undefined: NaN is returned rather than a ratio of round-off.
+Q_PRIME_ROUNDOFF = 1e-12
+# The uninformative start of the LoRA equations: m' = 0 is invariant under v → −v, so the iteration from it
+# stays on the symmetric (uninformative) branch when that branch is a fixed point.
+UNINFORMATIVE_START = (0.0, 0.5, 0.5)
+# Two branches whose (m', q') agree to this relative tolerance are the same fixed point.
+SAME_BRANCH_RTOL = 1e-3
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One fixed point of the LoRA equations found from one start (docs/theory.md §4.6).
+
+    Attributes:
+        start: the starting ``(m', q', V'[, c])``.
+        m: ``m'`` at the fixed point.
+        q: ``q'``.
+        V: ``V'``.
+        alignment: ``|m'|/√(q' ρ_v)``.
+        test_error: ``E'``.
+        objective: the predicted training objective per fine-tuning sample, ``½ E‖Y' − σ‖² + λ' q'/(2α')``.
+        objective_se: its Monte Carlo standard error.
+        replicon: the replicon at the fixed point.
+        status: the status of this branch's solve.
+    """
+
+    start: tuple
+    m: float
+    q: float
+    V: float
+    alignment: float
+    test_error: float
+    objective: float
+    objective_se: float
+    replicon: float
+    status: Status
+
+    def to_dict(self) -> dict:
+        """The fields as a JSON-ready dictionary (``status`` as its name).
+
+        Returns:
+            ``{field: value}``.
+        """
+        d = dataclasses.asdict(self)
+        d["status"], d["start"] = self.status.value, list(self.start)
+        return d
 
 
 @dataclass(frozen=True)
@@ -57,7 +110,8 @@ class FinetuningSolution:
         q_hat: ``q̂'``, conjugate of ``q'``.
         V_hat: ``V̂'``, conjugate of ``V'``.
         rho_v: ``ρ_v = ‖v‖²/D = 1``.
-        alignment: ``|m'|/√(q' ρ_v)`` (0 when ``q' = 0``).
+        alignment: ``|m'|/√(q' ρ_v)``; ``nan`` when ``q' ≤ Q_PRIME_ROUNDOFF`` (``û = 0`` up to round-off: no
+            direction) and at ``λ' = ∞``.
         test_error: ``E' = E‖σ(H(S(û))) − σ(H(S1))‖²_F`` per sequence.
         test_error_se: its Monte Carlo standard error.
         test_error_baseline: ``E'_0``, the test error without adaptation (``λ' = ∞``, ``û = 0``).
@@ -69,8 +123,8 @@ class FinetuningSolution:
         effective_noise: ``Δ' + mse_S`` (logit units; ``Δ' + (β/T)² mse_S`` for the identity with output
             noise), docs/theory.md §4.4.
         effective_noise_recalibrated: ``Δ' + ρ0 − m²/q`` (same units).
-        converged: whether the fixed-point iteration reached its tolerance.
-        iterations: map evaluations spent.
+        converged: ``status.successful``: the values can be trusted to the solver's tolerance.
+        iterations: map evaluations spent (all starts together).
         residual: final relative residual.
         prox_residual: how well the per-sample proxes were solved.
         replicon: ``α' V'² E‖∂g/∂ω‖²_F`` (smooth branch of the prox), the de Almeida–Thouless parameter:
@@ -78,6 +132,13 @@ class FinetuningSolution:
         seconds: wall-clock time of the solve.
         history: the residual at every evaluation.
         memory: the solver's secant pairs, to seed a warm-started solve nearby.
+        objective: the predicted training objective per fine-tuning sample, ``½ train_loss + λ' q'/(2α')``
+            (docs/theory.md §4.6; ``nan`` at ``λ' = ∞``).
+        method: the solver's route (see :class:`~state_evolution.fixed_point.FixedPointSolution`).
+        branches: every distinct fixed point found (:class:`Branch`), the returned one included.
+        status: the :class:`~solvable_attention.status.Status`: the solver's, the per-sample proxes', the
+            replicon's (``unstable_fixed_point`` when ``≥ 1``) and the branch selection's.
+        status_message: what was measured.
     """
 
     params: FinetuneParams
@@ -106,16 +167,45 @@ class FinetuningSolution:
     seconds: float = 0.0
     history: tuple = field(default=(), repr=False)
     memory: tuple | None = field(default=None, repr=False)  # the solver's secant pairs (warm sweeps)
+    objective: float = float("nan")
+    method: str = "damped"
+    branches: tuple = ()
+    status: Status = Status.CONVERGED
+    status_message: str = ""
 
     def to_dict(self) -> dict:
-        """The fields as a JSON-ready dictionary (``params`` as a dictionary; no ``history``, ``memory``).
+        """The fields as a JSON-ready dictionary (``params`` as a dictionary, ``status`` as its name,
+        ``branches`` as dictionaries; no ``history``, ``memory``).
 
         Returns:
             ``{field: value}``.
         """
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("history", "memory")}
         d["params"] = self.params.to_dict()
+        d["status"] = self.status.value
+        d["branches"] = [b.to_dict() for b in self.branches]
         return d
+
+
+def check_lora_tokens(T: int, lam_prime: float) -> None:
+    """Refuse the LoRA state evolution at ``T = 1`` (docs/theory.md §4.6).
+
+    With one token the LoRA logit ``z² − q'`` is a single centred χ² feature; the replica-symmetric LoRA
+    equations then have no fixed point with a positive ridge curvature (``λ_eff + V̂' ≤ 0`` from every start:
+    measured at α = 0.1, α' = 3, Δ = 0.5, λ = 0.05, λ' = 1), and the finite-``D`` LoRA fit at that setting
+    fits the noise (``E' ≈ 10.5, 11.7`` against ``E'_0 ≈ 4.7, 6.1`` at ``D = 30, 60``). The theory does not
+    cover it.
+
+    Args:
+        T: tokens.
+        lam_prime: the LoRA ridge (``inf``: no adaptation, always allowed).
+
+    Raises:
+        ValueError: ``T = 1`` with a finite ``lam_prime``.
+    """
+    if T == 1 and math.isfinite(lam_prime):
+        raise ValueError("T must be >= 2 for the LoRA state evolution (at T = 1 the replica-symmetric LoRA "
+                         "equations have no fixed point; use lam_prime=inf for pre-training alone)")
 
 
 def effective_noises(pre: PretrainingSolution, delta_prime: float) -> tuple[float, float]:
@@ -162,7 +252,7 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
                      gamma=1.0, recalibrate=False, init=None, tol=SAMPLED_TOL, accept_tol=LORA_ACCEPT_TOL, max_iter=400,
                      damping=0.5,
                      n_samples=N_SAMPLES, n_test_samples=N_TEST_SAMPLES, seed=1, channel=None,
-                     fallback=True, warn=True, memory=None) -> FinetuningSolution:
+                     fallback=True, warn=True, memory=None, branches=True, throw=False) -> FinetuningSolution:
     """Solve the LoRA state evolution given the pre-training fixed point.
 
     ``delta_prime`` defaults to the pre-training ``Δ``; ``lam_prime = inf`` gives ``û = 0`` and
@@ -174,6 +264,11 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
     of the relative Monte Carlo s.e. of the map's output at that point when that is larger.
     ``memory``: the ``.memory`` of a solve at a nearby setting (its solver's secant pairs), seeding the
     Anderson mixing (warm sweeps).
+
+    Several fixed points (docs/theory.md §4.6): with ``branches=True`` the equations are also solved from the
+    default informative start (when ``init`` is given) and from the uninformative start ``m' = 0``; the
+    returned solution is the fixed point with the lowest predicted training objective (the estimator's
+    branch: ERM minimises the objective), the others are listed in ``branches``.
 
     The fixed point of docs/theory.md §4.3: the LoRA channel gives ``(m̂', q̂', V̂')`` and the ridge
     shift, the ridge prior ``λ_eff = λ' + 2α' E[∂ℓ/∂q']``, ``m' = m̂' ρ_v/(λ_eff + V̂')``,
@@ -197,25 +292,30 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
         channel: reuse an existing :class:`~state_evolution.channel_lora.LoraChannel` (same setting).
         fallback: allow the root polish/fallback.
         warn: emit a :class:`~state_evolution.fixed_point.ConvergenceWarning` when not converged.
-        memory: secant pairs of a nearby solve.
+        memory: secant pairs of a nearby solve (used by the first start).
+        branches: also solve from the other starts and return the lowest-objective fixed point
+            (``False``: the one start only, as warm-started sweeps do).
+        throw: raise :class:`~solvable_attention.status.SolveError` when the status is not successful.
 
     Returns:
-        The :class:`FinetuningSolution` (``converged=False`` rather than an error when the tolerance
-        was not reached).
+        The :class:`FinetuningSolution`; its ``status`` says whether and how it converged (not converged,
+        replica-symmetry unstable, …) rather than raising.
 
     Raises:
         ValueError: a parameter out of its range (from :class:`~solvable_attention.params.FinetuneParams`:
             ``alpha_prime``, ``gamma`` ``> 0``; ``delta_prime``, ``lam_prime`` ``≥ 0``),
             ``recalibrate=True`` with ``lam_prime = inf``, or an ``init`` with fewer than 3 entries (4 with
             ``recalibrate``) or a non-finite one.
-        state_evolution.fixed_point.InvalidIterate: the LoRA map cannot be evaluated at the start
+        state_evolution.fixed_point.InvalidIterate: the LoRA map cannot be evaluated at any start
             (conjugates out of range, or ``λ_eff + V̂' ≤ 0``: the objective is unbounded).
+        solvable_attention.status.SolveError: ``throw=True`` and the solve did not succeed.
     """
     fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=lam_prime,
                           delta_prime=pretrain_result.params.delta if delta_prime is None else delta_prime,
                           gamma=gamma, recalibrate=recalibrate)
     if recalibrate and not fine.adapts:
         raise ValueError("recalibrate=True needs a finite lam_prime (lam_prime=inf means no adaptation)")
+    check_lora_tokens(pretrain_result.params.T, fine.lam_prime)
     t0 = time.perf_counter()
     if channel is None:
         channel = make_lora_channel(pretrain_result, fine, n_samples=n_samples, n_test_samples=n_test_samples,
@@ -225,16 +325,88 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
         return _no_adaptation_solution(fine, channel, noises, t0)
     F = _lora_map(channel, fine)
 
-    def accept(x):  # the stall tolerance at an evaluated point: LORA_ACCEPT_TOL or its Monte Carlo floor
-        aux = F.aux_at(x)
-        return max(accept_tol, LORA_ACCEPT_NOISE_FRACTION * aux[1]) if aux is not None else accept_tol
+    def accept(x):  # the stall tolerance at an evaluated point: LORA_ACCEPT_TOL or its Monte Carlo floor,
+        aux = F.aux_at(x)  # never above LORA_ACCEPT_MAX
+        floor = LORA_ACCEPT_NOISE_FRACTION * aux[1] if aux is not None else 0.0
+        return max(accept_tol, min(floor, LORA_ACCEPT_MAX))
 
-    sol = solve_fixed_point(F, _initial_point(init, recalibrate), tol=tol, max_iter=max_iter, damping=damping,
-                            project=_project_lora, fallback=fallback, accept_tol=accept if accept_tol > tol else tol,
-                            memory=memory)
+    found, error = [], None
+    for k, x0 in enumerate(_starts(init, recalibrate, branches)):
+        try:
+            fp = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=_project_lora,
+                                   fallback=fallback, accept_tol=accept if accept_tol > tol else tol,
+                                   memory=memory if k == 0 else None)
+        except InvalidIterate as exc:  # this start is outside the map's domain; the others may not be
+            error = error or exc
+            continue
+        found.append(_assemble_solution(fine, channel, F, fp, noises, t0, tuple(float(v) for v in x0)))
+    if not found:
+        raise error
+    result = _select_branch(found, time.perf_counter() - t0)
     if warn:
-        warn_if_not_converged("fine-tuning state evolution", sol, tol)
-    return _assemble_solution(fine, channel, F, sol, noises, t0)
+        warn_if_not_converged("fine-tuning state evolution", result, tol)
+    return raise_if_failed(result, "fine-tuning state evolution") if throw else result
+
+
+def _starts(init, recalibrate, branches) -> list:
+    """The starts of the LoRA solve: ``init`` (default informative start if none), then, with ``branches``,
+    the default informative start and the uninformative start (duplicates dropped)."""
+    starts = [_initial_point(init, recalibrate)]
+    if branches:
+        starts += [_initial_point(None, recalibrate), _initial_point(UNINFORMATIVE_START + (1.0,), recalibrate)]
+    unique = []
+    for x in starts:
+        if not any(np.array_equal(x, y) for y in unique):
+            unique.append(x)
+    return unique
+
+
+def _is_fixed_point(sol) -> bool:
+    """The solver found a fixed point (whatever its stability): not stopped at the cap or out of the domain."""
+    return sol.status not in (Status.MAX_ITERATIONS, Status.LEFT_DOMAIN)
+
+
+def _same_branch(a, b) -> bool:
+    scale = max(abs(a.m), abs(b.m), a.q, b.q, 1e-8)  # below 1e-8 both are û = 0 for every purpose
+    return abs(a.m - b.m) <= SAME_BRANCH_RTOL * scale and abs(a.q - b.q) <= SAME_BRANCH_RTOL * scale
+
+
+def _select_branch(found, seconds) -> FinetuningSolution:
+    """The estimator's branch among the solutions ``found`` from several starts (docs/theory.md §4.6):
+    the fixed point of lowest predicted objective (or, when no start reached a fixed point, the smallest
+    residual), with every distinct branch listed and the selection said in the status message."""
+    distinct = []
+    for sol in found:
+        if not any(_same_branch(sol, d) for d in distinct):
+            distinct.append(sol)
+    fixed = [d for d in distinct if _is_fixed_point(d)]
+    chosen = min(fixed, key=lambda d: d.objective) if fixed else min(distinct, key=lambda d: d.residual)
+    status, message = chosen.status, chosen.status_message
+    notes = []
+    if chosen is not found[0] and not _same_branch(chosen, found[0]):
+        notes.append(f"the first start reached a branch of objective {found[0].objective:.6g} "
+                     f"(alignment {found[0].alignment:.3g}); returned the lowest-objective branch "
+                     f"({chosen.objective:.6g})")
+    lower = [d for d in distinct if d not in fixed and d.objective < chosen.objective - 2 * _objective_se(d, chosen)]
+    if lower:
+        status = worst(status, Status.NOT_GLOBAL)
+        notes.append(f"a start that did not converge reached a lower objective ({lower[0].objective:.6g})")
+    if len(distinct) > 1:
+        notes.append(f"{len(distinct)} distinct fixed points found: objectives "
+                     + ", ".join(f"{d.objective:.6g}" for d in distinct))
+    return dataclasses.replace(
+        chosen, branches=tuple(_branch(d) for d in distinct), status=status, converged=status.successful,
+        status_message="; ".join([message] + notes), iterations=sum(s.iterations for s in found), seconds=seconds)
+
+
+def _objective_se(a, b) -> float:
+    return math.hypot(a.branches[0].objective_se if a.branches else 0.0,
+                      b.branches[0].objective_se if b.branches else 0.0)
+
+
+def _branch(sol) -> Branch:
+    """The :class:`Branch` record of a one-start solution (its own record, built in _assemble_solution)."""
+    return sol.branches[0]
 
 
 def _no_adaptation_solution(fine, channel, noises, t0) -> FinetuningSolution:
@@ -244,7 +416,9 @@ def _no_adaptation_solution(fine, channel, noises, t0) -> FinetuningSolution:
                               alignment=0.0, test_error=e0[0], test_error_se=e0[1], test_error_baseline=e0[0],
                               test_error_baseline_se=e0[1], train_loss=float("nan"), lam_eff=math.inf, c=1.0,
                               effective_noise=noises[0], effective_noise_recalibrated=noises[1],
-                              converged=True, iterations=0, residual=0.0, seconds=time.perf_counter() - t0)
+                              converged=True, iterations=0, residual=0.0, seconds=time.perf_counter() - t0,
+                              method="closed form", status=Status.CONVERGED,
+                              status_message="lam_prime = inf: no adaptation (û = 0), E' = E'_0")
 
 
 def _lora_prior(ev, lam_prime):
@@ -303,25 +477,34 @@ def _project_lora(x):
     return y
 
 
-def _assemble_solution(fine, channel, F, sol, noises, t0) -> FinetuningSolution:
-    """The :class:`FinetuningSolution` of a fixed-point solve: the evaluation behind ``sol.value`` (memoised,
-    else evaluated again) and the test errors at it."""
+def _assemble_solution(fine, channel, F, sol, noises, t0, start=()) -> FinetuningSolution:
+    """The :class:`FinetuningSolution` of a fixed-point solve from ``start``: the evaluation behind
+    ``sol.value`` (memoised, else evaluated again), the test errors and the predicted objective at it, and
+    its status (:func:`~state_evolution.stage_status.stage_status`)."""
     x = sol.value
     c = float(x[3]) if fine.recalibrate else 1.0
     mp, qp, Vp = float(x[0]), float(x[1]), float(x[2])
     behind = F.aux_at(sol.evaluated_at)  # the evaluation whose prior image is x (x = F(evaluated_at))
     ev = behind[0] if behind is not None else channel.evaluate(mp, qp, Vp, c)
     errs = channel.test_errors(mp, qp, c)
+    # zero-temperature free energy: the training objective per sample, ½ E‖Y' − σ‖² + λ' ‖û‖²/(2n')
+    objective = 0.5 * ev.train_loss[0] + fine.lam_prime * qp / (2 * fine.alpha_prime)
+    status, message = stage_status(sol, ev, ev.replicon)
+    alignment = abs(mp) / math.sqrt(qp) if qp > Q_PRIME_ROUNDOFF else float("nan")
+    if not qp > Q_PRIME_ROUNDOFF:
+        message += f"; q' = {qp:.3g}: û = 0 up to round-off, the alignment is undefined (nan)"
+    branch = Branch(start=start, m=mp, q=qp, V=Vp, alignment=alignment, test_error=errs["test_error"][0],
+                    objective=objective, objective_se=0.5 * ev.train_loss[1], replicon=ev.replicon, status=status)
     return FinetuningSolution(
         params=fine, m=mp, q=qp, V=Vp, m_hat=ev.m_hat, q_hat=ev.q_hat, V_hat=ev.V_hat, rho_v=1.0,
-        alignment=abs(mp) / math.sqrt(qp) if qp > 0 else 0.0, test_error=errs["test_error"][0],
+        alignment=alignment, test_error=errs["test_error"][0],
         test_error_se=errs["test_error"][1], test_error_baseline=errs["test_error_baseline"][0],
         test_error_baseline_se=errs["test_error_baseline"][1], train_loss=ev.train_loss[0],
         lam_eff=fine.lam_prime + ev.ridge_shift, c=c, effective_noise=noises[0],
-        effective_noise_recalibrated=noises[1], converged=sol.converged, iterations=sol.iterations,
+        effective_noise_recalibrated=noises[1], converged=status.successful, iterations=sol.iterations,
         residual=sol.residual, prox_residual=ev.prox_residual, replicon=ev.replicon,
-        seconds=time.perf_counter() - t0,
-        history=sol.history, memory=sol.memory)
+        seconds=time.perf_counter() - t0, history=sol.history, memory=sol.memory, objective=objective,
+        method=sol.method, branches=(branch,), status=status, status_message=message)
 
 
 def _relative_noise(ev, out, lam_prime) -> float:

@@ -290,10 +290,18 @@ class _Iteration:
         return Status.MAX_ITERATIONS, f"best residual {res:.3g} after {self.n_eval} evaluations"
 
 
-def warn_if_not_converged(name: str, solution: FixedPointSolution, tol: float) -> None:
+def warn_if_not_converged(name: str, solution, tol: float) -> None:
+    """Emit a :class:`ConvergenceWarning` when ``solution`` (any result with ``converged``, ``status``,
+    ``status_message``) did not succeed.
+
+    Args:
+        name: the solve's name, for the message.
+        solution: the result.
+        tol: the target tolerance, for the message.
+    """
     if not solution.converged:
-        warnings.warn(f"{name} did not converge: residual {solution.residual:.3g} > tol {tol:.3g} after "
-                      f"{solution.iterations} iterations (converged=False)", ConvergenceWarning, stacklevel=3)
+        warnings.warn(f"{name} did not succeed ({solution.status.value}, tol {tol:.3g}): {solution.status_message}",
+                      ConvergenceWarning, stacklevel=3)
 
 
 class MemoizedMap:

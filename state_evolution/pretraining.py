@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from solvable_attention.params import PretrainParams
+from solvable_attention.status import Status, raise_if_failed
 
 from .channels import make_channel
 from .fixed_point import (SAMPLED_ACCEPT_TOL, SAMPLED_TOL, InvalidIterate, MemoizedMap, predicted_start,
                           solve_fixed_point, warn_if_not_converged)
 from .sampling import N_SAMPLES, N_TEST_SAMPLES
+from .stage_status import stage_status
 from .spectral_prior import prior_overlaps_free, prior_overlaps_matrix
 
 
@@ -46,7 +48,7 @@ class PretrainingSolution:
         train_loss: mean of ``‖Y − σ(H*)‖²_F`` over training samples at the prox ``H*``.
         train_loss_se: its Monte Carlo standard error.
         rank_fraction: rank of ``Ŝ`` divided by ``D`` (the mass of the denoised spectrum above 0).
-        converged: whether the fixed-point iteration reached its tolerance.
+        converged: ``status.successful``: the values can be trusted to the solver's tolerance.
         iterations: map evaluations spent.
         residual: final relative residual ``‖F(x) − x‖/‖x‖``.
         m_hat_se: Monte Carlo standard error of ``m̂`` (0 for the closed-form identity channel).
@@ -59,6 +61,9 @@ class PretrainingSolution:
             ``"stalled<=accept_tol"``; :class:`~state_evolution.fixed_point.FixedPointSolution`).
         history: the residual at every evaluation.
         memory: the solver's secant pairs, to seed a warm-started solve nearby.
+        status: the :class:`~solvable_attention.status.Status` of the solve (the fixed-point solver's and the
+            per-sample proxes', :func:`~state_evolution.stage_status.stage_status`).
+        status_message: what was measured (residual, bound, unfinished samples).
     """
 
     params: PretrainParams
@@ -86,15 +91,19 @@ class PretrainingSolution:
     method: str = "damped"
     history: tuple = field(default=(), repr=False)
     memory: tuple | None = field(default=None, repr=False)  # the solver's secant pairs (warm sweeps)
+    status: Status = Status.CONVERGED
+    status_message: str = ""
 
     def to_dict(self) -> dict:
-        """The fields as a JSON-ready dictionary (``params`` as a dictionary; no ``history``, ``memory``).
+        """The fields as a JSON-ready dictionary (``params`` as a dictionary, ``status`` as its name; no
+        ``history``, ``memory``).
 
         Returns:
             ``{field: value}``.
         """
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("history", "memory")}
         d["params"] = self.params.to_dict()
+        d["status"] = self.status.value
         return d
 
     @property
@@ -138,7 +147,7 @@ def prior_map(params: PretrainParams, m_hat, q_hat, V_hat, draws=None):
 def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0, activation="softmax",
                       noise="logits", init=None, tol=None, max_iter=400, damping=0.7, n_samples=N_SAMPLES,
                       n_test_samples=N_TEST_SAMPLES, seed=0, channel=None, prior_draws=None,
-                      fallback=True, warn=True, memory=None) -> PretrainingSolution:
+                      fallback=True, warn=True, memory=None, throw=False) -> PretrainingSolution:
     """Solve the pre-training state evolution at one setting (docs/model.md §2, D → ∞).
 
     The fixed point ``(m, q, V) = P(C(m, q, V))`` of docs/theory.md §2.6: the channel
@@ -170,10 +179,11 @@ def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0
         damping: initial damping ``η`` of the iteration ``x ← (1 − η) x + η F(x)``.
         memory: the ``.memory`` of a solution at a nearby setting (secant pairs of its solver): seeds
             the Anderson mixing (:func:`fixed_point.solve_fixed_point`), as warm sweeps do.
+        throw: raise :class:`~solvable_attention.status.SolveError` when the status is not successful
+            (default: return the solution with ``converged=False`` and its ``status``).
 
     Returns:
-        The :class:`PretrainingSolution` (``converged=False`` rather than an error when the tolerance
-        was not reached).
+        The :class:`PretrainingSolution`; its ``status`` says whether and how it converged.
 
     Raises:
         ValueError: a parameter out of its range (from :class:`~solvable_attention.params.PretrainParams`:
@@ -181,6 +191,7 @@ def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0
             integer ``≥ 1``, ``≥ 2`` with softmax; ``activation``, ``noise`` one of the choices), a
             ``channel`` built for a different setting, or an ``init`` that is not a finite triple.
         state_evolution.fixed_point.InvalidIterate: the map cannot be evaluated at the start.
+        solvable_attention.status.SolveError: ``throw=True`` and the solve did not succeed.
     """
     params = PretrainParams(alpha=alpha, delta=delta, lam=lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa,
                             activation=activation, noise=noise)
@@ -188,7 +199,8 @@ def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0
         channel = make_channel(params, n_samples=n_samples, n_test_samples=n_test_samples, seed=seed)
     else:
         _check_channel(channel, params)
-    return _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fallback, memory)
+    sol = _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fallback, memory)
+    return raise_if_failed(sol, "pre-training state evolution") if throw else sol
 
 
 def _check_channel(channel, params: PretrainParams) -> None:
@@ -246,13 +258,14 @@ def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fal
     if pr is None:
         pr = prior_map(params, c.m_hat, c.q_hat, c.V_hat, prior_draws)
     E, E_se = channel.test_error(m, q)
+    status, message = stage_status(sol, ev)
     return PretrainingSolution(
         params=params, m=m, q=q, V=V, m_hat=c.m_hat, q_hat=c.q_hat, V_hat=c.V_hat, rho0=params.rho0,
         mse_S=params.rho0 - 2 * m + q, test_error=E, test_error_se=E_se, train_loss=ev.train_loss[0],
-        train_loss_se=ev.train_loss[1], rank_fraction=pr.rank_fraction, converged=sol.converged,
+        train_loss_se=ev.train_loss[1], rank_fraction=pr.rank_fraction, converged=status.successful,
         iterations=sol.iterations, residual=sol.residual, m_hat_se=c.m_hat_se, q_hat_se=c.q_hat_se,
         V_hat_se=c.V_hat_se, prox_residual=ev.prox_residual, seconds=time.perf_counter() - t0,
-        method=sol.method, history=sol.history, memory=sol.memory)
+        method=sol.method, history=sol.history, memory=sol.memory, status=status, status_message=message)
 
 
 def sweep_pretraining(lams, alpha, delta, *, progress=True, **kwargs) -> list[PretrainingSolution]:
@@ -301,7 +314,7 @@ def sweep_pretraining(lams, alpha, delta, *, progress=True, **kwargs) -> list[Pr
             if not out:
                 raise
             sol = None
-        if out and len(out) >= 2 and (sol is None or not sol.converged):  # retry from the last fixed point
+        if out and (sol is None or not sol.converged):  # retry from the last fixed point
             retry = solve_pretraining(alpha, delta, lam, init=out[-1].overlaps, channel=channel, **kwargs)
             sol = retry if (sol is None or retry.converged or retry.residual < sol.residual) else sol
         out.append(sol)

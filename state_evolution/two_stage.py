@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from solvable_attention.params import FinetuneParams
+from solvable_attention.params import FinetuneParams, make_params
+from solvable_attention.status import Status, raise_if_failed, worst
 
-from .finetuning import FinetuningSolution, make_lora_channel, solve_finetuning
+from .finetuning import FinetuningSolution, check_lora_tokens, make_lora_channel, solve_finetuning
 from .fixed_point import InvalidIterate, predicted_start
 from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraining
 from .sampling import FINETUNE_SEED_OFFSET, N_SAMPLES, N_TEST_SAMPLES
@@ -33,8 +34,18 @@ class StateEvolutionSolution:
 
     @property
     def converged(self) -> bool:
-        """True when both stages reached their tolerance."""
-        return self.pretrain.converged and self.finetune.converged
+        """True when both stages succeeded (``status.successful``)."""
+        return self.status.successful
+
+    @property
+    def status(self) -> Status:
+        """The more severe of the two stages' statuses."""
+        return worst(self.pretrain.status, self.finetune.status)
+
+    @property
+    def status_message(self) -> str:
+        """Both stages' status messages."""
+        return f"pre-training: {self.pretrain.status_message}; fine-tuning: {self.finetune.status_message}"
 
     def to_dict(self) -> dict:
         """Both stages as JSON-ready dictionaries.
@@ -49,7 +60,7 @@ class StateEvolutionSolution:
 def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3, beta=1.0, kappa0=1.0, kappa=1.0,
                           gamma=1.0, activation="softmax", delta_prime=None, recalibrate=False, noise="logits",
                           pretrain_init=None, finetune_init=None, n_samples=N_SAMPLES, n_test_samples=N_TEST_SAMPLES,
-                          seed=0, warn=True) -> StateEvolutionSolution:
+                          seed=0, warn=True, throw=False) -> StateEvolutionSolution:
     """Both stages' D → ∞ fixed points: pre-training (``α, Δ, λ``), then LoRA (``α', Δ', λ'``).
 
     Pre-training solves the six-parameter fixed point ``(m, q, V) = P(C(m, q, V))`` of docs/theory.md
@@ -80,10 +91,12 @@ def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3,
         seed: seed of the pre-training samples; fine-tuning uses ``seed + FINETUNE_SEED_OFFSET`` (= 1).
         warn: emit a :class:`~state_evolution.fixed_point.ConvergenceWarning` when a stage does not
             converge.
+        throw: raise :class:`~solvable_attention.status.SolveError` when either stage did not succeed.
 
     Returns:
-        A :class:`StateEvolutionSolution` with ``.pretrain`` and ``.finetune``; each says whether it
-        converged (``.converged``) rather than raising when it did not.
+        A :class:`StateEvolutionSolution` with ``.pretrain`` and ``.finetune``; each carries its ``status``
+        (converged, at the noise floor, unstable, …), ``.status`` is the more severe one. Every parameter of
+        both stages is checked before the first solve.
 
     Raises:
         ValueError: a parameter out of its range (from :class:`~solvable_attention.params.PretrainParams`
@@ -94,14 +107,22 @@ def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3,
             that is not a finite vector of the right length.
         state_evolution.fixed_point.InvalidIterate: the map cannot be evaluated at the start (a
             conjugate out of its domain), which a damped iteration could not recover from.
+        solvable_attention.status.SolveError: ``throw=True`` and a stage did not succeed.
     """
+    make_params(alpha=alpha, alpha_prime=alpha_prime, delta=delta, lam=lam, lam_prime=lam_prime, T=T, beta=beta,
+                kappa0=kappa0, kappa=kappa, gamma=gamma, activation=activation, delta_prime=delta_prime,
+                recalibrate=recalibrate, noise=noise)  # every parameter checked before the first solve
+    if recalibrate and not math.isfinite(lam_prime):
+        raise ValueError("recalibrate=True needs a finite lam_prime (lam_prime=inf means no adaptation)")
+    check_lora_tokens(T, lam_prime)
     pre = solve_pretraining(alpha, delta, lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa, activation=activation,
                             noise=noise, init=pretrain_init, n_samples=n_samples, n_test_samples=n_test_samples,
                             seed=seed, warn=warn)
     fine = solve_finetuning(pre, alpha_prime, lam_prime, delta_prime=delta_prime, gamma=gamma,
                             recalibrate=recalibrate, init=finetune_init, n_samples=n_samples,
                             n_test_samples=n_test_samples, seed=seed + FINETUNE_SEED_OFFSET, warn=warn)
-    return StateEvolutionSolution(pretrain=pre, finetune=fine)
+    sol = StateEvolutionSolution(pretrain=pre, finetune=fine)
+    return raise_if_failed(sol, "state evolution") if throw else sol
 
 
 def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progress=True, recalibrate=False,
@@ -151,6 +172,8 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
     from tqdm.auto import tqdm
 
     lams, lam_primes = list(lams), list(lam_primes)
+    for lp in lam_primes:
+        check_lora_tokens(setting.get("T", 3), lp)
     pres = sweep_pretraining(lams, alpha, delta, progress=False, n_samples=n_samples, max_iter=max_iter,
                              n_test_samples=n_test_samples, seed=seed, warn=warn, **setting)
     out, previous = [], {}  # λ' -> [(λ, (m', q', V', c)), ...] of the converged solves
@@ -169,15 +192,18 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
             init = predicted_start([x for _, x in past], [p for p, _ in past], lam)
             kw = dict(delta_prime=delta_prime, gamma=gamma, recalibrate=recalibrate and math.isfinite(lp),
                       channel=channel, warn=warn, max_iter=max_iter)
-            try:
-                f = solve_finetuning(pre, alpha_prime, lp, init=init, memory=memory.get(lp), **kw)
+            try:  # branches are checked at the first λ (no warm start) and where the alignment collapses
+                f = solve_finetuning(pre, alpha_prime, lp, init=init, memory=memory.get(lp), branches=not past, **kw)
             except InvalidIterate:  # the extrapolated start left the map's domain
                 if not past:
                     raise
                 f = None
-            if len(past) >= 2 and (f is None or not f.converged):  # retry from the last fixed point
-                retry = solve_finetuning(pre, alpha_prime, lp, init=past[-1][1], **kw)
+            if past and (f is None or not f.converged):  # retry from the last fixed point
+                retry = solve_finetuning(pre, alpha_prime, lp, init=past[-1][1], branches=False, **kw)
                 f = retry if (f is None or retry.converged or retry.residual < f.residual) else f
+            if past and _alignment_collapsed(f, past[-1][1]):
+                start = None if f is None else ((f.m, f.q, f.V, f.c) if f.params.recalibrate else (f.m, f.q, f.V))
+                f = solve_finetuning(pre, alpha_prime, lp, init=start, branches=True, **kw)
             if f.params.adapts and f.converged:
                 previous.setdefault(lp, []).append((lam, (f.m, f.q, f.V, f.c)))
                 memory[lp] = f.memory
@@ -185,3 +211,17 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
         if on_point is not None:
             on_point(out[-len(lam_primes):])
     return out
+
+
+# A warm-started LoRA point whose alignment falls below this fraction of its predecessor's is re-solved from
+# every start (docs/theory.md §4.6): a jump to the uninformative branch looks like this.
+ALIGNMENT_COLLAPSE = 0.5
+
+
+def _alignment_collapsed(f, previous) -> bool:
+    """Whether the warm-started solution ``f`` (or its failure, ``None``) lost the predecessor's direction."""
+    if f is None or not f.params.adapts:
+        return f is None
+    m0, q0 = previous[0], previous[1]
+    before = abs(m0) / math.sqrt(q0) if q0 > 0 else 0.0
+    return not f.alignment >= ALIGNMENT_COLLAPSE * before  # nan (û = 0) counts as collapsed

@@ -210,3 +210,28 @@ def test_masks_hide_values_without_dropping_rows():
     hidden = common.mask_where(rows, "c", "q_pre", lambda q: q <= 1e-8)
     assert [r["value"] for r in common.select(hidden, metric="c")][0] == 0.7
     assert math.isnan(common.select(hidden, lam=1.0, metric="c")[0]["value"])
+
+
+def test_rs_unstable_theory_points_are_drawn_dotted_and_kept_out_of_minima():
+    """Synthetic rows: three theory points of one curve, the middle one not converged because its
+    replica-symmetric fixed point is unstable. It stays drawable (dotted), is excluded from a minimum, and a
+    point that failed otherwise is masked."""
+    import math
+
+    from simulations.figures import common
+
+    base = dict(source="theory", panel="p", alpha=0.1, delta=0.5, lam_prime=1.0, recalibrate=False,
+                activation="softmax", D=math.inf, n_seeds=0, se=0.0)
+    rows = []
+    for lam, e, conv, unst in ((0.01, 0.5, 1, 0), (0.1, 0.3, 0, 1), (1.0, 0.6, 0, 0)):
+        rows += [dict(base, lam=lam, metric="E_ft", value=e), dict(base, lam=lam, metric="converged", value=conv),
+                 dict(base, lam=lam, metric="rs_unstable", value=unst)]
+    kept = {r["lam"]: r["value"] for r in common.mask_unconverged(rows) if r["metric"] == "E_ft"}
+    assert kept[0.01] == 0.5 and kept[0.1] == 0.3 and math.isnan(kept[1.0])
+    strict = {r["lam"]: r["value"] for r in common.mask_unconverged(rows, keep_unstable=False) if r["metric"] == "E_ft"}
+    assert math.isnan(strict[0.1])
+    fig, axes = common.new_figure(1, 1)
+    common.plot_theory_and_simulation(axes[0, 0], common.mask_unconverged(rows), "lam", color="C0", label="x",
+                                      metric="E_ft")
+    styles = {line.get_label(): line.get_linestyle() for line in axes[0, 0].get_lines()}
+    assert styles == {"x": "-", "x (RS-unstable)": ":"}

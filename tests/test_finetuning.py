@@ -91,5 +91,109 @@ def test_non_convergence_is_reported(identity_pre):
     from state_evolution import ConvergenceWarning
 
     with pytest.warns(ConvergenceWarning):
-        f = solve_finetuning(identity_pre, 3.0, 1.0, max_iter=2, fallback=False, **FAST)
+        f = solve_finetuning(identity_pre, 3.0, 1.0, max_iter=2, fallback=False, branches=False, **FAST)
     assert not f.converged and f.iterations == 2 and f.residual > 1e-6
+
+
+# ----------------------------------------------------------------------------- several fixed points, status
+
+
+def test_a_start_on_the_uninformative_branch_returns_the_estimators_branch():
+    """Identity, α = 0.1, Δ = 0.5, λ = 0.05, α' = 3, λ' = 1 from ``init = (0.1, 0.5, 0.5)``: that start alone
+    reaches an uninformative fixed point (alignment ≈ 0, E' above E'_0). The returned solution must be the
+    branch the estimator reaches. Independent reference: the ERM itself, simulated at D = 80 (one seed): its
+    alignment and E' (tolerance 10 %: the finite-D error at this D is a few %) and its training objective per
+    sample, which must be closer to the returned branch's predicted objective than to the other's."""
+    from simulations import simulate
+    from solvable_attention.status import Status
+
+    pre = solve_pretraining(0.1, 0.5, 0.05, activation="identity")
+    f = solve_finetuning(pre, 3.0, 1.0, init=(0.1, 0.5, 0.5), **FAST)
+    assert f.converged and f.status is Status.CONVERGED
+    assert len(f.branches) >= 2
+    other = max(f.branches, key=lambda b: b.objective)
+    assert other.alignment < 0.1 and other.objective > f.objective
+    assert "lowest-objective branch" in f.status_message
+    sim = simulate(80, 0.1, 3.0, 0.5, 0.05, lam_prime=1.0, activation="identity", seed=0, n_test=4000)
+    n_ft = round(3.0 * 80)
+    sim_objective = sim.finetune.objective / n_ft
+    assert f.alignment == pytest.approx(sim.finetune.alignment, rel=0.1)
+    assert f.test_error == pytest.approx(sim.finetune.test_error, rel=0.1)
+    assert f.test_error < f.test_error_baseline
+    assert abs(sim_objective - f.objective) < abs(sim_objective - other.objective)
+
+
+def test_branch_selection_on_another_input_and_the_stability_property():
+    """A second setting (λ' = 0.05, λ = 0.1, from the uninformative start itself): the same selection. And the
+    property: a successful solution never has replicon ≥ 1 nor a branch of lower objective (beyond twice the
+    combined Monte Carlo error) among those found."""
+    from state_evolution.finetuning import UNINFORMATIVE_START
+
+    pre = solve_pretraining(0.1, 0.5, 0.1, activation="identity")
+    for lam_prime, init in ((0.05, UNINFORMATIVE_START), (1.0, None), (10.0, None)):
+        f = solve_finetuning(pre, 3.0, lam_prime, init=init, **FAST)
+        if f.converged:
+            assert f.replicon < 1
+            se = max(b.objective_se for b in f.branches)
+            assert all(b.objective >= f.objective - 2 * math.sqrt(2) * se for b in f.branches)
+    assert f.alignment > 0.5 or not f.converged
+
+
+def test_meaningless_alignment_is_nan():
+    """λ' = 100 makes LoRA learn nothing: q' is round-off (≈ 1e-16, the ridge prior's output m̂'²/d² with
+    d ≈ 100 and m̂' ≈ 0), so the ratio |m'|/√q' is meaningless and must be nan, with the reason stated."""
+    pre = solve_pretraining(0.1, 0.5, 0.05, activation="identity")
+    f = solve_finetuning(pre, 3.0, 100.0, **FAST)
+    assert f.q < 1e-10 and math.isnan(f.alignment) and "alignment is undefined" in f.status_message
+
+
+def test_lora_at_one_token_is_refused_before_any_solve(monkeypatch):
+    """T = 1 with a finite λ': the LoRA equations have no fixed point (docs/theory.md §4.6), refused up front —
+    before the pre-training solve (which the monkeypatch forbids)."""
+    import state_evolution.two_stage as two_stage
+    from state_evolution import solve_state_evolution
+
+    monkeypatch.setattr(two_stage, "solve_pretraining", lambda *a, **k: pytest.fail("solved before refusing"))
+    with pytest.raises(ValueError, match="T must be >= 2"):
+        solve_state_evolution(0.1, 3.0, 0.5, 0.05, T=1, activation="identity")
+    with pytest.raises(ValueError, match="alpha_prime"):
+        solve_state_evolution(0.1, 0.0, 0.5, 0.05)
+
+
+def test_throw_raises_on_failure(identity_pre):
+    from solvable_attention.status import SolveError
+
+    with pytest.raises(SolveError, match="max_iterations"):
+        solve_finetuning(identity_pre, 3.0, 1.0, max_iter=2, fallback=False, branches=False, warn=False,
+                         throw=True, **FAST)
+
+
+@pytest.mark.slow
+def test_unstable_replica_symmetric_point_is_not_reported_as_converged():
+    """Figure 1's softmax point Δ = 2, λ = 0.025, λ' = 0.05: the replicon is > 1 (3.2 at 2^12 samples, 1.8 at
+    2^14; the finite-difference oracle of test_channel_lora checks the replicon itself), so the status is
+    ``unstable_fixed_point`` and ``converged`` is False. Independent evidence that the replica-symmetric value
+    is off there: the D = 50 simulations give E' = 0.63 ± 0.02, below the theory's 0.73."""
+    from solvable_attention.status import Status
+    from state_evolution import solve_state_evolution
+
+    s = solve_state_evolution(0.1, 3.0, 2.0, 0.025, lam_prime=0.05, n_samples=2 ** 12, warn=False)
+    assert s.finetune.replicon > 1 and s.finetune.status is Status.UNSTABLE_FIXED_POINT and not s.converged
+
+
+@pytest.mark.slow
+def test_large_alpha_prime_accepts_no_large_residual():
+    """α' = 300, 3000, 1e5 (softmax, 2^12 samples): every accepted residual is below LORA_ACCEPT_MAX, and E'
+    is the same at the three α' within 3 combined Monte Carlo standard errors (it saturates: with α' → ∞ the
+    LoRA vector is learnt exactly and E' is the error of Ŝ itself plus nothing)."""
+    from state_evolution.finetuning import LORA_ACCEPT_MAX
+
+    pre = solve_pretraining(0.1, 0.5, 0.05, n_samples=2 ** 12)
+    fs = [solve_finetuning(pre, ap, 1.0, n_samples=2 ** 12, warn=False) for ap in (300.0, 3000.0, 1e5)]
+    for f in fs:
+        assert not f.converged or f.residual <= LORA_ACCEPT_MAX
+    ok = [f for f in fs if f.converged]
+    assert len(ok) >= 2
+    for a in ok:
+        for b in ok:
+            assert abs(a.test_error - b.test_error) <= 3 * math.hypot(a.test_error_se, b.test_error_se)

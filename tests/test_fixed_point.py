@@ -162,3 +162,23 @@ def test_a_creeping_best_residual_still_counts_as_a_stall():
     acc = solve_fixed_point(F, np.array([1.0, 1.0]), tol=1e-9, max_iter=400, fallback=False, accept_tol=1e-4)
     assert acc.converged and acc.method == "stalled<=accept_tol"
     assert acc.iterations <= 3 * STALL, acc.iterations  # ACCEPT_STALL (4) after the first evaluations
+
+
+def test_status_of_the_fixed_point_solver():
+    """Converged, stalled at an accepted noise floor, and the iteration cap, on maps with known behaviour:
+    a contraction (fixed point 2), a map whose residual never falls below 0.1 relative (a noisy floor), and
+    a map with no fixed point (x ↦ x + 1)."""
+    from solvable_attention.status import Status
+    from state_evolution.fixed_point import solve_fixed_point
+
+    ok = solve_fixed_point(lambda x: 0.5 * x + 1.0, np.array([0.0]), tol=1e-10)
+    assert ok.status is Status.CONVERGED and ok.converged and abs(ok.value[0] - 2.0) < 1e-8
+
+    rng = np.random.default_rng(0)
+    noisy = solve_fixed_point(lambda x: np.array([1.0 + 0.2 * rng.uniform()]), np.array([1.0]), tol=1e-12,
+                              accept_tol=0.5, anderson=0, fallback=False, max_iter=200)
+    assert noisy.status is Status.CONVERGED_AT_NOISE_FLOOR and noisy.converged
+    assert "acceptance bound 0.5" in noisy.status_message
+
+    none = solve_fixed_point(lambda x: x + 1.0, np.array([1.0]), tol=1e-10, max_iter=30, fallback=False)
+    assert none.status is Status.MAX_ITERATIONS and not none.converged

@@ -41,3 +41,39 @@ def test_simulate_rejects_bad_input(kw, name):
     args = dict(D=10, alpha=0.1, alpha_prime=3, delta=0.5, lam=0.1) | kw
     with pytest.raises(ValueError, match=name):
         simulate(**args)
+
+
+@pytest.mark.parametrize("kw,match", [(dict(seed=1.5), "seed"), (dict(seed=-1), "seed"), (dict(x64="no"), "x64"),
+                                      (dict(T=None), "T")])
+def test_bad_arguments_are_refused_before_any_work(kw, match):
+    with pytest.raises(ValueError, match=match):
+        simulate(10, 0.1, 3.0, 0.5, 0.05, **kw)
+    with pytest.raises(ValueError, match="D must be"):
+        simulate(None, 0.1, 3.0, 0.5, 0.05)
+
+
+def test_a_simulation_too_large_for_memory_is_refused_with_its_sizes():
+    """α = 1e6 at D = 40 is n = 1.6e9 sequences (~6 TB): refused at once with n, n' and the bytes; a normal
+    size passes the same check with a generous limit, and a tiny limit refuses it."""
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"n = 1600000000 pre-training samples.*GiB"):
+        simulate(40, 1e6, 3.0, 0.5, 0.05)
+    with pytest.raises(ValueError, match=r"n' = 40000000 fine-tuning"):
+        simulate(40, 0.1, 1e6, 0.5, 0.05)
+    assert time.perf_counter() - t0 < 2.0  # nothing was allocated
+    with pytest.raises(ValueError, match="GiB"):
+        simulate(10, 0.1, 3.0, 0.5, 0.05, max_bytes=1000)
+
+
+def test_results_carry_their_status():
+    from solvable_attention.status import SolveError, Status
+
+    r = simulate(10, 0.2, 2.0, 0.5, 0.05, n_test=500)
+    assert r.status is Status.CONVERGED and r.converged and "iterations" in r.status_message
+    assert r.to_dict()["pretrain"]["status"] == "converged"
+    capped = simulate(10, 0.2, 2.0, 0.5, 0.05, n_test=500, pretrain_tol=1e-300)
+    assert capped.pretrain.status is Status.MAX_ITERATIONS and not capped.converged
+    with pytest.raises(SolveError, match="max_iterations"):
+        simulate(10, 0.2, 2.0, 0.5, 0.05, n_test=500, pretrain_tol=1e-300, throw=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .records import new_figure, write_file_atomic
 from .statistics import ComparisonTable
 
 
@@ -22,16 +23,10 @@ def plot_comparison(table: ComparisonTable, path=None, *, metrics=None, title: s
     Returns:
         The matplotlib figure.
     """
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     metrics = list(metrics or table.metrics)
     ncols = min(len(metrics), per_row)
     nblocks = -(-len(metrics) // ncols)
-    fig, axes = plt.subplots(2 * nblocks, ncols, figsize=(3.2 * ncols, 5.2 * nblocks), squeeze=False)
+    fig, axes = new_figure(2 * nblocks, ncols, (3.2 * ncols, 5.2 * nblocks))
     for col in range(len(metrics) - (nblocks - 1) * ncols, ncols):  # the empty panels of the last block
         axes[-2, col].set_visible(False)
         axes[-1, col].set_visible(False)
@@ -61,6 +56,5 @@ def plot_comparison(table: ComparisonTable, path=None, *, metrics=None, title: s
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        write_file_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110))
     return fig

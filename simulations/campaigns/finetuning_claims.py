@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import restore_inf, versions, write_json_atomic
+from .records import new_figure, restore_inf, versions, write_file_atomic, write_json_atomic
 from .resumable import Executor, run_points
 
 BASE = dict(activation="softmax", alpha=0.1, alpha_prime=3.0, T=3)
@@ -214,12 +214,7 @@ def format_fine_grid(claims: dict, source: str) -> str:
 # ----------------------------------------------------------------------------------------- report
 
 def plot(results, deltas, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(deltas), 4, figsize=(15, 3.3 * len(deltas)), squeeze=False)
+    fig, axes = new_figure(len(deltas), 4, (15, 3.3 * len(deltas)))
     for i, delta in enumerate(deltas):
         rows = [r for r in results[("lambda", delta, False)] if r["converged"]]  # only converged points drawn
         ax = axes[i, 0]
@@ -258,8 +253,7 @@ def plot(results, deltas, path):
         ax.legend(fontsize=7)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    write_file_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110))
 
 
 def main(argv=None):

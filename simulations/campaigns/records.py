@@ -9,6 +9,7 @@ settings, UTC time).
 from __future__ import annotations
 
 import datetime as _dt
+import enum
 import json
 import math
 import os
@@ -48,6 +49,8 @@ def jsonable(x):
     Raises:
         TypeError: a value of any other type.
     """
+    if isinstance(x, enum.Enum):  # a Status: its name
+        return x.value
     if isinstance(x, float) and math.isinf(x):
         return "inf" if x > 0 else "-inf"
     if isinstance(x, dict):
@@ -164,3 +167,47 @@ def run_metadata() -> dict:
     """
     return {"versions": versions(), "machine": machine_info(), "threads": thread_settings(),
             "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def write_file_atomic(path, write) -> None:
+    """Write a file atomically through ``write(temporary_path)``: a temporary file in the same folder (same
+    suffix, so that writers that read the format from the name keep working), then ``os.replace``. On any
+    failure the previous file, if any, is untouched and the temporary file is removed.
+
+    Args:
+        path: the destination.
+        write: a callable that writes the whole file at the path it is given (e.g. ``fig.savefig``).
+
+    Raises:
+        Exception: whatever ``write`` raises (after the clean-up).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def new_figure(nrows: int, ncols: int, figsize: tuple):
+    """A matplotlib ``Figure`` with a grid of axes, made without pyplot: the process's backend and pyplot's
+    figure list are left alone (inline plots in a notebook keep working).
+
+    Args:
+        nrows: rows of axes.
+        ncols: columns of axes.
+        figsize: ``(width, height)`` in inches.
+
+    Returns:
+        ``(fig, axes)`` with ``axes`` a ``(nrows, ncols)`` array.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)

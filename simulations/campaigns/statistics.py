@@ -16,6 +16,8 @@ import numpy as np
 
 from solvable_attention.averages import control_variate_mean_se, mean_se
 
+from .records import write_file_atomic
+
 
 @dataclass(frozen=True)
 class ComparisonRow:
@@ -260,10 +262,13 @@ class ComparisonTable:
 
         records = self.records()
         columns = list(dict.fromkeys(k for r in records for k in r))
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=columns)
-            w.writeheader()
-            w.writerows(records)
+        def write(tmp):
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=columns)
+                w.writeheader()
+                w.writerows(records)
+
+        write_file_atomic(path, write)
 
     def format(self) -> str:
         """A plain-text table for the terminal.

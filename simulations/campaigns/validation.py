@@ -16,7 +16,7 @@ import numpy as np
 
 from simulations.campaigns.statistics import comparison_rows, extrapolate, gap_shrinks
 
-from .records import write_json_atomic
+from .records import new_figure, write_file_atomic, write_json_atomic
 from .resumable import Executor, run_points
 
 
@@ -102,16 +102,10 @@ def plot(settings, records, theories, activation, path, metrics, title, control=
 
     ``control = (name, known_mean)``: the points are the control-variate means of the report's
     'adj.' rows instead of the plain means."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     chosen = [(s, t) for s, t in zip(settings, theories) if s["activation"] == activation]
     if not chosen:
         return
-    fig, axes = plt.subplots(len(chosen), len(metrics), figsize=(3.5 * len(metrics), 2.6 * len(chosen)),
-                             squeeze=False)
+    fig, axes = new_figure(len(chosen), len(metrics), (3.5 * len(metrics), 2.6 * len(chosen)))
     for row, (setting, th) in enumerate(chosen):
         for col, metric in enumerate(metrics):
             ax = axes[row, col]
@@ -140,8 +134,7 @@ def plot(settings, records, theories, activation, path, metrics, title, control=
     fig.suptitle(f"{title}: state evolution vs simulation ({activation})")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    write_file_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110))
 
 
 def run_campaign(argv, *, settings, quick_settings, point_fn, theory_fn, metrics, plot_metrics, title,

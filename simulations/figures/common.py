@@ -31,9 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from solvable_attention.averages import mean_se
+from solvable_attention.status import Status
 from state_evolution.sampling import N_SAMPLES, N_TEST_SAMPLES
 
-from ..campaigns.records import restore_inf, run_metadata, write_json_atomic
+from ..campaigns.records import new_figure as make_figure
+from ..campaigns.records import restore_inf, run_metadata, write_file_atomic, write_json_atomic
 from ..campaigns.resumable import Executor, run_points
 
 SETTING_KEYS = ("panel", "alpha", "delta", "lam", "lam_prime", "recalibrate", "activation")
@@ -103,7 +105,8 @@ def theory_metrics(sol) -> dict:
             "mse_S": (pre.mse_S, 0.0), "q_pre": (pre.q, 0.0), "E_pre": (pre.test_error, pre.test_error_se),
             "effective_noise": (f.effective_noise, 0.0),
             "effective_noise_recalibrated": (f.effective_noise_recalibrated, 0.0),
-            "converged": (float(sol.converged), 0.0)}
+            "converged": (float(sol.converged), 0.0),
+            "rs_unstable": (float(getattr(sol, "status", None) is Status.UNSTABLE_FIXED_POINT), 0.0)}
 
 
 THEORY_METRICS = ("E_ft", "E_ft_baseline", "alignment", "m_abs", "q_ft", "c", "mse_S", "q_pre", "E_pre",
@@ -238,13 +241,18 @@ def paired(rows, x_metric: str, y_metric: str, **filters):
                  (("value", 0), ("value", 1), ("se", 0), ("se", 1)))
 
 
-def mask_unconverged(rows) -> list[dict]:
+def mask_unconverged(rows, keep_unstable: bool = True) -> list[dict]:
     """A copy of ``rows`` where every theory value of a point whose solve did not converge is NaN
-    (kept in the CSV as computed, with ``converged = 0``; never drawn or minimised over)."""
+    (kept in the CSV as computed, with ``converged = 0``; never drawn or minimised over). With
+    ``keep_unstable`` a replica-symmetric fixed point that is only unstable (``rs_unstable = 1``) is kept, to be
+    drawn as such; without, it is masked too (e.g. before locating a minimum)."""
     def key(r):
         return tuple(str(r[k]) for k in SETTING_KEYS)
 
-    bad = {key(r) for r in rows if r["source"] == "theory" and r["metric"] == "converged" and not r["value"] > 0.5}
+    unstable = {key(r) for r in rows if keep_unstable and r["source"] == "theory" and r["metric"] == "rs_unstable"
+                and r["value"] > 0.5}
+    bad = {key(r) for r in rows if r["source"] == "theory" and r["metric"] == "converged" and not r["value"] > 0.5
+           and key(r) not in unstable}  # an RS-unstable fixed point is drawn, as such (plot_theory_and_simulation)
     return [dict(r, value=math.nan) if (r["source"] == "theory" and r["metric"] != "converged" and key(r) in bad)
             else r for r in rows]
 
@@ -271,10 +279,16 @@ def argmin_x(rows, x: str, **filters) -> float:
 # --------------------------------------------------------------------------- plotting
 
 def plot_theory_and_simulation(ax, rows, x: str, *, color, label, logx=True, **filters) -> None:
-    """Theory line (``source="theory"``) and simulation markers with s.e. bars (``"simulation"``)."""
+    """Theory line (``source="theory"``; dotted where the replica-symmetric fixed point is unstable, its
+    ``rs_unstable`` row set) and simulation markers with s.e. bars (``"simulation"``)."""
     xs, ys, _ = series(rows, x, source="theory", **filters)
     if len(xs):
-        ax.plot(xs, ys, "-", color=color, label=label)
+        ux, uy, _ = series(rows, x, **{**filters, "source": "theory", "metric": "rs_unstable"})
+        flags = dict(zip(ux, uy))
+        unstable = np.array([flags.get(v, 0.0) > 0.5 for v in xs])
+        ax.plot(xs, np.where(unstable, np.nan, ys), "-", color=color, label=label)
+        if unstable.any():
+            ax.plot(xs, ys, ":", color=color, label=f"{label} (RS-unstable)")
     xs, ys, se = series(rows, x, source="simulation", **filters)
     if len(xs):
         ax.errorbar(xs, ys, yerr=np.nan_to_num(se), fmt="o", ms=4, color=color, capsize=2)
@@ -283,12 +297,7 @@ def plot_theory_and_simulation(ax, rows, x: str, *, color, label, logx=True, **f
 
 
 def new_figure(nrows: int, ncols: int, width: float = 4.2, height: float = 3.4):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    return make_figure(nrows, ncols, (width * ncols, height * nrows))
 
 
 # --------------------------------------------------------------------------- one reproduction
@@ -317,12 +326,9 @@ class Reproduction:
         return records
 
     def finish(self, fig, rows, *, notes: str = "") -> dict:
-        import matplotlib.pyplot as plt
-
         paths = {ext: self.out / f"{self.name}.{ext}" for ext in ("png", "pdf", "csv", "json")}
-        fig.savefig(paths["png"], dpi=110)
-        fig.savefig(paths["pdf"])
-        plt.close(fig)
+        write_file_atomic(paths["png"], lambda tmp: fig.savefig(tmp, dpi=110))
+        write_file_atomic(paths["pdf"], fig.savefig)
         write_rows_csv(paths["csv"], rows)
         self.timings["total_s"] = time.perf_counter() - self.t0
         meta = {"figure": self.name, "config": dataclasses.asdict(self.config), "seeds": list(range(self.config.seeds)),
@@ -334,10 +340,13 @@ class Reproduction:
 
 def write_rows_csv(path, rows) -> None:
     """The tidy rows as CSV (``inf`` written as ``inf``), columns :data:`CSV_COLUMNS`."""
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+
+    write_file_atomic(path, write)
 
 
 def read_rows_csv(path) -> list[dict]:

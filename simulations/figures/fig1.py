@@ -123,8 +123,9 @@ def _panel(point) -> str:
 
 
 def _optimal_lam(rows, delta, lam_primes) -> float:
-    """The grid ``λ`` minimising ``min_{λ'} E'`` (converged theory points) at ``Δ = delta``."""
-    sel = common.select(common.mask_unconverged(rows), source="theory", metric="E_ft", delta=float(delta))
+    """The grid ``λ`` minimising ``min_{λ'} E'`` (converged, replica-symmetry stable theory points) at ``Δ = delta``."""
+    sel = common.select(common.mask_unconverged(rows, keep_unstable=False), source="theory", metric="E_ft",
+                        delta=float(delta))
     sel = [r for r in sel if r["lam_prime"] in lam_primes and not math.isnan(r["value"])]
     if not sel:
         raise RuntimeError(f"no converged theory point at delta={delta}: cannot locate the optimal lambda")

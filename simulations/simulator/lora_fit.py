@@ -56,6 +56,9 @@ def fit_lora(H_hat, X, Y, key, *, lam_prime, activation, beta, recalibrate=False
     """
     D = X.shape[-1]
     dtype = X.dtype
+    if not init_scale > 0:  # u = 0 is an exact critical point (a saddle) of the LoRA objective
+        raise ValueError(f"init_scale must be > 0 (u = 0 is a critical point of the LoRA objective, where "
+                         f"L-BFGS would stop at once), got {init_scale!r}")
     if math.isinf(lam_prime):
         if recalibrate:
             raise ValueError("recalibrate=True needs a finite lam_prime (lam_prime=inf means no adaptation)")

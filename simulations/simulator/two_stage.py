@@ -20,7 +20,8 @@ from solvable_attention.activations import apply_activation
 from solvable_attention.runtime import float64
 from solvable_attention.data import sample_inputs, sample_labels, sample_teacher
 from solvable_attention.metrics import matrix_overlaps, test_error, vector_overlaps
-from solvable_attention.params import FinetuneParams, PretrainParams, check_dimension, make_params
+from solvable_attention.params import FinetuneParams, PretrainParams, check_dimension, check_seed, make_params
+from solvable_attention.status import Status, raise_if_failed, worst
 
 from .lora_fit import fit_lora
 from .objectives import pretrain_logits_all
@@ -38,6 +39,8 @@ class _AsDict:
 
 
 def _plain(x):
+    if isinstance(x, Status):
+        return x.value
     if hasattr(x, "to_dict"):
         return x.to_dict()
     if isinstance(x, dict):
@@ -59,9 +62,11 @@ class PretrainSimulation(_AsDict):
         train_loss: ``(1/n) Σ_μ ‖Y_μ − σ(H(Ŝ; X_μ))‖²_F``.
         objective: the ERM objective at ``Ŝ``.
         rank_fraction: ``rank(Ŝ)/D`` (eigenvalues above ``1e-9`` of the largest).
-        converged: whether the ERM solver reached its tolerance.
+        converged: ``status.successful``: the ERM solver reached its tolerance.
         iterations: its iterations.
         residual: its stationarity residual.
+        status: ``converged`` or ``max_iterations`` (:class:`~solvable_attention.status.Status`).
+        status_message: residual and iterations.
     """
 
     m: float
@@ -76,6 +81,8 @@ class PretrainSimulation(_AsDict):
     converged: bool
     iterations: int
     residual: float
+    status: Status = Status.CONVERGED
+    status_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -95,8 +102,10 @@ class FinetuneSimulation(_AsDict):
         objective: the LoRA objective at ``û`` (``nan`` at ``λ' = ∞``).
         train_loss: ``(1/n') Σ_ν ‖Y'_ν − σ(H(ĉŜ + ûûᵀ/√D; X'_ν))‖²_F`` at ``û`` (comparable with the
             theory's ``E‖Y' − σ‖²`` at the prox; ``nan`` at ``λ' = ∞``).
-        converged: whether the LoRA fit reached its tolerance.
+        converged: ``status.successful``: the LoRA fit reached its tolerance.
         iterations: its iterations.
+        status: ``converged`` or ``max_iterations`` (:class:`~solvable_attention.status.Status`).
+        status_message: gradient norm and iterations.
     """
 
     m: float
@@ -112,6 +121,8 @@ class FinetuneSimulation(_AsDict):
     train_loss: float
     converged: bool
     iterations: int
+    status: Status = Status.CONVERGED
+    status_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -139,11 +150,26 @@ class SimulationResult(_AsDict):
     finetune: FinetuneSimulation
     timings: dict = field(default_factory=dict)
 
+    @property
+    def status(self) -> Status:
+        """The more severe of the two stages' statuses."""
+        return worst(self.pretrain.status, self.finetune.status)
+
+    @property
+    def converged(self) -> bool:
+        """Both stages succeeded (``status.successful``)."""
+        return self.status.successful
+
+    @property
+    def status_message(self) -> str:
+        """Both stages' status messages."""
+        return f"pre-training: {self.pretrain.status_message}; fine-tuning: {self.finetune.status_message}"
+
 
 def simulate(D, alpha, alpha_prime, delta, lam, *, seed=0, lam_prime=1.0, T=3, beta=1.0, kappa0=1.0,
              kappa=1.0, gamma=1.0, activation="softmax", delta_prime=None, method="proximal",
              noise="logits", reuse=False, recalibrate=False, n_test=20000, x64=True,
-             pretrain_tol=1e-7, chunk=4096, progress=None) -> SimulationResult:
+             pretrain_tol=1e-7, chunk=4096, progress=None, max_bytes=None, throw=False) -> SimulationResult:
     """Train both stages at dimension ``D`` and measure every metric of docs/model.md §4.
 
     Pre-training: ``Ŝ = argmin_{S ⪰ 0, rank S ≤ κD} (1/(2D)) Σ_μ ‖Y_μ − σ(H(S; X_μ))‖²_F + λ Tr S``
@@ -189,13 +215,13 @@ def simulate(D, alpha, alpha_prime, delta, lam, *, seed=0, lam_prime=1.0, T=3, b
                              reuse=reuse, recalibrate=recalibrate)], seed=seed, T=T, beta=beta, kappa0=kappa0,
                              kappa=kappa, gamma=gamma, activation=activation, delta_prime=delta_prime,
                              method=method, noise=noise, n_test=n_test, x64=x64, pretrain_tol=pretrain_tol,
-                             chunk=chunk, progress=progress)[0]
+                             chunk=chunk, progress=progress, max_bytes=max_bytes, throw=throw)[0]
 
 
 def simulate_variants(D, alpha, alpha_prime, delta, lam, *, variants, seed=0, T=3, beta=1.0, kappa0=1.0,
                       kappa=1.0, gamma=1.0, activation="softmax", delta_prime=None, method="proximal",
                       noise="logits", n_test=20000, x64=True, pretrain_tol=1e-7, chunk=4096,
-                      progress=None) -> list[SimulationResult]:
+                      progress=None, max_bytes=None, throw=False) -> list[SimulationResult]:
     """One pre-training, several fine-tunings of it: ``variants`` is a list of dicts with keys among
     ``lam_prime, reuse, recalibrate, select`` (defaults 1.0, False, False, None). Same data, teacher and
     test inputs for every variant (common random numbers), so differences between variants are sharp.
@@ -242,6 +268,9 @@ def simulate_variants(D, alpha, alpha_prime, delta, lam, *, variants, seed=0, T=
             or below ``alpha_prime``; or ``reuse=True`` with a pool larger than the pre-training set.
     """
     D = check_dimension(D)
+    seed = check_seed(seed)
+    if not isinstance(x64, (bool, np.bool_)):
+        raise ValueError(f"x64 must be True or False, got {x64!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if int(n_test) < 1:
@@ -256,8 +285,66 @@ def simulate_variants(D, alpha, alpha_prime, delta, lam, *, variants, seed=0, T=
         settings.append((*make_params(alpha, alpha_prime, delta, lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa,
                                       gamma=gamma, activation=activation, delta_prime=delta_prime, noise=noise,
                                       **v), sel))
+    check_memory(D, settings, x64, max_bytes)
     with float64(bool(x64)):
-        return _simulate(D, settings, int(seed), method, int(n_test), pretrain_tol, chunk, progress)
+        results = _simulate(D, settings, seed, method, int(n_test), pretrain_tol, chunk, progress)
+    return [raise_if_failed(r, "simulation") for r in results] if throw else results
+
+
+# What the inputs cost is multiplied by this factor for the arrays derived from them during training
+# (logits, residuals, gradients, L-BFGS history): a bound measured loosely, meant to catch requests that are
+# orders of magnitude too large before they start, not to predict the peak to the byte.
+MEMORY_OVERHEAD = 4.0
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (``MemAvailable`` of ``/proc/meminfo``; the physical
+    memory where that is unreadable).
+
+    Returns:
+        The number of bytes.
+    """
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(D, settings, x64, max_bytes=None) -> int:
+    """Refuse a simulation whose data would not fit in memory, before anything is allocated.
+
+    The estimate is ``MEMORY_OVERHEAD × itemsize × (n + n'_pool)·T·(D + T)``: the pre-training inputs and
+    labels (``n = round(α D²)``) and the largest fine-tuning pool (``n'_pool = round(α_pool D)``).
+
+    Args:
+        D: the dimension.
+        settings: the validated ``(PretrainParams, FinetuneParams, select)`` of each variant.
+        x64: float64 (8 bytes per number) or float32 (4).
+        max_bytes: the limit (default :func:`available_memory`).
+
+    Returns:
+        The estimated bytes.
+
+    Raises:
+        ValueError: the estimate exceeds ``max_bytes``; the message gives ``n``, ``n'`` and the bytes.
+    """
+    pre = settings[0][0]
+    n = max(1, round(pre.alpha * D * D))
+    n_ft = max(max(1, round(f.alpha_prime * D)) if sel is None else sel[1] for _, f, sel in settings)
+    itemsize = 8 if x64 else 4
+    need = int(MEMORY_OVERHEAD * itemsize * (n + n_ft) * pre.T * (D + pre.T))
+    limit = available_memory() if max_bytes is None else int(max_bytes)
+    if need > limit:
+        raise ValueError(f"this simulation needs about {need / 2 ** 30:.3g} GiB (n = {n} pre-training samples, "
+                         f"n' = {n_ft} fine-tuning samples of T = {pre.T} tokens in D = {D}), more than the "
+                         f"{limit / 2 ** 30:.3g} GiB available: reduce alpha, alpha_prime or D")
+    return need
 
 
 def _check_select(sel, D, alpha_prime):
@@ -351,10 +438,13 @@ def _pretrain_metrics(S_hat, teacher, X, Y, pre, info, key, n_test) -> PretrainS
     train_loss = float(sum(jnp.sum(r * r) for r in residuals) / X.shape[0])
     eig = np.linalg.eigvalsh(np.asarray(S_hat))
     rank = int(np.sum(eig > 1e-9 * max(eig.max(), 1e-300)))
+    status = Status.CONVERGED if info.converged else Status.MAX_ITERATIONS
     return PretrainSimulation(**ov, test_error=E, test_error_se=E_se, train_loss=train_loss,
                               objective=info.objective, rank_fraction=rank / D,
                               converged=info.converged, iterations=info.iterations,
-                              residual=info.residual)
+                              residual=info.residual, status=status,
+                              status_message=f"stationarity residual {info.residual:.3g} after {info.iterations} "
+                                             f"iterations")
 
 
 def _lora_train_loss(objective, lam_prime, q, D, n_ft) -> float:
@@ -377,4 +467,7 @@ def _finetune_metrics(S_hat, teacher, fit, pre, fine, n_ft, key, n_test) -> Fine
     return FinetuneSimulation(**ov, test_error=E, test_error_se=E_se, test_error_baseline=E0,
                               test_error_baseline_se=E0_se, c=fit.c, objective=fit.objective,
                               train_loss=_lora_train_loss(fit.objective, fine.lam_prime, ov["q"], D, n_ft),
-                              converged=fit.converged, iterations=fit.iterations)
+                              converged=fit.converged, iterations=fit.iterations,
+                              status=Status.CONVERGED if fit.converged else Status.MAX_ITERATIONS,
+                              status_message=f"gradient norm {fit.grad_norm:.3g} after {fit.iterations} iterations"
+                              if math.isfinite(fit.objective) else "lam_prime = inf: no adaptation (û = 0)")

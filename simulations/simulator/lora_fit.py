@@ -48,14 +48,19 @@ def _lora_fun(activation: str, recalibrate: bool):
     return fun
 
 
+# The default relative gradient tolerance of the LoRA fit (float64).
+LORA_GTOL = 1e-8
+
+
 def fit_lora(H_hat, X, Y, key, *, lam_prime, activation, beta, recalibrate=False, n_init=4,
-             init_scale=0.3, gtol=1e-8, max_iter=2000) -> LoraFit:
+             init_scale=0.3, gtol=None, max_iter=2000) -> LoraFit:
     """Fit ``(u, c)`` by L-BFGS from ``n_init`` random starts ``u ~ init_scale · N(0, I_D)`` (vmapped).
 
     ``converged`` reports ``‖∇L'‖ ≤ gtol · max(|L'|, 1)`` at the kept solution.
     """
     D = X.shape[-1]
     dtype = X.dtype
+    gtol = LORA_GTOL if gtol is None else gtol
     if not init_scale > 0:  # u = 0 is an exact critical point (a saddle) of the LoRA objective
         raise ValueError(f"init_scale must be > 0 (u = 0 is a critical point of the LoRA objective, where "
                          f"L-BFGS would stop at once), got {init_scale!r}")

@@ -306,8 +306,6 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
             ``alpha_prime``, ``gamma`` ``> 0``; ``delta_prime``, ``lam_prime`` ``≥ 0``),
             ``recalibrate=True`` with ``lam_prime = inf``, or an ``init`` with fewer than 3 entries (4 with
             ``recalibrate``) or a non-finite one.
-        state_evolution.fixed_point.InvalidIterate: the LoRA map cannot be evaluated at any start
-            (conjugates out of range, or ``λ_eff + V̂' ≤ 0``: the objective is unbounded).
         solvable_attention.status.SolveError: ``throw=True`` and the solve did not succeed.
     """
     fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=lam_prime,
@@ -340,8 +338,9 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
             error = error or exc
             continue
         found.append(_assemble_solution(fine, channel, F, fp, noises, t0, tuple(float(v) for v in x0)))
-    if not found:
-        raise error
+    if not found:  # no start could be evaluated: reported, not raised
+        result = _failed_solution(fine, noises, t0, error)
+        return raise_if_failed(result, "fine-tuning state evolution") if throw else result
     result = _select_branch(found, time.perf_counter() - t0)
     if warn:
         warn_if_not_converged("fine-tuning state evolution", result, tol)
@@ -419,6 +418,18 @@ def _no_adaptation_solution(fine, channel, noises, t0) -> FinetuningSolution:
                               converged=True, iterations=0, residual=0.0, seconds=time.perf_counter() - t0,
                               method="closed form", status=Status.CONVERGED,
                               status_message="lam_prime = inf: no adaptation (û = 0), E' = E'_0")
+
+
+def _failed_solution(fine, noises, t0, error) -> FinetuningSolution:
+    """No start could be evaluated (every one raised ``error``): NaN values, status ``left_domain``."""
+    nan = float("nan")
+    return FinetuningSolution(params=fine, m=nan, q=nan, V=nan, m_hat=nan, q_hat=nan, V_hat=nan, rho_v=1.0,
+                              alignment=nan, test_error=nan, test_error_se=nan, test_error_baseline=nan,
+                              test_error_baseline_se=nan, train_loss=nan, lam_eff=nan, c=nan,
+                              effective_noise=noises[0], effective_noise_recalibrated=noises[1], converged=False,
+                              iterations=0, residual=nan, seconds=time.perf_counter() - t0, method="none",
+                              status=Status.LEFT_DOMAIN,
+                              status_message=f"the LoRA map cannot be evaluated from any start: {error}")
 
 
 def _lora_prior(ev, lam_prime):

@@ -202,7 +202,8 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
                 retry = solve_finetuning(pre, alpha_prime, lp, init=past[-1][1], branches=False, **kw)
                 f = retry if (f is None or retry.converged or retry.residual < f.residual) else f
             if past and _alignment_collapsed(f, past[-1][1]):
-                start = None if f is None else ((f.m, f.q, f.V, f.c) if f.params.recalibrate else (f.m, f.q, f.V))
+                start = None if f is None or not math.isfinite(f.m) else \
+                    ((f.m, f.q, f.V, f.c) if f.params.recalibrate else (f.m, f.q, f.V))
                 f = solve_finetuning(pre, alpha_prime, lp, init=start, branches=True, **kw)
             if f.params.adapts and f.converged:
                 previous.setdefault(lp, []).append((lam, (f.m, f.q, f.V, f.c)))

@@ -197,3 +197,17 @@ def test_large_alpha_prime_accepts_no_large_residual():
     for a in ok:
         for b in ok:
             assert abs(a.test_error - b.test_error) <= 3 * math.hypot(a.test_error_se, b.test_error_se)
+
+
+def test_a_map_that_cannot_be_evaluated_anywhere_is_reported_not_raised():
+    """Identity at β = 17.7 (α = 0.79, Δ = 0.6, λ = 0.013, α' = 3.4, λ' = 0.91, a point of the status survey):
+    λ_eff + V̂' < 0 from every start, so there is no LoRA fixed point with positive curvature. The answer is a
+    ``left_domain`` status with NaN values (it used to raise InvalidIterate eight frames deep)."""
+    from solvable_attention.status import SolveError, Status
+
+    pre = solve_pretraining(0.786543, 0.596606, 0.012796, beta=17.705225, activation="identity")
+    f = solve_finetuning(pre, 3.359363, 0.908562, warn=False, **FAST)
+    assert f.status is Status.LEFT_DOMAIN and not f.converged and math.isnan(f.test_error)
+    assert "cannot be evaluated from any start" in f.status_message
+    with pytest.raises(SolveError, match="left_domain"):
+        solve_finetuning(pre, 3.359363, 0.908562, warn=False, throw=True, **FAST)

@@ -52,7 +52,7 @@ def draw_points(n: int, seed: int = 2026) -> list[dict]:
     return points
 
 
-def theory_point(alpha, alpha_prime, delta, lam, lam_prime, beta, activation) -> dict:
+def theory_point(alpha, alpha_prime, delta, lam, lam_prime, beta, activation, n_samples=2 ** 14) -> dict:
     """The state evolution at one setting: metrics, status, branches (see :func:`draw_points`).
 
     Args:
@@ -63,6 +63,7 @@ def theory_point(alpha, alpha_prime, delta, lam, lam_prime, beta, activation) ->
         lam_prime: ``λ' ≥ 0``, LoRA ridge.
         beta: ``β > 0``, inverse temperature.
         activation: ``"softmax"`` or ``"identity"``.
+        n_samples: Monte Carlo samples of the channels.
 
     Returns:
         ``{"status", "message", "converged", "test_error", "alignment", "replicon", "branches"}``;
@@ -72,7 +73,7 @@ def theory_point(alpha, alpha_prime, delta, lam, lam_prime, beta, activation) ->
 
     try:
         sol = solve_state_evolution(alpha, alpha_prime, delta, lam, lam_prime=lam_prime, beta=beta,
-                                    activation=activation, warn=False)
+                                    activation=activation, n_samples=n_samples, warn=False)
     except Exception as exc:  # reported, not hidden: a crash on a valid input is a finding of the survey
         return {"status": "error", "message": f"{type(exc).__name__}: {exc}", "converged": False}
     f = sol.finetune
@@ -183,12 +184,14 @@ def main(argv=None) -> None:
     ap.add_argument("--D", type=int, default=100)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--n-samples", type=int, default=2 ** 14, help="Monte Carlo samples of the theory's channels")
     ap.add_argument("--out", default="results/status_survey")
     ap.add_argument("--report", default="docs/status_survey.md")
     args = ap.parse_args(argv)
     points = draw_points(args.points)
     ex = Executor(workers=args.workers)
-    t_recs = run_points(theory_point, points, Path(args.out) / "theory", executor=ex, desc="theory")
+    t_recs = run_points(theory_point, [dict(p, n_samples=args.n_samples) for p in points], Path(args.out) / "theory",
+                        executor=ex, desc="theory")
     s_points = [dict(p, D=args.D, seed=s) for p in points for s in range(args.seeds)]
     s_recs = run_points(simulation_point, s_points, Path(args.out) / "simulations", executor=ex, desc="simulations")
     key = lambda p: tuple(sorted((k, v) for k, v in p.items() if k in points[0]))  # noqa: E731

@@ -1,6 +1,8 @@
 """The statistics of simulations/campaigns/statistics.py (finite-D rows, the extrapolation to D → ∞, the
 control-variate mean, the tidy table) on synthetic inputs with known answers."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,20 @@ def test_control_variate_removes_a_known_linear_dependence():
     assert est.std() < 0.3 * 3 * 0.2 / np.sqrt(8)  # far below the plain mean's spread 3·0.2/√8
     with pytest.raises(ValueError, match="control"):
         control_variate_mean_se([1.0, 2.0], [1.0, 1.1], 1.0)
+
+
+def test_bounded_metrics_and_few_seeds_are_flagged():
+    """An alignment whose simulations extrapolate to 1.22 (above the range [0, 1] of a cosine) is 'out of range',
+    never 'agrees', even with a theory of 1.22; 2 seeds per D raise a warning and a note in the table."""
+    import pytest
+
+    from simulations.campaigns.statistics import comparison_table, metric_bounds
+
+    assert metric_bounds("finetune.alignment") == (0.0, 1.0) and metric_bounds("pretrain.m") == (-math.inf, math.inf)
+    with pytest.warns(UserWarning, match="fewer than 8 seeds"):
+        table = comparison_table({"finetune.alignment": 1.2251},
+                                 {"finetune.alignment": _synthetic(1.2251, -4.0, eps=0.001)})
+    e = table.extrapolation_of("finetune.alignment")
+    assert e.out_of_range() and not e.agrees()
+    text = table.format()
+    assert "OUT OF RANGE" in text and "fewer than 8 seeds" in text

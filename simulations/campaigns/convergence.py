@@ -63,7 +63,7 @@ def theory_point(setting: dict, seed: int = 0) -> dict:
     return two_stage_point(setting, seed, _flat)
 
 
-def run_comparison(setting: dict, Ds, seeds, *, out_dir, executor: Executor | None = None, mc_replicas: int = 1,
+def run_comparison(setting: dict, Ds, seeds, *, out_dir, executor: Executor | None = None, mc_replicas: int = 4,
                    power: float = 1.0, progress: bool = True, metrics=None, theory_fn=theory_point,
                    point_fn=simulation_point) -> dict:
     """Simulate ``setting`` at ``Ds`` × ``seeds``, solve the theory, tabulate and plot.

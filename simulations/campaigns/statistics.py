@@ -10,6 +10,7 @@ extrapolation agrees within 3 s.e. or 3 %.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -91,6 +92,19 @@ class Extrapolation:
         """``|value − theory| / |theory|`` (denominator at least ``1e-12``)."""
         return abs(self.value - self.theory) / max(abs(self.theory), 1e-12)
 
+    def out_of_range(self, n_se: float = 3.0) -> bool:
+        """Whether the extrapolated value leaves the metric's range (:func:`metric_bounds`, e.g. an alignment
+        above 1) by more than ``n_se`` of its standard error: the fit in ``D^{-power}`` does not describe it.
+
+        Args:
+            n_se: tolerance in standard errors.
+
+        Returns:
+            The verdict (``False`` for unbounded metrics).
+        """
+        lo, hi = metric_bounds(self.metric)
+        return self.value < lo - n_se * self.se or self.value > hi + n_se * self.se
+
     def agrees(self, n_se: float = 3.0, rel: float = 0.03) -> bool:
         """Whether the extrapolation agrees with the theory.
 
@@ -99,8 +113,11 @@ class Extrapolation:
             rel: relative tolerance.
 
         Returns:
-            ``|value − theory| ≤ n_se · combined_se`` or ``relative_gap ≤ rel``.
+            ``|value − theory| ≤ n_se · combined_se`` or ``relative_gap ≤ rel``, and the value within the
+            metric's range (:meth:`out_of_range` false).
         """
+        if self.out_of_range(n_se):
+            return False
         return abs(self.value - self.theory) <= n_se * self.combined_se or self.relative_gap <= rel
 
     def to_dict(self) -> dict:
@@ -110,8 +127,30 @@ class Extrapolation:
             ``{name: value}``.
         """
         d = asdict(self)
-        d.update(z=self.z, relative_gap=self.relative_gap, agrees=self.agrees())
+        d.update(z=self.z, relative_gap=self.relative_gap, agrees=self.agrees(), out_of_range=self.out_of_range())
         return d
+
+
+# The range of a bounded metric, by the last component of its name: a cosine lies in [0, 1]; errors, losses and
+# second moments are non-negative.
+METRIC_BOUNDS = {"alignment": (0.0, 1.0), "test_error": (0.0, np.inf), "test_error_baseline": (0.0, np.inf),
+                 "train_loss": (0.0, np.inf), "mse_S": (0.0, np.inf), "q": (0.0, np.inf), "m_abs": (0.0, np.inf),
+                 "rank_fraction": (0.0, 1.0)}
+# Fewer seeds per D than this estimate a standard error poorly (its relative error is ~1/√(2(n − 1)): 27 % at
+# n = 8, 71 % at n = 2); the table says so.
+MIN_SEEDS = 8
+
+
+def metric_bounds(metric: str) -> tuple[float, float]:
+    """The range of a metric (``(-inf, inf)`` when unbounded), from the last component of its name.
+
+    Args:
+        metric: e.g. ``"finetune.alignment"``.
+
+    Returns:
+        ``(lower, upper)``.
+    """
+    return METRIC_BOUNDS.get(metric.rsplit(".", 1)[-1], (-np.inf, np.inf))
 
 
 def comparison_rows(metric: str, theory: float, by_D: dict, controls: dict | None = None,
@@ -249,7 +288,8 @@ class ComparisonTable:
             out.append(dict(kind="extrapolation", metric=e.metric, D=float("inf"), theory=e.theory, mean=e.value,
                             se=e.se, n=len(self.rows_of(e.metric)), gap=e.value - e.theory, z=e.z,
                             theory_se=e.theory_se, power=e.power, slope=e.slope, chi2_dof=e.chi2_dof,
-                            agrees=e.agrees(), gap_shrinks=gap_shrinks(self.rows_of(e.metric))))
+                            agrees=e.agrees(), out_of_range=e.out_of_range(),
+                            gap_shrinks=gap_shrinks(self.rows_of(e.metric))))
         return out
 
     def write_csv(self, path) -> None:
@@ -279,9 +319,14 @@ class ComparisonTable:
         lines = [f"{'metric':<28} {'D':>6} {'theory':>10} {'sim mean':>10} {'s.e.':>9} {'gap':>10} {'z':>7}"]
         for r in self.records():
             D = "inf" if r["kind"] == "extrapolation" else str(r["D"])
-            tail = ("  " + ("agrees" if r["agrees"] else "DISAGREES")) if r["kind"] == "extrapolation" else ""
+            verdict = "OUT OF RANGE" if r.get("out_of_range") else ("agrees" if r.get("agrees") else "DISAGREES")
+            tail = f"  {verdict}" if r["kind"] == "extrapolation" else ""
             lines.append(f"{r['metric']:<28} {D:>6} {r['theory']:>10.5g} {r['mean']:>10.5g} {r['se']:>9.3g} "
                          f"{r['gap']:>+10.3g} {r['z']:>+7.2f}{tail}")
+        few = sorted({r.D for r in self.rows if r.n < MIN_SEEDS})
+        if few:
+            lines.append(f"note: fewer than {MIN_SEEDS} seeds at D = {', '.join(map(str, few))}: the standard errors, "
+                         "z-scores and verdicts are poorly estimated")
         return "\n".join(lines)
 
 
@@ -310,6 +355,10 @@ def comparison_table(theory: dict, values: dict, *, theory_se: dict | None = Non
     if missing:
         raise ValueError(f"no theory value for metrics {missing}")
     rows, extrapolations = [], []
+    few = sorted({D for by_D in values.values() for D, v in by_D.items() if len(v) < MIN_SEEDS})
+    if few:
+        warnings.warn(f"fewer than {MIN_SEEDS} seeds at D = {few}: standard errors and z-scores are poorly estimated",
+                      stacklevel=2)
     for metric, by_D in values.items():
         metric_rows = comparison_rows(metric, float(theory[metric]), by_D)
         rows.extend(metric_rows)

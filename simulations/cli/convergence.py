@@ -29,8 +29,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="convergence", help="output folder (default: ./convergence)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     p.add_argument("--n-test", type=int, default=5000, help="fresh samples per simulated test error")
-    p.add_argument("--mc-replicas", type=int, default=1,
-                   help="independent Monte Carlo seeds of the theory (its s.e. enters the z-scores)")
+    p.add_argument("--mc-replicas", type=int, default=4,
+                   help="independent Monte Carlo seeds of the theory, whose spread estimates its standard "
+                        "error (enters the z-scores; default 4)")
     p.add_argument("--power", type=float, default=1.0, help="extrapolation in D^-power (default 1: 1/D)")
     add_dask_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -15,7 +15,7 @@ from ..campaigns.records import run_metadata, write_json_atomic
 from .arguments import add_model_arguments, add_seed_arguments, check_writable, model_kwargs, seed_list, validate
 
 PRETRAIN_METRICS = ("m", "q", "rho0", "mse_S", "test_error", "train_loss", "rank_fraction")
-FINETUNE_METRICS = ("m", "q", "rho_v", "alignment", "test_error", "test_error_baseline", "c")
+FINETUNE_METRICS = ("m_abs", "q", "rho_v", "alignment", "test_error", "test_error_baseline", "c")  # |m'|: û's sign is arbitrary
 
 
 def register(subparsers) -> None:

@@ -5,7 +5,8 @@
 same dicts read back from a JSON file) and returns, for every numeric metric, its
 mean over seeds and the standard error of that mean, ``s.e. = std(ddof=1)/√n``
 (``nan`` with a single seed). Keys are dotted paths such as ``"pretrain.m"``,
-``"finetune.alignment"`` or ``"timings.pretrain"``.
+``"finetune.alignment"`` or ``"timings.pretrain"``; ``"finetune.m_abs"`` (``|m'|``, whose mean is meaningful
+where the signed ``m'`` averages to noise: the sign of ``û`` is arbitrary) is added.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def summarize(results, sections: Iterable[str] = SECTIONS) -> dict[str, dict[str
         ``{"<section>.<metric>": {"mean": ..., "se": ..., "n": ...}}`` (:func:`~solvable_attention.averages.mean_se`).
     """
     flats = [_flat_sections(r, tuple(sections)) for r in results]
+    for flat in flats:  # |m'|: the sign of û is arbitrary, so the signed m' averages to noise over seeds
+        if "finetune.m" in flat:
+            flat["finetune.m_abs"] = abs(flat["finetune.m"])
     names = list(dict.fromkeys(name for flat in flats for name in flat))
     return {name: mean_se([flat[name] for flat in flats if name in flat])._asdict() for name in names}
 

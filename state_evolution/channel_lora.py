@@ -47,7 +47,7 @@ from solvable_attention.runtime import float64
 from .goe_coordinates import from_coordinates, n_free_entries
 from .loss_derivatives import as_entries, entry_sum, entries, logit_derivatives, logit_loss, stack_entries
 from .overlap_fields import student_teacher_fields
-from .prox_newton import solve_prox_multistart, start_towards
+from .prox_newton import UNFINISHED_RESIDUAL, solve_prox_multistart, start_towards
 from .small_linalg import solve
 from .sampling import N_SAMPLES, N_TEST_SAMPLES, TEST_SEED_OFFSET, gaussian_samples, sample_mean_se
 
@@ -261,6 +261,8 @@ class LoraEvaluation:
         se: Monte Carlo standard errors of ``m_hat, q_hat, V_hat, V_hat_hessian, ridge_shift``.
         prox_residual: the worst per-sample prox residual.
         replicon: ``α' V'² E‖∂g/∂ω‖²_F``.
+        unfinished: proxes whose residual ended above ``prox_newton.UNFINISHED_RESIDUAL``.
+        n: proxes solved (both Stein branches count).
     """
 
     m_hat: float
@@ -274,6 +276,8 @@ class LoraEvaluation:
     se: dict
     prox_residual: float
     replicon: float = math.nan
+    unfinished: int = 0
+    n: int = 0
 
 
 @dataclass(frozen=True)
@@ -465,8 +469,9 @@ class LoraChannel:
             return LoraEvaluation(m_hat=a * stats["m"][0], q_hat=a * stats["q"][0], V_hat=a * stats["V"][0],
                                   ridge_shift=2 * a * stats["dq"][0], V_hat_hessian=a * stats["V_hessian"][0],
                                   dc=stats["dc"][0], dcc=stats["dcc"][0],
-                                  train_loss=stats["train"], se=se, prox_residual=float(res),
-                                  replicon=a * Vp ** 2 * stats["jac2"][0])
+                                  train_loss=stats["train"], se=se, prox_residual=float(jnp.max(res)),
+                                  replicon=a * Vp ** 2 * stats["jac2"][0],
+                                  unfinished=int(jnp.sum(res > UNFINISHED_RESIDUAL)), n=int(res.shape[0]))
 
     def test_errors(self, mp, qp, c=1.0) -> dict:
         """``E'`` and ``E'_0`` (mean, s.e.) on fresh samples (same samples: common random numbers).

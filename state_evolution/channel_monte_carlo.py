@@ -38,7 +38,7 @@ from .channel_types import ChannelEvaluation, Conjugates
 from .goe_coordinates import from_coordinates, n_free_entries, to_coordinates
 from .loss_derivatives import entries, loss_derivatives, loss_value
 from .overlap_fields import student_teacher_fields
-from .prox_newton import solve_prox_multistart, start_towards
+from .prox_newton import UNFINISHED_RESIDUAL, solve_prox_multistart, start_towards
 from .small_linalg import solve
 from .sampling import N_SAMPLES, N_TEST_SAMPLES, TEST_SEED_OFFSET, gaussian_samples, sample_mean_se
 
@@ -210,8 +210,9 @@ class MonteCarloChannel:
             (qh, qh_se), (Vh, Vh_se), (mh, mh_se) = sample_mean_se(q_t), sample_mean_se(V_t), sample_mean_se(m_t)
             conj = Conjugates(m_hat=s * mh, q_hat=s * qh, V_hat=s * Vh, m_hat_se=s * mh_se,
                               q_hat_se=s * qh_se, V_hat_se=s * Vh_se)
-            return ChannelEvaluation(conjugates=conj, train_loss=sample_mean_se(train), prox_residual=float(res),
-                                     prox_iterations=int(iters))
+            return ChannelEvaluation(conjugates=conj, train_loss=sample_mean_se(train),
+                                     prox_residual=float(jnp.max(res)), prox_iterations=int(iters),
+                                     unfinished=int(jnp.sum(res > UNFINISHED_RESIDUAL)), n=int(res.shape[0]))
 
     def conjugates(self, m, q, V) -> Conjugates:
         """The conjugates of :meth:`evaluate`.

@@ -49,9 +49,13 @@ class ChannelEvaluation:
         train_loss: ``(mean, s.e.)`` of ``‖Y − σ(H(h*))‖²_F`` (training residual at the minimiser).
         prox_residual: largest ``|g + ∇ℓ|`` over the samples (0 for closed forms).
         prox_iterations: Newton iterations of the sampled prox (0 for closed forms).
+        unfinished: samples whose prox ended above ``prox_newton.UNFINISHED_RESIDUAL`` (0 for closed forms).
+        n: samples of the evaluation (0 for closed forms).
     """
 
     conjugates: Conjugates
     train_loss: tuple
     prox_residual: float = 0.0
     prox_iterations: int = 0
+    unfinished: int = 0
+    n: int = 0

@@ -300,7 +300,8 @@ def warn_if_not_converged(name: str, solution, tol: float) -> None:
         tol: the target tolerance, for the message.
     """
     if not solution.converged:
-        warnings.warn(f"{name} did not succeed ({solution.status.value}, tol {tol:.3g}): {solution.status_message}",
+        warnings.warn(f"{name} did not succeed ({solution.status.value}, converged=False, tol {tol:.3g}): "
+                      f"{solution.status_message}",
                       ConvergenceWarning, stacklevel=3)
 
 

@@ -199,8 +199,50 @@ def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0
         channel = make_channel(params, n_samples=n_samples, n_test_samples=n_test_samples, seed=seed)
     else:
         _check_channel(channel, params)
-    sol = _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fallback, memory)
+    sol = _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn and init is not None, fallback, memory)
+    if init is None and not sol.converged and params.beta > BETA_CONTINUATION_FACTOR:
+        sol = _continue_in_beta(params, sol, n_samples, n_test_samples, seed, channel, tol, max_iter, damping,
+                                prior_draws, fallback)
+    if warn and init is None:
+        warn_if_not_converged("pre-training state evolution", sol, tol or SAMPLED_TOL)
     return raise_if_failed(sol, "pre-training state evolution") if throw else sol
+
+
+# A cold solve that fails at a large inverse temperature is retried by continuation in β: solved at
+# β_k = β / FACTOR^k down to β ≤ FACTOR, then back up, each warm-started from the previous fixed point. At large β
+# the softmax is nearly a hard maximum and a cold iteration wanders to the boundary q = m²/ρ0 (softmax, α = 0.1,
+# Δ = 0.5, λ = 0.05, β = 20, 2^12 samples: ~470 evaluations without converging), while each step of the path
+# moves the fixed point little.
+BETA_CONTINUATION_FACTOR = 2.0
+
+
+def _continue_in_beta(params, cold, n_samples, n_test_samples, seed, channel, tol, max_iter, damping, prior_draws,
+                      fallback) -> PretrainingSolution:
+    """The fixed point at ``params.beta`` reached along ``β = β_min, …, params.beta`` (warm starts), or ``cold``
+    (the failed cold solve) if the path does not reach a successful solution. The evaluations of the whole path
+    are counted in ``iterations``; ``method`` names the path."""
+    betas = [params.beta]
+    while betas[-1] > BETA_CONTINUATION_FACTOR:
+        betas.append(betas[-1] / BETA_CONTINUATION_FACTOR)
+    betas = betas[::-1]
+    init, spent = None, cold.iterations
+    for b in betas[:-1]:
+        p_b = dataclasses.replace(params, beta=b)
+        ch = make_channel(p_b, n_samples=n_samples, n_test_samples=n_test_samples, seed=seed)
+        step = _solve(p_b, ch, init, tol, max_iter, damping, prior_draws, False, fallback, None)
+        spent += step.iterations
+        if step.converged:
+            init = step.overlaps
+    if init is None:
+        return cold
+    sol = _solve(params, channel, init, tol, max_iter, damping, prior_draws, False, fallback, None)
+    spent += sol.iterations
+    if not sol.converged:
+        return cold if cold.residual <= sol.residual else dataclasses.replace(sol, iterations=spent)
+    path = ", ".join(f"{b:.3g}" for b in betas)
+    return dataclasses.replace(sol, iterations=spent, method=f"continuation in beta ({path}), {sol.method}",
+                               status_message=f"{sol.status_message}; reached by continuation in beta over "
+                                              f"{path} after the cold solve failed ({cold.status_message})")
 
 
 def _check_channel(channel, params: PretrainParams) -> None:

@@ -10,7 +10,6 @@ extrapolation agrees within 3 s.e. or 3 %.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -254,6 +253,11 @@ class ComparisonTable:
         """The metrics, in order of first appearance."""
         return list(dict.fromkeys(r.metric for r in self.rows))
 
+    @property
+    def few_seeds(self) -> list:
+        """The values of ``D`` with fewer than :data:`MIN_SEEDS` seeds (their s.e. is poorly estimated)."""
+        return sorted({r.D for r in self.rows if r.n < MIN_SEEDS})
+
     def rows_of(self, metric: str) -> list[ComparisonRow]:
         """One metric's rows.
 
@@ -323,10 +327,9 @@ class ComparisonTable:
             tail = f"  {verdict}" if r["kind"] == "extrapolation" else ""
             lines.append(f"{r['metric']:<28} {D:>6} {r['theory']:>10.5g} {r['mean']:>10.5g} {r['se']:>9.3g} "
                          f"{r['gap']:>+10.3g} {r['z']:>+7.2f}{tail}")
-        few = sorted({r.D for r in self.rows if r.n < MIN_SEEDS})
-        if few:
-            lines.append(f"note: fewer than {MIN_SEEDS} seeds at D = {', '.join(map(str, few))}: the standard errors, "
-                         "z-scores and verdicts are poorly estimated")
+        if self.few_seeds:
+            lines.append(f"note: fewer than {MIN_SEEDS} seeds at D = {', '.join(map(str, self.few_seeds))}: the "
+                         "standard errors, z-scores and verdicts are poorly estimated")
         return "\n".join(lines)
 
 
@@ -355,10 +358,6 @@ def comparison_table(theory: dict, values: dict, *, theory_se: dict | None = Non
     if missing:
         raise ValueError(f"no theory value for metrics {missing}")
     rows, extrapolations = [], []
-    few = sorted({D for by_D in values.values() for D, v in by_D.items() if len(v) < MIN_SEEDS})
-    if few:
-        warnings.warn(f"fewer than {MIN_SEEDS} seeds at D = {few}: standard errors and z-scores are poorly estimated",
-                      stacklevel=2)
     for metric, by_D in values.items():
         metric_rows = comparison_rows(metric, float(theory[metric]), by_D)
         rows.extend(metric_rows)

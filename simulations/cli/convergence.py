@@ -8,9 +8,11 @@ s.e., gap, z per metric and ``D``) and the ``D → ∞`` extrapolation, and writ
 from __future__ import annotations
 
 import os
+import sys
 
 from .arguments import (UsageError, add_dask_argument, add_model_arguments, add_seed_arguments, check_writable,
                         make_executor, model_kwargs, seed_list, validate)
+from ..campaigns.statistics import MIN_SEEDS
 
 
 def register(subparsers) -> None:
@@ -75,6 +77,9 @@ def run(args) -> int:
     result = run_comparison(kw, Ds, seeds, out_dir=args.out, executor=executor, mc_replicas=args.mc_replicas,
                             power=args.power, progress=not args.no_progress)
     print(result["table"].format())
+    if result["table"].few_seeds:
+        print(f"warning: fewer than {MIN_SEEDS} seeds per D: the standard errors and z-scores above are poorly "
+              f"estimated (use --seeds {MIN_SEEDS} or more)", file=sys.stderr)
     for path in result["paths"].values():
         print(f"wrote {path}")
     return 0

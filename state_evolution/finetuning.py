@@ -53,6 +53,11 @@ Q_PRIME_ROUNDOFF = 1e-12
 # The uninformative start of the LoRA equations: m' = 0 is invariant under v → −v, so the iteration from it
 # stays on the symmetric (uninformative) branch when that branch is a fixed point.
 UNINFORMATIVE_START = (0.0, 0.5, 0.5)
+# The response V' of the starts is 0.5 (default) or the user's; when no start can be evaluated (λ_eff + V̂' ≤ 0
+# there), the starts are retried with V' shrunk by these factors. The natural scale of V' is 1/V̂', and V̂' grows
+# like the loss's curvature: identity activation at β = 4.6 (α = 0.27, Δ = 0.5, λ = 0.005, α' = 7.2, λ' = 0.65)
+# has V̂' ≈ 200 near the fixed point, where V' = 0.5 makes the ridge shift −51 and the map undefined.
+START_RESPONSE_SHRINK = (1.0, 0.1, 0.01, 0.001)
 # Two branches whose (m', q') agree to this relative tolerance are the same fixed point.
 SAME_BRANCH_RTOL = 1e-3
 
@@ -329,15 +334,21 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
         return max(accept_tol, min(floor, LORA_ACCEPT_MAX))
 
     found, error = [], None
-    for k, x0 in enumerate(_starts(init, recalibrate, branches)):
-        try:
-            fp = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=_project_lora,
-                                   fallback=fallback, accept_tol=accept if accept_tol > tol else tol,
-                                   memory=memory if k == 0 else None)
-        except InvalidIterate as exc:  # this start is outside the map's domain; the others may not be
-            error = error or exc
-            continue
-        found.append(_assemble_solution(fine, channel, F, fp, noises, t0, tuple(float(v) for v in x0)))
+    starts = _starts(init, recalibrate, branches)
+    for shrink in START_RESPONSE_SHRINK:  # V' of the starts shrunk until some start is inside the map's domain
+        for k, x0 in enumerate(starts):
+            x0 = np.array(x0, float)
+            x0[2] *= shrink
+            try:
+                fp = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=_project_lora,
+                                       fallback=fallback, accept_tol=accept if accept_tol > tol else tol,
+                                       memory=memory if k == 0 else None)
+            except InvalidIterate as exc:  # this start is outside the map's domain; the others may not be
+                error = error or exc
+                continue
+            found.append(_assemble_solution(fine, channel, F, fp, noises, t0, tuple(float(v) for v in x0)))
+        if found:
+            break
     if not found:  # no start could be evaluated: reported, not raised
         result = _failed_solution(fine, noises, t0, error)
         return raise_if_failed(result, "fine-tuning state evolution") if throw else result

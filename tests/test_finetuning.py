@@ -199,15 +199,38 @@ def test_large_alpha_prime_accepts_no_large_residual():
             assert abs(a.test_error - b.test_error) <= 3 * math.hypot(a.test_error_se, b.test_error_se)
 
 
-def test_a_map_that_cannot_be_evaluated_anywhere_is_reported_not_raised():
-    """Identity at β = 17.7 (α = 0.79, Δ = 0.6, λ = 0.013, α' = 3.4, λ' = 0.91, a point of the status survey):
-    λ_eff + V̂' < 0 from every start, so there is no LoRA fixed point with positive curvature. The answer is a
-    ``left_domain`` status with NaN values (it used to raise InvalidIterate eight frames deep)."""
+def test_a_map_that_cannot_be_evaluated_anywhere_is_reported_not_raised(identity_pre, monkeypatch):
+    """When no start can be evaluated (here forced: the prior side raises InvalidIterate everywhere) the answer
+    is a ``left_domain`` status with NaN values, or a SolveError with ``throw=True`` — never an exception from
+    eight frames deep."""
+    import state_evolution.finetuning as finetuning
     from solvable_attention.status import SolveError, Status
+    from state_evolution.fixed_point import InvalidIterate
 
-    pre = solve_pretraining(0.786543, 0.596606, 0.012796, beta=17.705225, activation="identity")
-    f = solve_finetuning(pre, 3.359363, 0.908562, warn=False, **FAST)
+    def nowhere(ev, lam_prime):
+        raise InvalidIterate("forced: λ_eff + V̂' <= 0")
+
+    monkeypatch.setattr(finetuning, "_lora_prior", nowhere)
+    f = solve_finetuning(identity_pre, 3.0, 1.0, warn=False, **FAST)
     assert f.status is Status.LEFT_DOMAIN and not f.converged and math.isnan(f.test_error)
     assert "cannot be evaluated from any start" in f.status_message
     with pytest.raises(SolveError, match="left_domain"):
-        solve_finetuning(pre, 3.359363, 0.908562, warn=False, throw=True, **FAST)
+        solve_finetuning(identity_pre, 3.0, 1.0, warn=False, throw=True, **FAST)
+
+
+def test_starts_are_brought_into_the_domain_at_large_beta():
+    """Identity at β = 4.6 (α = 0.27, Δ = 0.5, λ = 0.005, α' = 7.2, λ' = 0.65; a point of the status survey):
+    every start with V' = 0.5 is outside the map's domain (λ_eff + V̂' < 0), so this point used to fail. With the
+    starts' V' shrunk the fixed point is found; reference: the simulation at D = 60 (E' = 5.62, alignment 0.991;
+    tolerances 10 % and 2 %: the finite-D gap at this weak λ)."""
+    from simulations import simulate
+
+    pre = solve_pretraining(0.270883, 0.5, 0.005352, beta=4.596426, activation="identity")
+    f = solve_finetuning(pre, 7.202512, 0.650051, warn=False, **FAST)
+    assert f.converged
+    r = simulate(60, 0.270883, 7.202512, 0.5, 0.005352, lam_prime=0.650051, beta=4.596426, activation="identity",
+                 n_test=4000)
+    assert f.test_error == pytest.approx(r.finetune.test_error, rel=0.1)
+    assert f.alignment == pytest.approx(r.finetune.alignment, rel=0.02)
+
+

@@ -253,6 +253,9 @@ def _check_channel(channel, params: PretrainParams) -> None:
         raise ValueError(f"channel was built for a different setting ({', '.join(bad)} differ)")
 
 
+# Conjugates beyond this magnitude come only from the boundary q = m²/ρ0 of the overlaps (a vanishing Stein
+# denominator), never from a fixed point: the largest at any validated setting is O(10²).
+MAX_CONJUGATE = 1e150
 COARSE_FACTOR = 8  # coarse-to-fine start of sampled channels: n/8 samples ...
 MIN_COARSE_SAMPLES = 1024  # ... when that leaves at least this many
 COARSE_TOL = 1e-3  # well above the coarse channel's own Monte Carlo error is pointless
@@ -267,8 +270,15 @@ def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fal
     def state_map(ch):
         def evaluate(x):
             m, q, V = (float(v) for v in x)
-            ev = ch.evaluate(m, q, max(V, 0.0))
+            # On the boundary q = m²/ρ0 the Stein weight of m̂ divides by √(ρ0 − m²/q) = 0: the per-sample values
+            # overflow. Such an iterate is rejected here (InvalidIterate: the solver steps back), not passed on
+            # to the prior as m̂ ~ 1e298 (which overflowed the free-probability polynomials too).
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                ev = ch.evaluate(m, q, max(V, 0.0))
             c = ev.conjugates
+            conj = np.array([c.m_hat, c.q_hat, c.V_hat], float)
+            if not np.all(np.isfinite(conj)) or np.max(np.abs(conj)) > MAX_CONJUGATE:
+                raise InvalidIterate(f"channel conjugates out of range (m̂, q̂, V̂) = {conj} at (m, q, V) = {x}")
             pr = prior_map(params, c.m_hat, c.q_hat, c.V_hat, prior_draws)
             return np.array([pr.m, pr.q, pr.V]), (ev, pr)
         return MemoizedMap(evaluate)

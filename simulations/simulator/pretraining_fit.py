@@ -183,6 +183,31 @@ def prox_gradient_residual(S, X, Y, *, lam, activation, beta, kappa=1.0, step=No
     return float(jnp.linalg.norm(S - S_plus) / t)
 
 
+def relative_stationarity(S, X, Y, *, lam, activation, beta, kappa=1.0, chunk=4096) -> float:
+    """The prox-gradient residual of :func:`prox_gradient_residual` relative to ``max(‖∇L(0)‖_F, 1)``: the
+    quantity FISTA's stopping rule bounds (:func:`fit_proximal`), so that any ``S`` — e.g. the factorised
+    solution ``WᵀW/(√κD)`` — can be certified stationary for the problem in ``S`` on the same scale.
+
+    Args:
+        S: ``(D, D)`` the point to test.
+        X: ``(n, T, D)`` inputs.
+        Y: ``(n, T, T)`` labels.
+        lam: ``λ ≥ 0``.
+        activation: ``"softmax"`` or ``"identity"``.
+        beta: ``β > 0``.
+        kappa: ``κ > 0``.
+        chunk: samples per batch (memory only).
+
+    Returns:
+        The relative residual (0 exactly at a stationary point of ``L + λ Tr`` on the PSD cone).
+    """
+    Xc, Yc, wc = chunk_samples(X, Y, chunk)
+    _, g0 = pretrain_loss_and_grad(jnp.zeros_like(S), Xc, Yc, wc, activation, beta)
+    scale = max(float(jnp.linalg.norm(g0)), 1.0)
+    return prox_gradient_residual(S, X, Y, lam=lam, activation=activation, beta=beta, kappa=kappa,
+                                  chunk=chunk) / scale
+
+
 @lru_cache(maxsize=None)
 def _factorized_fun(activation: str):
     """``F(W)`` as ``fun(W, args)`` for :func:`minimize_lbfgs` (one stable function per activation)."""

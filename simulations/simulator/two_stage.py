@@ -25,7 +25,7 @@ from solvable_attention.status import Status, raise_if_failed, worst
 
 from .lora_fit import LORA_GTOL, fit_lora
 from .objectives import pretrain_logits_all
-from .pretraining_fit import fit_factorized, fit_proximal
+from .pretraining_fit import fit_factorized, fit_proximal, relative_stationarity
 
 METHODS = ("proximal", "factorized")
 
@@ -424,10 +424,12 @@ def _simulate(D, settings, seed, method, n_test, tol, chunk, progress):
         S_hat, _, info = fit_factorized(X, Y, k(_PRE_INIT), lam=pre.lam, activation=pre.activation,
                                         beta=pre.beta, kappa=pre.kappa, chunk=chunk)
     S_hat.block_until_ready()
+    certificate = relative_stationarity(S_hat, X, Y, lam=pre.lam, activation=pre.activation, beta=pre.beta,
+                                        kappa=pre.kappa, chunk=chunk)
     timings["pretrain"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    pre_result = _pretrain_metrics(S_hat, teacher, X, Y, pre, info, k(_PRE_TEST), n_test)
+    pre_result = _pretrain_metrics(S_hat, teacher, X, Y, pre, info, k(_PRE_TEST), n_test, certificate, tol)
     timings["pretrain_metrics"] = time.perf_counter() - t0
 
     results = []
@@ -448,7 +450,7 @@ def _simulate(D, settings, seed, method, n_test, tol, chunk, progress):
     return results
 
 
-def _pretrain_metrics(S_hat, teacher, X, Y, pre, info, key, n_test) -> PretrainSimulation:
+def _pretrain_metrics(S_hat, teacher, X, Y, pre, info, key, n_test, certificate, tol) -> PretrainSimulation:
     D = S_hat.shape[0]
     ov = matrix_overlaps(S_hat, teacher.S0)
     E, E_se = test_error(key, S_hat, teacher.S0, T=pre.T, activation=pre.activation, beta=pre.beta,
@@ -459,13 +461,31 @@ def _pretrain_metrics(S_hat, teacher, X, Y, pre, info, key, n_test) -> PretrainS
     train_loss = float(sum(jnp.sum(r * r) for r in residuals) / X.shape[0])
     eig = np.linalg.eigvalsh(np.asarray(S_hat))
     rank = int(np.sum(eig > 1e-9 * max(eig.max(), 1e-300)))
-    status = Status.CONVERGED if info.converged else Status.MAX_ITERATIONS
+    status, message = _pretrain_status(info, certificate, tol, pre.activation)
     return PretrainSimulation(**ov, test_error=E, test_error_se=E_se, train_loss=train_loss,
                               objective=info.objective, rank_fraction=rank / D,
-                              converged=info.converged, iterations=info.iterations,
-                              residual=info.residual, status=status,
-                              status_message=f"stationarity residual {info.residual:.3g} after {info.iterations} "
-                                             f"iterations")
+                              converged=status.successful, iterations=info.iterations,
+                              residual=info.residual, status=status, status_message=message)
+
+
+# A pre-training solution whose relative prox-gradient residual in S (the quantity FISTA's stopping rule bounds)
+# exceeds this many times the tolerance is not a stationary point of the problem in S: for the factorised method
+# a spurious critical point of the factorisation.
+CERTIFICATE_FACTOR = 10.0
+
+
+def _pretrain_status(info, certificate, tol, activation):
+    """The status of the pre-training fit and its message: the solver's own convergence, then the certificate
+    in ``S`` (:func:`~simulations.simulator.pretraining_fit.relative_stationarity`)."""
+    message = (f"solver residual {info.residual:.3g} after {info.iterations} iterations; relative prox-gradient "
+               f"residual in S {certificate:.3g}")
+    if not info.converged:
+        return Status.MAX_ITERATIONS, message
+    if certificate > CERTIFICATE_FACTOR * tol:
+        return Status.NOT_GLOBAL, message + " (not a stationary point of the problem in S)"
+    if activation != "identity":  # the loss is not convex in S: stationarity is a local certificate only
+        message += " (a stationary point; the softmax problem is not convex in S, so not certified global)"
+    return Status.CONVERGED, message
 
 
 def _lora_train_loss(objective, lam_prime, q, D, n_ft) -> float:

@@ -205,7 +205,7 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
                 start = None if f is None or not math.isfinite(f.m) else \
                     ((f.m, f.q, f.V, f.c) if f.params.recalibrate else (f.m, f.q, f.V))
                 f = solve_finetuning(pre, alpha_prime, lp, init=start, branches=True, **kw)
-            if f.params.adapts and f.converged:
+            if f.params.adapts and _reached_fixed_point(f):  # unstable fixed points are still points of the path
                 previous.setdefault(lp, []).append((lam, (f.m, f.q, f.V, f.c)))
                 memory[lp] = f.memory
             out.append(StateEvolutionSolution(pretrain=pre, finetune=f))
@@ -217,6 +217,11 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
 # A warm-started LoRA point whose alignment falls below this fraction of its predecessor's is re-solved from
 # every start (docs/theory.md §4.6): a jump to the uninformative branch looks like this.
 ALIGNMENT_COLLAPSE = 0.5
+
+
+def _reached_fixed_point(f) -> bool:
+    """The solver reached a fixed point (converged, or only replica-symmetry unstable or not global)."""
+    return f.converged or f.status in (Status.UNSTABLE_FIXED_POINT, Status.NOT_GLOBAL)
 
 
 def _alignment_collapsed(f, previous) -> bool:

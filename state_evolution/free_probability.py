@@ -71,6 +71,8 @@ __all__ = [
     "support_quadrature",
     "mass_above",
     "upper_quantile",
+    "upper_quantile_search",
+    "quadrature_failures",
 ]
 
 
@@ -212,7 +214,9 @@ def _refined_panels(s, c, q_hat, n_nodes, tol=1e-13, max_rounds=40):
     ``κ0 ≈ 1`` when ``q̂/s² ≲ 1e-8``), the bisection interior ones.  In typical cases no panel is
     split and the cost is one extra evaluation with ``n_nodes/2`` nodes.
 
-    Returns ``(panels, masses)``: sorted tuple of ``(lo, hi)`` and the ``n_nodes``-rule masses.
+    Returns ``(panels, masses, unrefined)``: sorted tuple of ``(lo, hi)``, the ``n_nodes``-rule masses,
+    and the number of the last round's panels whose two rules still disagree (kept as they are: a
+    quadrature failure that :func:`quadrature_failures` reports).
     """
     u1, w1 = cos_gauss_legendre(n_nodes)
     u2, w2 = cos_gauss_legendre(max(n_nodes // 2, 4))
@@ -239,10 +243,34 @@ def _refined_panels(s, c, q_hat, n_nodes, tol=1e-13, max_rounds=40):
                 cuts = (a, a + wd / 16, a + wd / 2, b - wd / 16, b)
                 nxt.extend(zip(cuts[:-1], cuts[1:]))
         todo = nxt
-    if todo:  # not converged within max_rounds: accept as is
-        done.extend((a, b, float(m)) for (a, b), m in zip(todo, panel_masses(todo, u1, w1)))
+    unconverged = 0
+    if todo:  # not converged within max_rounds: kept as they are; those whose two rules disagree are counted
+        m1, m2 = panel_masses(todo, u1, w1), panel_masses(todo, u2, w2)
+        done.extend((a, b, float(m)) for (a, b), m in zip(todo, m1))
+        unconverged = int(np.sum(~(np.abs(m1 - m2) <= tol)))
     done.sort()
-    return tuple((a, b) for a, b, _ in done), tuple(m for _, _, m in done)
+    return tuple((a, b) for a, b, _ in done), tuple(m for _, _, m in done), unconverged
+
+
+def quadrature_failures(s, c, q_hat, n_nodes=256):
+    """The number of support panels whose mass did not converge under refinement (the ``n_nodes`` and
+    ``n_nodes/2`` rules still differ by more than 1e-13 after the last round; they are used as they are
+    by :func:`support_quadrature`). 0 in typical cases.
+
+    Args:
+        s: scale of the MP part, ``s = m̂ √κ0 > 0``.
+        c: MP ratio, ``c = 1/κ0 > 0``.
+        q_hat: semicircle variance ``q̂ > 0``.
+        n_nodes: nodes per panel, ``≥ 2``.
+
+    Returns:
+        The count of unconverged panels.
+
+    Raises:
+        ValueError: ``s``, ``c`` or ``q_hat`` not finite and ``> 0``.
+    """
+    s, c, q_hat = _check_params(s, c, q_hat)
+    return int(_refined_panels(s, c, q_hat, int(n_nodes))[2])
 
 
 def _spectral_scale(s, c, q_hat):
@@ -535,6 +563,26 @@ def mass_above(t, s, c, q_hat, n_nodes=256):
 
 
 def upper_quantile(kappa, s, c, q_hat, n_nodes=256, tol=1e-13):
+    """``b_κ`` of :func:`upper_quantile_search` (without its convergence flag).
+
+    Args:
+        kappa: ``κ ∈ (0, 1]``, the mass above the quantile.
+        s: scale of the MP part, ``s = m̂ √κ0 > 0``.
+        c: MP ratio, ``c = 1/κ0 > 0``.
+        q_hat: semicircle variance ``q̂ > 0``.
+        n_nodes: nodes per panel, ``≥ 2``.
+        tol: tolerance on the mass.
+
+    Returns:
+        ``b_κ``.
+
+    Raises:
+        ValueError: ``s``, ``c`` or ``q_hat`` not finite and ``> 0``, or ``kappa`` outside ``(0, 1]``.
+    """
+    return upper_quantile_search(kappa, s, c, q_hat, n_nodes, tol)[0]
+
+
+def upper_quantile_search(kappa, s, c, q_hat, n_nodes=256, tol=1e-13):
     """``b_κ`` with ``∫_{b_κ}^∞ ρ_B = κ`` (the (1 − κ)-quantile), for ``0 < κ ≤ 1``.
 
     The panel containing ``b_κ`` is located from the panel masses; inside it a safeguarded Newton
@@ -552,7 +600,8 @@ def upper_quantile(kappa, s, c, q_hat, n_nodes=256, tol=1e-13):
         tol: tolerance on the mass.
 
     Returns:
-        ``b_κ``.
+        ``(b_κ, converged)``: ``converged`` is ``False`` when 60 iterations ended with the mass above
+        ``b_κ`` still off by more than ``tol`` (the last iterate is returned).
 
     Raises:
         ValueError: ``s``, ``c`` or ``q_hat`` not finite and ``> 0``, or ``kappa`` outside ``(0, 1]``.
@@ -560,9 +609,9 @@ def upper_quantile(kappa, s, c, q_hat, n_nodes=256, tol=1e-13):
     s, c, q_hat = _check_params(s, c, q_hat)
     if not (0 < kappa <= 1):
         raise ValueError(f"kappa must be in (0, 1], got {kappa!r}")
-    pieces, masses = _refined_panels(s, c, q_hat, int(n_nodes))
+    pieces, masses, _ = _refined_panels(s, c, q_hat, int(n_nodes))
     if kappa == 1:
-        return pieces[0][0]
+        return pieces[0][0], True
     u, w = cos_gauss_legendre(n_nodes)
     raw_total = float(sum(masses))
     tot = np.array(masses) / raw_total  # normalise away the quadrature error of the total
@@ -571,7 +620,7 @@ def upper_quantile(kappa, s, c, q_hat, n_nodes=256, tol=1e-13):
     target = kappa - (above[k] - tot[k])  # mass wanted inside panel k, above t
     lo, hi = pieces[k]
     if target >= tot[k] * (1 - 1e-15):
-        return lo
+        return lo, True
     # initial guess: cumulative node masses from the top of panel k, interpolated
     xs = lo + (hi - lo) * u
     g = _stieltjes_real(xs, s, c, q_hat)
@@ -579,12 +628,14 @@ def upper_quantile(kappa, s, c, q_hat, n_nodes=256, tol=1e-13):
     cum_from_top = np.cumsum(node_mass[::-1])[::-1]  # ≈ mass above node j
     t = float(np.interp(-target, -cum_from_top, xs))
     a_br, b_br = lo, hi  # M(a_br) >= target >= M(b_br)
+    converged = False
     for _ in range(60):
         # one cubic solve for the panel [t, hi] and for ρ_B(t) (last entry)
         g = _stieltjes_real(np.append(t + (hi - t) * u, t), s, c, q_hat)
         m_t = float(np.sum((hi - t) * w * np.maximum(-g[:-1].imag, 0.0)) / np.pi) / raw_total
         resid = m_t - target
         if abs(resid) <= tol:
+            converged = True
             break
         if resid > 0:
             a_br = t
@@ -594,8 +645,8 @@ def upper_quantile(kappa, s, c, q_hat, n_nodes=256, tol=1e-13):
         t_new = t + resid / rho_t if rho_t > 0 else np.nan
         if not (a_br < t_new < b_br):
             t_new = 0.5 * (a_br + b_br)
-        if abs(t_new - t) <= 1e-15 * (abs(t) + hi - lo):
-            t = t_new
+        if abs(t_new - t) <= 1e-15 * (abs(t) + hi - lo):  # the bracket is at round-off: as exact as it gets
+            t, converged = t_new, True
             break
         t = t_new
-    return float(t)
+    return float(t), converged

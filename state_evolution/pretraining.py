@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from solvable_attention.params import PretrainParams
-from solvable_attention.status import Status, raise_if_failed
+from solvable_attention.status import Status, raise_if_failed, worst
 
 from .channels import make_channel
 from .fixed_point import (SAMPLED_ACCEPT_TOL, SAMPLED_TOL, InvalidIterate, MemoizedMap, predicted_start,
@@ -311,6 +311,9 @@ def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fal
         pr = prior_map(params, c.m_hat, c.q_hat, c.V_hat, prior_draws)
     E, E_se = channel.test_error(m, q)
     status, message = stage_status(sol, ev)
+    if getattr(pr, "inner_failures", 0):  # the prior's quadrature panels / quantile search at the solution
+        status = worst(status, Status.INNER_SOLVE_FAILED)
+        message += f"; {pr.inner_failures} inner searches of the spectral prior did not converge"
     return PretrainingSolution(
         params=params, m=m, q=q, V=V, m_hat=c.m_hat, q_hat=c.q_hat, V_hat=c.V_hat, rho0=params.rho0,
         mse_S=params.rho0 - 2 * m + q, test_error=E, test_error_se=E_se, train_loss=ev.train_loss[0],

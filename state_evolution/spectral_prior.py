@@ -52,7 +52,8 @@ from solvable_attention.random_matrices import goe_from_square
 from .free_probability import (
     stieltjes_mp_semicircle,
     support_quadrature,
-    upper_quantile,
+    quadrature_failures,
+    upper_quantile_search,
 )
 
 __all__ = [
@@ -81,6 +82,13 @@ class PriorOverlaps:
     The ``*_se`` fields are standard errors over independent draws (``std(ddof=1)/√n_draws``)
     for :func:`prior_overlaps_matrix` with more than one draw; they are 0.0 otherwise (in
     particular for the deterministic :func:`prior_overlaps_free`).
+
+    ``inner_failures`` counts the inner numerical searches of :func:`prior_overlaps_free` that ended
+    without reaching their tolerance and were used as they were: support panels whose mass did not
+    converge under refinement (:func:`~state_evolution.free_probability.quadrature_failures`) plus 1 if
+    the rank quantile ``b_κ`` search did not converge
+    (:func:`~state_evolution.free_probability.upper_quantile_search`). 0 in typical cases and for the
+    explicit-matrix route; an outer solve should not report success on a prior image with failures.
     """
 
     m: float
@@ -91,6 +99,7 @@ class PriorOverlaps:
     q_se: float = 0.0
     V_se: float = 0.0
     rank_fraction_se: float = 0.0
+    inner_failures: int = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,9 +234,14 @@ def prior_overlaps_free(
     relative accuracy ≲ 1e-10 for ``q̂ ≳ 1e-4`` at the default 256 nodes.  If ``t`` is above the
     support all outputs are exactly 0.
 
+    The result's ``inner_failures`` counts the quadrature panels and the quantile search that ended
+    above their tolerances (:class:`PriorOverlaps`).
+
     Raises:
         ValueError: ``m_hat, q_hat, V_hat > 0``, ``lam >= 0``, ``0 < kappa <= 1``, ``kappa0 > 0``,
             all finite, ``n_nodes`` integer >= 8.
+        FloatingPointError: an overflow in the spectral integrals (conjugates far outside the useful
+            range, e.g. ``m̂ ≳ 1e150``); the pre-training solver treats it as an invalid iterate.
     """
     m_hat = _positive("m_hat", m_hat)
     q_hat = _positive("q_hat", q_hat)
@@ -237,14 +251,22 @@ def prior_overlaps_free(
     kappa0 = _positive("kappa0", kappa0)
     n_nodes = _n_nodes(n_nodes)
 
+    with np.errstate(over="raise"):  # far outside the useful range: an error, never a printed warning
+        return _prior_overlaps_free(m_hat, q_hat, V_hat, lam, kappa0, kappa, n_nodes)
+
+
+def _prior_overlaps_free(m_hat, q_hat, V_hat, lam, kappa0, kappa, n_nodes) -> PriorOverlaps:
+    """:func:`prior_overlaps_free` on validated arguments."""
     s, c = m_hat * math.sqrt(kappa0), 1.0 / kappa0
     thr = spectral_threshold(lam)
     t = thr
+    failures = quadrature_failures(s, c, q_hat, n_nodes=n_nodes)
     if kappa < 1.0:
-        t = max(t, upper_quantile(kappa, s, c, q_hat, n_nodes=n_nodes))
+        b_kappa, found = upper_quantile_search(kappa, s, c, q_hat, n_nodes=n_nodes)
+        t, failures = max(t, b_kappa), failures + (not found)
     x, w, g = support_quadrature(s, c, q_hat, lower=t, n_nodes=n_nodes)
     if x.size == 0:
-        return PriorOverlaps(0.0, 0.0, 0.0, 0.0)
+        return PriorOverlaps(0.0, 0.0, 0.0, 0.0, inner_failures=failures)
     wr = w * np.maximum(-g.imag, 0.0) / np.pi
     f = (x - thr) / V_hat
     re_g = g.real
@@ -254,6 +276,7 @@ def prior_overlaps_free(
         q=float(np.sum(wf * f)),
         V=float(2.0 * np.sum(wf * re_g)),
         rank_fraction=float(np.sum(wr)),
+        inner_failures=failures,
     )
 
 

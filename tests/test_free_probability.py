@@ -103,3 +103,34 @@ def test_upper_quantile(kappa0, q_hat, kappa):
     s, c = mp_params(1.0, kappa0)
     t = upper_quantile(kappa, s, c, q_hat)
     assert mass_above(t, s, c, q_hat) == pytest.approx(kappa, abs=1e-11)
+
+
+def test_unconverged_panels_are_counted():
+    """Panels kept after the last refinement round are counted: with 2 rounds at q̂/s² = 1e-10, κ0 = 1
+    (the smoothed hard edge at 0 needs more), the reported count equals the number of returned panels
+    whose masses by the 256- and 128-node rules still differ by more than 1e-13, recomputed here from
+    the density; with the default 40 rounds nothing is left (exact integer counts)."""
+    from state_evolution.free_probability import _refined_panels, cos_gauss_legendre, quadrature_failures
+
+    s, c, q_hat = 1.0, 1.0, 1e-10
+    panels, _, left = _refined_panels(s, c, q_hat, 256, max_rounds=2)
+
+    def mass(a, b, n):
+        u, w = cos_gauss_legendre(n)
+        return float(np.sum((b - a) * w * density(a + (b - a) * u, s, c, q_hat)))
+
+    disagree = sum(abs(mass(a, b, 256) - mass(a, b, 128)) > 1e-13 for a, b in panels)
+    assert left > 0
+    assert left == disagree
+    assert quadrature_failures(s, c, q_hat) == 0
+
+
+def test_quantile_search_reports_convergence():
+    """``upper_quantile_search`` flags its result converged where the mass above it is κ to 1e-12
+    (quadrature accuracy ~1e-13), at an ordinary and a near-hard-edge setting."""
+    from state_evolution.free_probability import upper_quantile_search
+
+    for q_hat in (1.0, 1e-10):
+        t, ok = upper_quantile_search(0.5, 1.0, 1.0, q_hat)
+        assert ok
+        assert mass_above(t, 1.0, 1.0, q_hat) == pytest.approx(0.5, abs=1e-12)

@@ -244,3 +244,25 @@ def test_input_validation_other_entry_points(draws_by_kappa0):
         prior_overlaps_matrix(1.0, 0.5, 1.0, 0.0, draws_by_kappa0(1.0), kappa=2.0)
     with pytest.raises(ValueError, match="V_hat"):
         prior_overlaps_matrix(1.0, 0.5, 0.0, 0.0, draws_by_kappa0(1.0))
+
+
+def test_prior_reports_no_inner_failures_at_ordinary_points():
+    """``inner_failures`` is 0 where every panel and the rank quantile converge (κ = 1 and κ = 0.5)."""
+    from state_evolution.spectral_prior import prior_overlaps_free as free
+
+    assert free(1.0, 0.5, 2.0, 0.1).inner_failures == 0
+    assert free(1.0, 0.5, 2.0, 0.1, kappa=0.5).inner_failures == 0
+
+
+def test_prior_overflow_is_an_error_not_a_warning():
+    """Conjugates far outside the useful range (m̂ = 1e298, as a channel on the boundary q = m²/ρ0 used
+    to return) raise FloatingPointError, which the pre-training solver turns into an invalid iterate;
+    no RuntimeWarning is printed."""
+    import warnings
+
+    from state_evolution.spectral_prior import prior_overlaps_free as free
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(FloatingPointError):
+            free(1e298, 0.5, 2.0, 0.1)

@@ -3,28 +3,26 @@
 
     python benchmarks/bench_simulator.py            # full sizes, writes benchmarks/results/simulator.json
     python benchmarks/bench_simulator.py --quick    # small sizes (smoke run), writes simulator_quick.json
+    python benchmarks/bench_simulator.py --only a c # some parts
 
-(a) proximal pre-training (FISTA) to convergence, softmax, D=150, α=0.1, T=3, Δ=0.5, λ=0.01:
-    wall time (target ≤ 60 s), iterations, and where the time goes (gradient / loss / prox
-    calls, backtracking steps), from a second, instrumented run.
-(b) one full ``simulate`` (both stages and all metrics), identity, D=200, α=0.5, T=3, Δ=0.5,
-    λ=0.01, α'=3, λ'=1, in a subprocess so that its peak RSS (``ru_maxrss``) is its own:
-    wall time (target ≤ 180 s) and peak memory (target ≤ 4 GiB).
-(c) achieved GFLOP/s of ``pretrain_loss_and_grad`` at D=200, α=0.5, T=3, counting
-    ``4 n T D² + 4 n T² D`` flops (forward ``X S`` and ``(X S) Xᵀ``, backward the same again),
-    against the float64 matmul peak ``2 N³ / t`` of ``jnp.dot`` on two N×N matrices (N=2000).
+(a) one whole two-stage ``simulate`` (softmax, D = 150, α = 0.1, α' = 3, T = 3, Δ = 0.5, λ = 0.01, λ' = 1,
+    n_test = 20 000), after compilation, next to its *floor* measured in the same run: the pre-training
+    iterations × the unavoidable linear algebra of one proximal-gradient iteration (the gradient's product
+    ``Xᵀ(G X)``, the logits' product ``X S`` at the new point, and the prox's ``eigh``), and × the stricter
+    count of three products (gradient at the extrapolated point recomputed from scratch). Target: ≤ 2×.
+(b) pre-training alone at D = 400 (α = 0.1, n = 16 000) and, in a subprocess, its peak memory; target ≤ 120 s.
+(c) 4 seeds of (a): one after the other in this process, and spread over ``cores`` worker processes
+    pinned to ``1`` thread each (the package's ``Executor``): which is faster.
+(d) in a subprocess, a whole ``simulate`` at the largest pre-training set of the figures (identity,
+    D = 150, α = 1, n = 22 500): wall time and peak memory.
 
-Every timed function is run once first (JIT compilation), then timed with ``block_until_ready``.
-
-Threads: on this 2-core machine the LAPACK ``eigh`` of the prox (scipy's OpenBLAS, which jaxlib
-calls) competes with XLA's thread pool; compare with ``OPENBLAS_NUM_THREADS=1 python ...``
-(the thread variables in effect are recorded in the result file).
+Every timed function runs once first (JIT compilation), then is timed with ``block_until_ready``. The
+result file records versions, machine, thread settings and the load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -39,273 +37,174 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from simulations.simulator import pretraining_fit as pretrain_module  # noqa: E402
 from simulations.campaigns.records import run_metadata, write_json_atomic  # noqa: E402
-from simulations.simulator.objectives import chunk_samples, pretrain_loss, pretrain_loss_and_grad  # noqa: E402
-from simulations.simulator.pretraining_fit import fit_proximal, nuclear_prox  # noqa: E402
+from simulations.simulator import simulate  # noqa: E402
+from simulations.simulator.pretraining_fit import fit_proximal  # noqa: E402
 from solvable_attention.data import sample_inputs, sample_labels, sample_teacher  # noqa: E402
+from solvable_attention.runtime import available_cores, limit_blas_threads  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-CHILD_MARK = "BENCH_B_RESULT "
+CHILD_MARK = "BENCH_CHILD_RESULT "
 GIB = 2.0 ** 30
-THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")
 
 FULL = {
-    "a": dict(D=150, alpha=0.1, T=3, activation="softmax", delta=0.5, lam=0.01, target_s=60.0),
-    "b": dict(D=200, alpha=0.5, alpha_prime=3.0, T=3, activation="identity", delta=0.5, lam=0.01,
-              lam_prime=1.0, n_test=20000, target_s=180.0, target_gib=4.0),
-    "c": dict(D=200, alpha=0.5, T=3, matmul_N=2000, repeat=5),
+    "a": dict(D=150, alpha=0.1, alpha_prime=3.0, delta=0.5, lam=0.01, lam_prime=1.0, n_test=20000),
+    "b": dict(D=400, alpha=0.1, delta=0.5, lam=0.01, target_s=120.0),
+    "c": dict(D=150, alpha=0.1, alpha_prime=3.0, delta=0.5, lam=0.01, lam_prime=1.0, n_test=20000, seeds=4),
+    "d": dict(D=150, alpha=1.0, alpha_prime=3.0, delta=0.5, lam=0.01, lam_prime=1.0, n_test=20000,
+              activation="identity"),
 }
 QUICK = {
-    "a": dict(FULL["a"], D=40),
-    "b": dict(FULL["b"], D=40, n_test=2000),
-    "c": dict(FULL["c"], D=60, matmul_N=500, repeat=3),
+    "a": dict(FULL["a"], D=40, n_test=2000),
+    "b": dict(FULL["b"], D=60),
+    "c": dict(FULL["c"], D=40, n_test=2000, seeds=2),
+    "d": dict(FULL["d"], D=40, n_test=2000),
 }
 
 
-# --------------------------------------------------------------------------- timing helpers
-
-def compile_then_time(fn, *args, repeat=5):
-    """Run ``fn(*args)`` once (compilation), then ``repeat`` times; returns (best, median) seconds."""
+def best_time(fn, *args, repeat=20):
+    """Compile, then the best of ``repeat`` timed calls (seconds)."""
     jax.block_until_ready(fn(*args))
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
-    return float(np.min(times)), float(np.median(times))
+    return float(np.min(times))
 
 
-@contextlib.contextmanager
-def instrumented(module, names):
-    """Count and time (synchronously) the calls to ``module.<name>`` made while inside the block."""
-    stats = {name: {"calls": 0, "seconds": 0.0} for name in names}
-    originals = {name: getattr(module, name) for name in names}
-
-    def wrap(name, fn):
-        def timed(*args, **kwargs):
-            t0 = time.perf_counter()
-            out = jax.block_until_ready(fn(*args, **kwargs))
-            stats[name]["seconds"] += time.perf_counter() - t0
-            stats[name]["calls"] += 1
-            return out
-        return timed
-
-    for name, fn in originals.items():
-        setattr(module, name, wrap(name, fn))
-    try:
-        yield stats
-    finally:
-        for name, fn in originals.items():
-            setattr(module, name, fn)
+def iteration_floor(D, n, T=3):
+    """Seconds of the unavoidable linear algebra of one iteration at ``(n, T, D)``, measured now:
+    ``X S`` (forward), ``Xᵀ A`` (backward), ``eigh`` of a ``D × D`` matrix (one LAPACK thread)."""
+    key = jax.random.PRNGKey(0)
+    X = jax.random.normal(key, (n * T, D))
+    A = jax.random.normal(key, (n * T, D))
+    S = jax.random.normal(key, (D, D))
+    S = S + S.T
+    with limit_blas_threads(1):
+        fwd = best_time(jax.jit(lambda X, S: X @ S), X, S)
+        bwd = best_time(jax.jit(lambda X, A: jax.lax.dot_general(X, A, (((0,), (0,)), ((), ())))), X, A)
+        eig = best_time(jax.jit(jnp.linalg.eigh), S)
+    return {"forward_product_s": fwd, "backward_product_s": bwd, "eigh_s": eig,
+            "two_products_and_eigh_s": fwd + bwd + eig, "three_products_and_eigh_s": 2 * fwd + bwd + eig}
 
 
-def pretraining_data(D, alpha, T, activation, delta, seed=0):
-    """Teacher, inputs and noisy labels as in ``simulate`` (logit noise, β = 1, κ0 = 1)."""
-    key = jax.random.PRNGKey(seed)
-    teacher = sample_teacher(jax.random.fold_in(key, 0), D)
-    n = max(1, round(alpha * D * D))
-    X = sample_inputs(jax.random.fold_in(key, 1), n, T, D)
-    Y = sample_labels(jax.random.fold_in(key, 2), teacher.S0, X, delta, activation, 1.0, "logits")
-    return jax.block_until_ready((X, Y))
-
-
-# --------------------------------------------------------------------------- (a)
-
-def bench_a(D, alpha, T, activation, delta, lam, target_s):
-    X, Y = pretraining_data(D, alpha, T, activation, delta)
-    fit = lambda **kw: fit_proximal(X, Y, lam=lam, activation=activation, beta=1.0, **kw)  # noqa: E731
-    jax.block_until_ready(fit(max_iter=2)[0])  # compile every function at these shapes
-
+def bench_a(D, alpha, alpha_prime, delta, lam, lam_prime, n_test):
+    kw = dict(lam_prime=lam_prime, n_test=n_test)
+    simulate(D, alpha, alpha_prime, delta, lam, seed=1, **kw)  # compilation
     t0 = time.perf_counter()
-    S, info = fit()
-    S.block_until_ready()
+    r = simulate(D, alpha, alpha_prime, delta, lam, seed=0, **kw)
     wall = time.perf_counter() - t0
-
-    profile = profile_fit(fit, info.iterations)
-    return {"config": dict(D=D, n=int(X.shape[0]), alpha=alpha, T=T, activation=activation,
-                           delta=delta, lam=lam, method="proximal", tol=1e-7),
-            "wall_s": wall, "iterations": info.iterations, "converged": info.converged,
-            "residual": info.residual, "target_s": target_s, "meets_target": wall <= target_s,
-            "profile": profile}
-
-
-def profile_fit(fit, iterations):
-    """Second run of ``fit`` with the gradient, loss and prox calls counted and timed."""
-    names = ("pretrain_loss_and_grad", "pretrain_loss", "nuclear_prox")
-    with instrumented(pretrain_module, names) as stats:
-        t0 = time.perf_counter()
-        S, info = fit()
-        S.block_until_ready()
-        wall = time.perf_counter() - t0
-    accounted = sum(s["seconds"] for s in stats.values())
-    prox_calls = stats["nuclear_prox"]["calls"]
-    return {"wall_s": wall, "iterations": info.iterations, "calls": stats,
-            "per_call_ms": {k: 1e3 * v["seconds"] / max(v["calls"], 1) for k, v in stats.items()},
-            "backtracking_steps": prox_calls - info.iterations,
-            "prox_per_iteration": prox_calls / max(info.iterations, 1),
-            "other_s": wall - accounted}
-
-
-# --------------------------------------------------------------------------- (b)
-
-def bench_b_child(cfg):
-    """Runs inside the subprocess: compile (1-iteration warm-up at the same shapes), then one timed run."""
-    from simulations import simulate
-
-    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    kw = dict(alpha=cfg["alpha"], alpha_prime=cfg["alpha_prime"], delta=cfg["delta"], lam=cfg["lam"],
-              lam_prime=cfg["lam_prime"], T=cfg["T"], activation=cfg["activation"],
-              n_test=cfg["n_test"], seed=0)
-    t0 = time.perf_counter()
-    simulate(cfg["D"], pretrain_tol=1e300, **kw)  # stops after one FISTA step: compiles everything
-    cold = time.perf_counter() - t0
-    names = ("pretrain_loss_and_grad", "pretrain_loss", "nuclear_prox")
-    with instrumented(pretrain_module, names) as stats:
-        t0 = time.perf_counter()
-        result = simulate(cfg["D"], **kw)
-        wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    return {"wall_s": wall, "warmup_wall_s": cold, "stage_timings": result.timings,
-            "pretrain_iterations": result.pretrain.iterations,
-            "pretrain_converged": result.pretrain.converged,
-            "finetune_iterations": result.finetune.iterations, "calls": stats,
-            "peak_rss_bytes": peak, "rss_after_import_bytes": rss_start,
-            "n": max(1, round(cfg["alpha"] * cfg["D"] ** 2))}
-
-
-def bench_b(cfg):
-    """(b) in a subprocess, so that ``ru_maxrss`` is the peak of this simulation alone."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--child-b", json.dumps(cfg)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(CHILD_MARK)]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"benchmark (b) subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    out = json.loads(lines[-1][len(CHILD_MARK):])
-    out["config"] = {k: v for k, v in cfg.items() if not k.startswith("target")} | {"n": out.pop("n")}
-    out.update(target_s=cfg["target_s"], target_gib=cfg["target_gib"],
-               peak_rss_gib=out["peak_rss_bytes"] / GIB,
-               meets_target=out["wall_s"] <= cfg["target_s"] and out["peak_rss_bytes"] / GIB <= cfg["target_gib"])
+    n = round(alpha * D * D)
+    floor = iteration_floor(D, n)
+    its = r.pretrain.iterations
+    per_it = r.timings["pretrain"] / its
+    out = {"config": dict(FULL["a"], D=D, n=n), "wall_s": wall, "timings": r.timings, "pretrain_iterations": its,
+           "pretrain_status": r.pretrain.status.value, "finetune_iterations": r.finetune.iterations,
+           "seconds_per_iteration": per_it, "floor_per_iteration": floor,
+           "floor_run_s": its * floor["two_products_and_eigh_s"],
+           "floor_run_three_products_s": its * floor["three_products_and_eigh_s"]}
+    out["ratio_to_floor"] = wall / out["floor_run_s"]
+    out["ratio_to_three_product_floor"] = wall / out["floor_run_three_products_s"]
+    out["per_iteration_ratio"] = per_it / floor["two_products_and_eigh_s"]
+    print(f"(a) simulate D={D}: {wall:.2f} s ({its} FISTA iterations, {1e3 * per_it:.1f} ms each; floor "
+          f"{1e3 * floor['two_products_and_eigh_s']:.1f} ms = X·S {1e3 * floor['forward_product_s']:.1f} + "
+          f"Xᵀ·A {1e3 * floor['backward_product_s']:.1f} + eigh {1e3 * floor['eigh_s']:.1f}); run floor "
+          f"{out['floor_run_s']:.2f} s → ratio {out['ratio_to_floor']:.2f} (three-product floor "
+          f"{out['floor_run_three_products_s']:.2f} s → {out['ratio_to_three_product_floor']:.2f})")
     return out
 
 
-# --------------------------------------------------------------------------- (c)
-
-def gradient_flops(n, T, D):
-    """Forward ``X S`` (2nTD²) and ``(XS)Xᵀ`` (2nT²D); backward ≈ the same again."""
-    return 4 * n * T * D * D + 4 * n * T * T * D
-
-
-def bench_c(D, alpha, T, matmul_N, repeat):
-    X, Y = pretraining_data(D, alpha, T, "identity", 0.5)
-    n = int(X.shape[0])
-    Xc, Yc, wc = chunk_samples(X, Y, 4096)
-    S = 0.1 * jnp.eye(D)
-    flops = gradient_flops(n, T, D)
-    A, B = square_matrices(matmul_N)
-    best_dot, _ = compile_then_time(jax.jit(jnp.dot), A, B, repeat=repeat)  # before any LAPACK call
-    peak = {"N": matmul_N, "jax_best_s": best_dot, "jax_gflops": 2 * matmul_N ** 3 / best_dot / 1e9}
-    grads = {}
-    for activation in ("identity", "softmax"):
-        best, median = compile_then_time(pretrain_loss_and_grad, S, Xc, Yc, wc, activation, 1.0,
-                                         repeat=repeat)
-        grads[activation] = {"best_s": best, "median_s": median, "gflops": flops / best / 1e9}
-    loss_best, _ = compile_then_time(pretrain_loss, S, Xc, Yc, wc, "identity", 1.0, repeat=repeat)
-    G = jax.random.normal(jax.random.PRNGKey(2), (D, D)) / np.sqrt(D)
-    prox_best, prox_median = compile_then_time(nuclear_prox, G + G.T, 0.01, D, repeat=repeat)
-    peak["numpy_gflops"] = numpy_matmul_gflops(np.asarray(A), np.asarray(B), repeat)  # last
-    return {"config": dict(D=D, n=n, T=T, alpha=alpha, chunk=4096), "flops_per_gradient": flops,
-            "gradient": grads, "loss_identity_best_s": loss_best,
-            "prox_eigh_best_s": prox_best, "prox_eigh_median_s": prox_median, "matmul": peak,
-            "fraction_of_peak": {a: g["gflops"] / peak["jax_gflops"] for a, g in grads.items()}}
+def _child(part, cfg):
+    """Run one part in a fresh process (its own peak RSS) and return its JSON dict."""
+    code = (f"import json, sys; sys.argv = ['x']; import benchmarks.bench_simulator as b; "
+            f"print(b.CHILD_MARK + json.dumps(b._in_child({part!r}, {json.dumps(cfg)!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith(CHILD_MARK))
+    return json.loads(line[len(CHILD_MARK):])
 
 
-def square_matrices(N):
-    key = jax.random.PRNGKey(1)
-    return jax.random.normal(key, (N, N)), jax.random.normal(jax.random.fold_in(key, 1), (N, N))
+def _in_child(part, cfg_json):
+    cfg = json.loads(cfg_json)
+    if part == "b":
+        key = jax.random.PRNGKey(0)
+        D = cfg["D"]
+        teacher = sample_teacher(jax.random.fold_in(key, 0), D)
+        n = round(cfg["alpha"] * D * D)
+        X = sample_inputs(jax.random.fold_in(key, 1), n, 3, D)
+        Y = sample_labels(jax.random.fold_in(key, 2), teacher.S0, X, cfg["delta"], "softmax", 1.0, "logits")
+        jax.block_until_ready(fit_proximal(X, Y, lam=cfg["lam"], activation="softmax", beta=1.0, max_iter=2)[0])
+        t0 = time.perf_counter()
+        S, info = fit_proximal(X, Y, lam=cfg["lam"], activation="softmax", beta=1.0)
+        S.block_until_ready()
+        wall = time.perf_counter() - t0
+        floor = iteration_floor(D, n)
+        res = {"config": dict(cfg, n=n), "wall_s": wall, "iterations": info.iterations, "converged": info.converged,
+               "seconds_per_iteration": wall / info.iterations, "floor_per_iteration": floor,
+               "ratio_to_floor": wall / (info.iterations * floor["two_products_and_eigh_s"])}
+    else:  # "d": one whole simulate, compilation included (the peak memory is what matters)
+        t0 = time.perf_counter()
+        r = simulate(cfg["D"], cfg["alpha"], cfg["alpha_prime"], cfg["delta"], cfg["lam"],
+                     lam_prime=cfg["lam_prime"], n_test=cfg["n_test"], activation=cfg["activation"])
+        res = {"config": dict(cfg, n=round(cfg["alpha"] * cfg["D"] ** 2)), "wall_s_with_compilation":
+               time.perf_counter() - t0, "timings": r.timings, "pretrain_iterations": r.pretrain.iterations,
+               "pretrain_status": r.pretrain.status.value}
+    res["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
+    return res
 
 
-def numpy_matmul_gflops(a, b, repeat):
-    """numpy's (OpenBLAS) matmul, for reference; run last, as it starts OpenBLAS's threads."""
-    a @ b
-    t = min(_timed(lambda: a @ b) for _ in range(repeat))
-    return 2 * a.shape[0] ** 3 / t / 1e9
+def bench_c(D, alpha, alpha_prime, delta, lam, lam_prime, n_test, seeds, tmp):
+    from simulations.campaigns.resumable import Executor, run_points
 
-
-def _timed(fn):
+    kw = dict(D=D, alpha=alpha, alpha_prime=alpha_prime, delta=delta, lam=lam, lam_prime=lam_prime, n_test=n_test)
+    simulate(**kw, seed=99)  # compilation of the in-process run
     t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+    for s in range(seeds):
+        simulate(**kw, seed=s)
+    serial = time.perf_counter() - t0
+    workers = min(available_cores(), seeds)
+    t0 = time.perf_counter()
+    run_points(simulate, [dict(kw, seed=s) for s in range(seeds)], tmp, executor=Executor(workers=workers),
+               progress=False)
+    pooled = time.perf_counter() - t0  # includes each worker's start-up and compilation
+    out = {"config": dict(kw, seeds=seeds), "serial_after_compilation_s": serial, "workers": workers,
+           "threads_per_worker": Executor(workers=workers).threads, "processes_with_compilation_s": pooled,
+           "faster": "processes" if pooled < serial else "serial"}
+    print(f"(c) {seeds} seeds at D={D}: serial {serial:.1f} s (compiled), {workers} pinned processes "
+          f"{pooled:.1f} s (start-up and compilation included)")
+    return out
 
 
-# --------------------------------------------------------------------------- report
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", nargs="+", choices=("a", "b", "c", "d"))
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    parts = args.only or ["a", "b", "c", "d"]
+    res = {"metadata": run_metadata(), "cores": available_cores(), "loadavg_before": list(os.getloadavg())}
+    if "a" in parts:
+        res["a"] = bench_a(**sizes["a"])
+    if "b" in parts:
+        cfg = {k: v for k, v in sizes["b"].items() if k != "target_s"}
+        res["b"] = dict(_child("b", cfg), target_s=sizes["b"]["target_s"])
+        print(f"(b) pre-training D={cfg['D']}: {res['b']['wall_s']:.1f} s, {res['b']['iterations']} iterations, "
+              f"ratio to floor {res['b']['ratio_to_floor']:.2f}, peak RSS {res['b']['peak_rss_gib']:.2f} GiB")
+    if "c" in parts:
+        import tempfile
 
-def format_table(res) -> str:
-    a, b, c = res["a"], res["b"], res["c"]
-    ok = lambda flag: "OK" if flag else "MISSED"  # noqa: E731
-    p = a["profile"]
-    lines = [
-        f"{'benchmark':<58} {'result':>22}  target",
-        f"{'(a) pre-train D=%d n=%d softmax, wall' % (a['config']['D'], a['config']['n']):<58} "
-        f"{a['wall_s']:>20.2f} s  <= {a['target_s']:.0f} s {ok(a['meets_target'])}",
-        f"{'    FISTA iterations (converged=%s)' % a['converged']:<58} {a['iterations']:>22d}",
-        f"{'    per call: grad / loss / prox (ms)':<58} "
-        f"{'%.1f / %.1f / %.1f' % tuple(p['per_call_ms'][k] for k in ('pretrain_loss_and_grad', 'pretrain_loss', 'nuclear_prox')):>22}",
-        f"{'    backtracking steps; prox calls per iteration':<58} "
-        f"{'%d; %.2f' % (p['backtracking_steps'], p['prox_per_iteration']):>22}",
-        f"{'(b) simulate D=%d n=%d identity, wall (warm)' % (b['config']['D'], b['config']['n']):<58} "
-        f"{b['wall_s']:>20.2f} s  <= {b['target_s']:.0f} s {ok(b['wall_s'] <= b['target_s'])}",
-        f"{'    warm-up incl. compilation (1 FISTA step)':<58} {b['warmup_wall_s']:>20.2f} s",
-        f"{'    stages: ' + ', '.join('%s %.1f' % kv for kv in b['stage_timings'].items()):<58}",
-        f"{'    FISTA iterations':<58} {b['pretrain_iterations']:>22d}",
-        f"{'    peak RSS':<58} {b['peak_rss_gib']:>18.2f} GiB  <= {b['target_gib']:.0f} GiB "
-        f"{ok(b['peak_rss_gib'] <= b['target_gib'])}",
-        f"{'(c) grad D=%d n=%d, %.2f GFLOP/call: identity' % (c['config']['D'], c['config']['n'], c['flops_per_gradient'] / 1e9):<58} "
-        f"{c['gradient']['identity']['gflops']:>14.1f} GFLOP/s ({c['gradient']['identity']['best_s']:.3f} s)",
-        f"{'    softmax':<58} {c['gradient']['softmax']['gflops']:>14.1f} GFLOP/s ({c['gradient']['softmax']['best_s']:.3f} s)",
-        f"{'    float64 matmul peak, jnp.dot N=%d (numpy: %.1f)' % (c['matmul']['N'], c['matmul']['numpy_gflops']):<58} "
-        f"{c['matmul']['jax_gflops']:>14.1f} GFLOP/s",
-        f"{'    prox (eigh) D=%d, random symmetric matrix, standalone' % c['config']['D']:<58} "
-        f"{1e3 * c['prox_eigh_best_s']:>19.1f} ms",
-        f"{'    fraction of peak (identity / softmax)':<58} "
-        f"{'%.0f%% / %.0f%%' % (100 * c['fraction_of_peak']['identity'], 100 * c['fraction_of_peak']['softmax']):>22}",
-    ]
-    return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
-    parser.add_argument("--out", help="result file (default benchmarks/results/simulator[_quick].json)")
-    parser.add_argument("--only", choices=("a", "b", "c"), nargs="+", default=("a", "b", "c"))
-    parser.add_argument("--child-b", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child_b:
-        print(CHILD_MARK + json.dumps(bench_b_child(json.loads(args.child_b))), flush=True)
-        return 0
-    cfg = QUICK if args.quick else FULL
-    runners = {"a": lambda: bench_a(**cfg["a"]), "b": lambda: bench_b(cfg["b"]),
-               "c": lambda: bench_c(**cfg["c"])}
-    load_start = os.getloadavg()
-    if load_start[0] > 0.5:
-        print(f"warning: 1-minute load {load_start[0]:.2f} before starting: timings will be noisy",
-              file=sys.stderr)
-    results = {}
-    for name in args.only:
-        print(f"running ({name}) ...", file=sys.stderr, flush=True)
-        results[name] = runners[name]()
-    if set(results) == {"a", "b", "c"}:
-        print(format_table(results))
-    else:
-        print(json.dumps(results, indent=2))
-    out = args.out or os.path.join(HERE, "results", "simulator_quick.json" if args.quick else "simulator.json")
-    env = {k: os.environ.get(k) for k in THREAD_ENV}
-    env["loadavg_start_end"] = [load_start, os.getloadavg()]
-    write_json_atomic(out, {"benchmark": "simulator", "quick": args.quick, "dtype": "float64",
-                            "environment": env, "results": results, **run_metadata()})
-    print(f"wrote {out}")
-    return 0
+        with tempfile.TemporaryDirectory() as tmp:
+            res["c"] = bench_c(**sizes["c"], tmp=tmp)
+    if "d" in parts:
+        res["d"] = _child("d", sizes["d"])
+        print(f"(d) simulate identity D={sizes['d']['D']}, α={sizes['d']['alpha']}: "
+              f"{res['d']['wall_s_with_compilation']:.1f} s with compilation, peak RSS {res['d']['peak_rss_gib']:.2f} GiB")
+    res["loadavg_after"] = list(os.getloadavg())
+    out = args.out or f"benchmarks/results/simulator{'_quick' if args.quick else ''}.json"
+    write_json_atomic(out, res)
+    print("written", out)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

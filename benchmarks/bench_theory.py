@@ -8,7 +8,7 @@ with compilation, and a second call); a warm-started sweep of 40 λ values (soft
 error; and a D = 150 simulation of the same point for the speed ratio.
 
 ``--figure1 [--workers 2] [--chunks K] [--n-samples N]``: the theory curves of Figure 1 (softmax, α = 0.1,
-α' = 3, T = 3, Δ ∈ {0.5, 2}, 40 λ in [0.005, 0.5] × λ' ∈ {0.05, 1, ∞}, warm starts) and one D = 150
+α' = 3, T = 3, Δ ∈ {0.5, 2}, 40 λ per Δ on the figure's grids × λ' ∈ {0.05, 1, ∞}, warm starts) and one D = 150
 simulation of a Figure-1 point with its three λ' (one pre-training, three fine-tunings), from which the
 cost of simulating the same 80 (λ, Δ) points × 4 runs is extrapolated. With ``--workers 2`` each Δ's λ
 grid is cut into ``--chunks`` contiguous pieces (default 3; 1: one process per Δ), each a warm-started
@@ -101,27 +101,31 @@ def figure1(args):
     from concurrent.futures import ProcessPoolExecutor
 
     from simulations import simulate_variants
-    from simulations.campaigns.records import versions, write_json_atomic
+    from simulations.campaigns.records import thread_settings, versions, write_json_atomic
+    from solvable_attention.runtime import pin_worker_threads, threads_per_worker
 
     lam_primes = [0.05, 1.0, math.inf]
     n_lam = 8 if args.quick else 40
-    lams = np.geomspace(0.005, 0.5, n_lam)
     deltas = (0.5, 2.0)
+    # Figure 1's theory grids (simulations/figures/fig1.py): one λ range per Δ
+    ranges = {0.5: (1e-3, 0.3), 2.0: (0.01, 1.0)}
     res = {"versions": versions(), "n_lambda": n_lam, "lam_primes": ["0.05", "1", "inf"],
-           "n_samples": args.n_samples, "workers": args.workers, "loadavg_before": list(__import__("os").getloadavg())}
+           "n_samples": args.n_samples, "workers": args.workers,
+           "threads_per_worker": threads_per_worker(args.workers), "threads": thread_settings(), "loadavg_before": list(__import__("os").getloadavg())}
     out = Path(args.out if args.out != "benchmarks/results/theory.json" else "benchmarks/results/figure1.json")
     partial = str(out.with_suffix("")) + "_partial_delta{}_{}.json"
     pieces = [(d, list(chunk)) for d in sorted(deltas, reverse=True)
-              for chunk in np.array_split(lams, max(1, args.chunks))]  # Δ = 2 first: its small λ cost most
+              for chunk in np.array_split(np.geomspace(*ranges[d], n_lam), max(1, args.chunks))]  # Δ = 2 first: its small λ cost most
     res["chunks"] = [[d, float(c[0]), float(c[-1]), len(c)] for d, c in pieces]
     t0 = time.perf_counter()
     if args.workers > 1:  # processes take the pieces in order as they free up (each compiles once)
-        with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"), initializer=pin_worker_threads,
+                                 initargs=(threads_per_worker(args.workers),)) as pool:
             outs = list(pool.map(_figure1_curve, [d for d, _ in pieces], [c for _, c in pieces],
                                  [lam_primes] * len(pieces), [args.n_samples] * len(pieces),
                                  [partial.format(d, i) for i, (d, _) in enumerate(pieces)]))
     else:
-        _, res["compile_run_s"] = timed(_figure1_curve, 0.5, lams[:2], lam_primes, args.n_samples)
+        _, res["compile_run_s"] = timed(_figure1_curve, 0.5, pieces[0][1][:2], lam_primes, args.n_samples)
         outs = [_figure1_curve(d, c, lam_primes, args.n_samples, partial.format(d, i))
                 for i, (d, c) in enumerate(pieces)]
     total = time.perf_counter() - t0

@@ -50,3 +50,84 @@ def limit_blas_threads(n: int = 1):
     import scipy.linalg  # noqa: F401  CPU LAPACK calls scipy's, through scipy.linalg.cython_lapack)
 
     return threadpool_limits(n, user_api="blas")
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one, else ``os.cpu_count``).
+
+    Returns:
+        An integer ``≥ 1``.
+    """
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """The BLAS/XLA threads each of ``workers`` processes may use so that ``workers × threads ≤ cores``.
+
+    Args:
+        workers: processes running at once, ``≥ 1``.
+        cores: the cores to share (default :func:`available_cores`).
+
+    Returns:
+        ``max(1, cores // workers)``.
+
+    Raises:
+        ValueError: ``workers`` not a positive integer, or more workers than cores (each needs at least
+            one thread, so the cores would be oversubscribed).
+    """
+    cores = available_cores() if cores is None else int(cores)
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if workers > cores:
+        raise ValueError(f"workers = {workers} exceeds the {cores} available cores: each worker needs one "
+                         f"thread, so they would oversubscribe the machine; use workers <= {cores}")
+    return max(1, cores // workers)
+
+
+def thread_environment(threads: int) -> dict:
+    """Environment variables that cap a *new* process's XLA CPU pool and BLAS libraries at ``threads``.
+
+    XLA reads its thread settings when its CPU backend starts, BLAS libraries when they load; these are
+    their only interfaces, so a worker process gets them before it computes anything (see
+    :func:`pin_worker_threads`). The package itself reads no environment variable.
+
+    Args:
+        threads: the cap, ``≥ 1``.
+
+    Returns:
+        ``{"XLA_FLAGS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}`` → values.
+    """
+    n = int(threads)
+    xla = f"--xla_cpu_multi_thread_eigen={'true' if n > 1 else 'false'} intra_op_parallelism_threads={n}"
+    return {"XLA_FLAGS": xla, "OPENBLAS_NUM_THREADS": str(n), "OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
+
+
+def pin_worker_threads(threads: int) -> None:
+    """Cap this (worker) process at ``threads`` XLA and BLAS threads; call it first thing in a new process.
+
+    Used as the initializer of the package's process pools (``spawn``), so that ``workers × threads``
+    never exceeds the cores (:func:`threads_per_worker`).
+
+    Args:
+        threads: the cap, ``≥ 1``.
+
+    Raises:
+        RuntimeError: JAX's backend already started in this process (its thread pool can no longer change).
+    """
+    import os
+
+    from jax._src import xla_bridge
+
+    if getattr(xla_bridge, "_backends", None):
+        raise RuntimeError("pin_worker_threads must run before JAX computes anything in this process")
+    os.environ.update(thread_environment(threads))
+    import numpy  # noqa: F401  (load the BLAS libraries now, so that the cap below reaches them)
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(int(threads), user_api="blas")

@@ -60,6 +60,13 @@ UNINFORMATIVE_START = (0.0, 0.5, 0.5)
 START_RESPONSE_SHRINK = (1.0, 0.1, 0.01, 0.001)
 # Two branches whose (m', q') agree to this relative tolerance are the same fixed point.
 SAME_BRANCH_RTOL = 1e-3
+# Map evaluations at most for the branch-check starts (the starts after the first). A start that converges
+# does so in far fewer (Figure 1's 240 points: 7.5 evaluations per solve on average); one that has not
+# converged by then is kept as a MAX_ITERATIONS branch, and if its objective is lower than the returned
+# branch's the status says NOT_GLOBAL (docs/theory.md §4.6): the cap never hides a lower branch, it only
+# stops paying for a start that drifts (measured: the uninformative start at Δ = 2, λ = 0.01, λ' = 0.05
+# ran all 400 evaluations, 100 s, without converging; its branch is RS-unstable).
+BRANCH_CHECK_MAX_ITER = 100
 
 
 @dataclass(frozen=True)
@@ -340,7 +347,8 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
             x0 = np.array(x0, float)
             x0[2] *= shrink
             try:
-                fp = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=_project_lora,
+                cap = max_iter if k == 0 else min(max_iter, BRANCH_CHECK_MAX_ITER)
+                fp = solve_fixed_point(F, x0, tol=tol, max_iter=cap, damping=damping, project=_project_lora,
                                        fallback=fallback, accept_tol=accept if accept_tol > tol else tol,
                                        memory=memory if k == 0 else None)
             except InvalidIterate as exc:  # this start is outside the map's domain; the others may not be

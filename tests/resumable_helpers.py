@@ -32,3 +32,16 @@ def fake_simulation(D, seed, a=1.0, b=-2.0, theory=0.9, **setting):
 
 def fake_theory(setting, seed=0):
     return {"x": setting["theory"], "converged": True, "residual": 0.0, "seconds": 0.0}
+
+
+def threads_in_effect(x):
+    """The thread settings this worker computes under, after a JAX computation: the XLA flags, BLAS
+    pools (threadpoolctl) and the number of OS threads of the process."""
+    import jax.numpy as jnp
+    from threadpoolctl import threadpool_info
+
+    float(jnp.ones((64, 64)).sum())  # start XLA's CPU backend (and its thread pool)
+    with open("/proc/self/status") as fh:
+        os_threads = next((int(line.split()[1]) for line in fh if line.startswith("Threads:")), None)
+    return {"xla_flags": os.environ.get("XLA_FLAGS"), "os_threads": os_threads,
+            "blas": [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]}

@@ -43,10 +43,24 @@ def test_registry_names_every_figure_and_reports_missing_modules(monkeypatch):
     assert main(["reproduce", "figX", "--out", "/tmp/unused"]) == 2
 
 
+def test_full_configurations_are_at_the_papers_scale():
+    """Without --quick every figure simulates at D = 150 with 4 runs per marker; Figure 1 has ≥ 14
+    simulated λ per Δ (the grid's ends included), theory on ≥ 40 λ, and insets with ≥ 6 λ'."""
+    from simulations.figures import fig1, fig2, fig3, fig4, fig5, fig6
+
+    for module in (fig1, fig2, fig3, fig4, fig5, fig6):
+        assert (module.FULL.D, module.FULL.seeds) == (150, 4), module.__name__
+    for d in fig1.FULL.deltas:
+        grid = common.lam_grid(fig1.FULL, d)
+        simulated = grid[::fig1.FULL.sim_every]
+        assert len(grid) >= 40 and len(simulated) >= 14 and simulated[-1] == grid[-1]
+    assert len(set(fig1.FULL.inset_lam_primes) | set(fig1.FULL.lam_primes)) >= 6
+
+
 def test_fig1_tiny_softmax(tmp_path):
     """Two λ, one Δ, D = 12, one seed: every curve and the inset are in the CSV, λ' = ∞ is the
     baseline E'_0 exactly (theory), and the inset sits at the λ minimising the finite-λ' curves."""
-    res = figures.reproduce("fig1", tmp_path, progress=False, deltas=(0.5,), lams=(0.01, 0.1),
+    res = figures.reproduce("fig1", tmp_path, progress=False, deltas=(0.5,), lams=(0.01, 0.1), sim_every=1,
                             inset_lam_primes=(), D=12, seeds=1, **TINY_MC)
     _check_files(res, "fig1")
     rows = _rows(res)
@@ -235,3 +249,29 @@ def test_rs_unstable_theory_points_are_drawn_dotted_and_kept_out_of_minima():
                                       metric="E_ft")
     styles = {line.get_label(): line.get_linestyle() for line in axes[0, 0].get_lines()}
     assert styles == {"x": "-", "x (RS-unstable)": ":"}
+
+
+def _row(source, metric, value, se, lam=0.1, **kw):
+    return dict(source=source, panel="p", alpha=0.1, delta=0.5, lam=lam, lam_prime=1.0, recalibrate=False,
+                activation="softmax", D=150 if source == "simulation" else math.inf,
+                n_seeds=4 if source == "simulation" else 0, metric=metric, value=value, se=se, **kw)
+
+
+def test_marker_z_scores_compare_each_marker_with_the_theory_at_its_setting():
+    """z = (sim − theory)/√(se_sim² + se_th²) at the same setting; the theory point's state travels with
+    it (an RS-unstable line is flagged, a non-converged one gives no z)."""
+    rows = [_row("theory", "E_ft", 1.0, 0.0), _row("theory", "converged", 1.0, 0.0),
+            _row("theory", "rs_unstable", 0.0, 0.0), _row("simulation", "E_ft", 1.4, 0.1),   # z = 4
+            _row("theory", "E_ft", 2.0, 0.03, lam=0.2), _row("theory", "converged", 0.0, 0.0, lam=0.2),
+            _row("theory", "rs_unstable", 1.0, 0.0, lam=0.2), _row("simulation", "E_ft", 2.1, 0.04, lam=0.2),  # z = 2
+            _row("theory", "E_ft", 3.0, 0.0, lam=0.3), _row("theory", "converged", 0.0, 0.0, lam=0.3),
+            _row("simulation", "E_ft", 2.0, 0.1, lam=0.3),  # theory not converged: no z
+            _row("simulation", "E_ft", 5.0, 0.1, lam=0.4)]  # no theory at this λ: not a marker of the check
+    out = common.marker_z_scores(rows)
+    by_lam = {m["lam"]: m for m in out["markers"]}
+    assert set(by_lam) == {0.1, 0.2, 0.3}
+    assert by_lam[0.1]["z"] == pytest.approx(4.0) and by_lam[0.1]["theory_state"] == "converged"
+    assert by_lam[0.2]["z"] == pytest.approx(2.0) and by_lam[0.2]["theory_state"] == "rs_unstable"
+    assert by_lam[0.3]["z"] is None and by_lam[0.3]["theory_state"] == "not_converged"
+    assert out["summary"]["E_ft"] == {"markers": 3, "compared": 2, "within_3se": 1, "rs_unstable": 1,
+                                      "outside_3se_rs_stable": 1}

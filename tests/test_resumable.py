@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import resumable_helpers
+from solvable_attention.runtime import available_cores, threads_per_worker
 from simulations.campaigns.resumable import Executor, load_records, pending, point_id, run_points
 
 HERE = Path(__file__).parent
@@ -102,3 +103,31 @@ def test_bad_backend_and_workers_are_named(tmp_path):
         Executor(workers=0)
     with pytest.raises(ValueError, match="address"):
         Executor(address="tcp://x:1")
+
+
+@pytest.mark.parametrize("backend", ["process", "dask"])
+def test_workers_are_pinned_so_that_workers_times_threads_fit_the_cores(tmp_path, backend):
+    """Two workers on this machine: each computes under XLA flags and BLAS pools capped at
+    cores // 2 threads (process pool) or 1 (Dask), and every record says so."""
+    if backend == "dask":
+        import dask.distributed  # noqa: F401
+    executor = Executor(workers=2, backend=backend)
+    cap = executor.threads
+    assert cap == (1 if backend == "dask" else max(1, available_cores() // 2))
+    records = run_points(resumable_helpers.threads_in_effect, [{"x": 0}, {"x": 1}], tmp_path / backend,
+                         executor=executor, progress=False)
+    for r in records:
+        assert f"intra_op_parallelism_threads={cap}" in r["result"]["xla_flags"]
+        assert r["result"]["blas"] and set(r["result"]["blas"]) == {cap}
+        assert r["threads"]["environment"]["OPENBLAS_NUM_THREADS"] == str(cap)
+
+
+def test_thread_budget_arithmetic_and_oversubscription_refused():
+    assert threads_per_worker(1, cores=2) == 2
+    assert threads_per_worker(2, cores=2) == 1
+    assert threads_per_worker(2, cores=16) == 8
+    assert threads_per_worker(3, cores=16) == 5  # 3 × 5 = 15 ≤ 16
+    with pytest.raises(ValueError, match="exceeds the 2 available cores"):
+        threads_per_worker(3, cores=2)
+    with pytest.raises(ValueError, match="workers"):
+        Executor(workers=available_cores() + 1)

@@ -7,7 +7,9 @@ an interrupt loses at most the points being computed, never a finished one, and 
 finished point. Where the points run is an :class:`Executor`:
 
 * ``Executor(workers=1)`` (default): in this process; ``workers > 1``: a local process pool (``spawn``,
-  safe with JAX; each worker should use one BLAS/XLA thread, see :mod:`solvable_attention.runtime`).
+  safe with JAX). Each worker is pinned to ``cores // workers`` XLA and BLAS threads before it computes
+  anything (:func:`solvable_attention.runtime.pin_worker_threads`), so that workers × threads never exceed
+  the cores; more workers than cores is refused. Every record carries the thread settings it ran under.
 * ``Executor(backend="dask", workers=W, address=None)``: tasks of a Dask ``distributed`` cluster
   (optional extra ``pip install -e '.[distributed]'``); ``address=None`` starts a local cluster of ``W``
   single-threaded processes, ``address="tcp://host:8786"`` uses an existing scheduler (``dask scheduler``
@@ -28,7 +30,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .records import jsonable, restore_inf, versions, write_json_atomic
+from solvable_attention.runtime import pin_worker_threads, thread_environment, threads_per_worker
+
+from .records import jsonable, restore_inf, thread_settings, versions, write_json_atomic
 
 BACKENDS = ("process", "dask")
 
@@ -43,8 +47,8 @@ class Executor:
         address: scheduler address of an existing Dask cluster (``backend="dask"`` only).
 
     Raises:
-        ValueError: a backend outside :data:`BACKENDS`, ``workers`` not a positive integer, or an
-            ``address`` without ``backend="dask"``.
+        ValueError: a backend outside :data:`BACKENDS`, ``workers`` not a positive integer, an
+            ``address`` without ``backend="dask"``, or more local worker processes than cores.
     """
 
     workers: int = 1
@@ -58,6 +62,19 @@ class Executor:
             raise ValueError(f"workers must be a positive integer, got {self.workers!r}")
         if self.address is not None and self.backend != "dask":
             raise ValueError("address (a Dask scheduler) needs backend='dask'")
+        if self.backend == "process" and self.workers > 1:
+            threads_per_worker(self.workers)  # raises for more workers than cores
+
+    @property
+    def threads(self) -> int:
+        """BLAS/XLA threads of each worker process (``cores // workers``; ``1`` on a Dask cluster).
+
+        Returns:
+            The per-worker thread cap (for ``workers = 1``, in-process: the cores of this machine).
+        """
+        if self.backend == "dask":
+            return 1
+        return threads_per_worker(self.workers)
 
 
 def point_id(point: dict) -> str:
@@ -77,7 +94,7 @@ def point_id(point: dict) -> str:
 
 
 def compute_record(fn, point: dict) -> dict:
-    """``fn(**point)`` and its record ``{point, result, seconds, versions, finished_at}`` (no I/O).
+    """``fn(**point)`` and its record ``{point, result, seconds, versions, threads, finished_at}`` (no I/O).
 
     Args:
         fn: the point function; a result with ``to_dict()`` is stored through it.
@@ -85,7 +102,8 @@ def compute_record(fn, point: dict) -> dict:
 
     Returns:
         The record: ``point``, JSON-ready ``result``, wall-clock ``seconds``, :func:`~.records.versions`,
-        and the UTC ``finished_at`` time (ISO 8601).
+        the thread settings it ran under (:func:`~.records.thread_settings`) and the UTC ``finished_at``
+        time (ISO 8601).
 
     Raises:
         TypeError: a result that is not JSON serialisable; anything ``fn`` raises propagates.
@@ -95,7 +113,8 @@ def compute_record(fn, point: dict) -> dict:
     if hasattr(result, "to_dict"):
         result = result.to_dict()
     return {"point": point, "result": jsonable(result), "seconds": time.perf_counter() - t0,
-            "versions": versions(), "finished_at": datetime.now(timezone.utc).isoformat()}
+            "versions": versions(), "threads": thread_settings(),
+            "finished_at": datetime.now(timezone.utc).isoformat()}
 
 
 def store_record(out_dir, record: dict) -> str:
@@ -132,7 +151,7 @@ def pending(points, out_dir) -> list[dict]:
 
 
 def run_points(fn, points, out_dir, *, executor: Executor | None = None, progress: bool = True,
-               desc: str = "points") -> list[dict]:
+               desc: str = "points", on_done=None) -> list[dict]:
     """Run ``fn(**point)`` for each point without a record in ``out_dir``; return all records of ``points``.
 
     Args:
@@ -141,6 +160,8 @@ def run_points(fn, points, out_dir, *, executor: Executor | None = None, progres
         out_dir: folder of the records, one ``<point_id>.json`` each (created if missing).
         executor: where to compute (default :class:`Executor`, this process).
         progress: a tqdm bar of finished/total points with rate and ETA; ``desc`` labels it.
+        on_done: optional callback ``on_done(point)`` after each point computed here (e.g. a progress bar
+            shared by several sweeps; then pass ``progress=False``).
 
     Returns:
         The records ``{point, result, seconds, versions, finished_at}`` of ``points`` found on disk, in
@@ -161,23 +182,28 @@ def run_points(fn, points, out_dir, *, executor: Executor | None = None, progres
         if not todo:
             pass
         elif executor.backend == "dask":
-            _run_dask(fn, todo, out_dir, executor.workers, executor.address, bar)
+            _run_dask(fn, todo, out_dir, executor.workers, executor.address, bar, on_done)
         elif executor.workers == 1:
             for p in todo:
                 store_record(out_dir, compute_record(fn, p))
                 bar.update()
+                if on_done is not None:
+                    on_done(p)
         else:
             import multiprocessing as mp
 
-            with ProcessPoolExecutor(max_workers=executor.workers, mp_context=mp.get_context("spawn")) as pool:
-                futures = [pool.submit(compute_record, fn, p) for p in todo]
+            with ProcessPoolExecutor(max_workers=executor.workers, mp_context=mp.get_context("spawn"),
+                                     initializer=pin_worker_threads, initargs=(executor.threads,)) as pool:
+                futures = {pool.submit(compute_record, fn, p): p for p in todo}
                 for fut in as_completed(futures):
                     store_record(out_dir, fut.result())
                     bar.update()
+                    if on_done is not None:
+                        on_done(futures[fut])
     return load_records(out_dir, points)
 
 
-def _run_dask(fn, todo, out_dir, workers, address, bar) -> None:
+def _run_dask(fn, todo, out_dir, workers, address, bar, on_done) -> None:
     """The points of ``todo`` as tasks of a Dask cluster; each record is stored as it arrives."""
     try:
         from dask.distributed import Client, LocalCluster, as_completed as dask_completed
@@ -186,13 +212,16 @@ def _run_dask(fn, todo, out_dir, workers, address, bar) -> None:
 
     cluster = None
     if address is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               env=thread_environment(1))  # each worker: one XLA/BLAS thread
     try:
         with Client(address or cluster) as client:
-            futures = [client.submit(compute_record, fn, p, pure=False) for p in todo]
-            for fut in dask_completed(futures):
+            futures = {client.submit(compute_record, fn, p, pure=False): i for i, p in enumerate(todo)}
+            for fut in dask_completed(list(futures)):
                 store_record(out_dir, fut.result())
                 bar.update()
+                if on_done is not None:
+                    on_done(todo[futures[fut]])
     finally:
         if cluster is not None:
             cluster.close()

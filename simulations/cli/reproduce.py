@@ -25,7 +25,7 @@ def register(subparsers) -> None:
                               description="Reproduce one of the paper's figures: theory curves and simulation "
                                           "markers, written as <out>/<figure>.png/.pdf/.csv/.json; simulations "
                                           "are cached point by point under <out>/cache/ (a rerun skips them).")
-    p.add_argument("figure", metavar="FIGURE", help=f"one of {', '.join(FIGURES)}")
+    p.add_argument("figure", metavar="FIGURE", help=f"one of {', '.join(FIGURES)}, or 'all' (every figure in turn)")
     p.add_argument("--quick", action="store_true",
                    help="coarse grid, small D, 2 seeds, fewer theory samples (minutes instead of hours)")
     p.add_argument("--out", default="figures", help="output folder (default: ./figures)")
@@ -52,22 +52,35 @@ def run(args) -> int:
     """
     from ..figures import FIGURES, FigureUnavailable, load
 
-    if args.figure not in FIGURES:
-        raise UsageError(f"unknown figure {args.figure!r}; choose from {', '.join(FIGURES)}")
+    if args.figure not in FIGURES and args.figure != "all":
+        raise UsageError(f"unknown figure {args.figure!r}; choose from {', '.join(FIGURES)} or all")
     executor = make_executor(args)
     if args.D is not None and args.D < 2:
         raise UsageError(f"--D must be an integer >= 2, got {args.D}")
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be a positive integer, got {args.seeds}")
     check_writable(os.path.join(args.out, "x"), flag="--out")
+    names = list(FIGURES) if args.figure == "all" else [args.figure]
     try:
-        module = load(args.figure)
+        modules = [load(name) for name in names]
     except FigureUnavailable as exc:
         raise UsageError(str(exc)) from None
     overrides = {k: v for k, v in (("D", args.D), ("seeds", args.seeds)) if v is not None}
-    result = module.reproduce(Path(args.out), quick=args.quick, executor=executor,
-                              progress=not args.no_progress, **overrides)
-    for path in result["paths"].values():
-        print(f"wrote {path}")
-    print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result["timings"].items()))
+    summary = {}
+    for name, module in zip(names, modules):
+        result = module.reproduce(Path(args.out), quick=args.quick, executor=executor,
+                                  progress=not args.no_progress, **overrides)
+        for path in result["paths"].values():
+            print(f"wrote {path}")
+        timings = result["timings"]
+        print(f"{name} timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()
+                                                  if isinstance(v, (int, float))))
+        summary[name] = timings
+    if len(names) > 1:
+        from ..campaigns.records import run_metadata, write_json_atomic
+
+        total = sum(t["total_s"] for t in summary.values())
+        write_json_atomic(Path(args.out) / "all.json", {"figures": summary, "total_s": total,
+                                                        "quick": bool(args.quick), **run_metadata()})
+        print(f"all figures: {total:.1f} s; wrote {Path(args.out) / 'all.json'}")
     return 0

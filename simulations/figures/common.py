@@ -36,7 +36,8 @@ from state_evolution.sampling import N_SAMPLES, N_TEST_SAMPLES
 
 from ..campaigns.records import new_figure as make_figure
 from ..campaigns.records import restore_inf, run_metadata, write_file_atomic, write_json_atomic
-from ..campaigns.resumable import Executor, run_points
+from ..campaigns.progress import WorkTracker
+from ..campaigns.resumable import Executor, pending, run_points
 
 SETTING_KEYS = ("panel", "alpha", "delta", "lam", "lam_prime", "recalibrate", "activation")
 CSV_COLUMNS = ("source",) + SETTING_KEYS + ("D", "n_seeds", "metric", "value", "se")
@@ -93,6 +94,21 @@ def lam_grid(cfg, delta) -> list[float]:
             raise ValueError(f"lams has {len(cfg.lams)} grids for {len(cfg.deltas)} deltas")
         return [float(x) for x in cfg.lams[list(cfg.deltas).index(delta)]]
     return [float(x) for x in cfg.lams]
+
+
+def split_grid(grid, pieces: int) -> list[list[float]]:
+    """``grid`` cut into ``pieces`` contiguous, nearly equal, non-empty parts (fewer if the grid is shorter).
+
+    Args:
+        grid: a sequence of floats.
+        pieces: the number of parts, ``≥ 1``.
+
+    Returns:
+        The parts, in order; their concatenation is ``grid``.
+    """
+    grid = [float(x) for x in grid]
+    pieces = max(1, min(int(pieces), len(grid)))
+    return [list(map(float, part)) for part in np.array_split(grid, pieces)]
 
 
 # --------------------------------------------------------------------------- metrics of one point
@@ -206,6 +222,58 @@ def simulation_rows(records, panel_of) -> list[dict]:
     return rows
 
 
+Z_METRICS = ("E_ft", "E_ft_baseline", "alignment", "m_abs", "q_ft", "c", "mse_S", "q_pre", "E_pre")
+
+
+def marker_z_scores(rows) -> dict:
+    """Each simulation marker against the theory line at its setting: ``z = (sim − theory)/√(se_sim² + se_th²)``.
+
+    A marker is compared where a theory row has the same setting (:data:`SETTING_KEYS`) and metric
+    (:data:`Z_METRICS`). The theory point's state is kept with it: ``converged``, ``rs_unstable`` (a
+    replica-symmetric point that is unstable, docs/theory.md §4.6: the line is not the ERM's answer there)
+    or ``not_converged`` (no theory value).
+
+    Args:
+        rows: the tidy rows of a figure (theory and simulation).
+
+    Returns:
+        ``{"markers": [{setting..., metric, D, n_seeds, simulation, simulation_se, theory, theory_se, z,
+        theory_state}], "summary": {metric: {"markers", "compared", "within_3se", "rs_unstable"}}}``;
+        ``z`` is ``None`` where no converged theory value or no spread exists.
+    """
+    def key(r):
+        return tuple(str(r[k]) for k in SETTING_KEYS)
+
+    theory = {(key(r), r["metric"]): r for r in rows if r["source"] == "theory"}
+    markers, summary = [], {}
+    for r in rows:
+        if r["source"] != "simulation" or r["metric"] not in Z_METRICS:
+            continue
+        th = theory.get((key(r), r["metric"]))
+        if th is None:
+            continue
+        conv = theory.get((key(r), "converged"))
+        unstable = theory.get((key(r), "rs_unstable"))
+        state = ("rs_unstable" if unstable is not None and unstable["value"] > 0.5 else
+                 "converged" if conv is None or conv["value"] > 0.5 else "not_converged")
+        th_se = th["se"] if isinstance(th["se"], (int, float)) and math.isfinite(th["se"]) else 0.0
+        spread = math.hypot(r["se"], th_se) if math.isfinite(r["se"]) else math.nan
+        usable = state != "not_converged" and math.isfinite(th["value"]) and math.isfinite(r["value"]) and spread > 0
+        z = (r["value"] - th["value"]) / spread if usable else None
+        markers.append(dict({k: r[k] for k in SETTING_KEYS}, metric=r["metric"], D=r["D"], n_seeds=r["n_seeds"],
+                            simulation=r["value"], simulation_se=r["se"], theory=th["value"], theory_se=th_se,
+                            z=z, theory_state=state))
+        s = summary.setdefault(r["metric"], {"markers": 0, "compared": 0, "within_3se": 0, "rs_unstable": 0,
+                                             "outside_3se_rs_stable": 0})
+        s["markers"] += 1
+        s["rs_unstable"] += state == "rs_unstable"
+        if z is not None:
+            s["compared"] += 1
+            s["within_3se"] += abs(z) <= 3
+            s["outside_3se_rs_stable"] += abs(z) > 3 and state == "converged"
+    return {"markers": markers, "summary": summary}
+
+
 def select(rows, **filters) -> list[dict]:
     """Rows whose fields equal ``filters`` (floats compared with ``math.isclose``)."""
     def match(row):
@@ -300,6 +368,41 @@ def new_figure(nrows: int, ncols: int, width: float = 4.2, height: float = 3.4):
     return make_figure(nrows, ncols, (width * ncols, height * nrows))
 
 
+# --------------------------------------------------------------------------- cost model (progress ETA)
+
+# Seconds of one D = 150, α = 0.1 (n T D² = 1.5e8) softmax simulation with one LoRA variant on this 2-core
+# machine, and of one more LoRA variant; the pre-training cost grows like its per-iteration linear algebra
+# n T D² (benchmarks/README.md). Only the ratios between point costs matter for the ETA (progress.py).
+_SIM_SECONDS, _SIM_SIZE, _VARIANT_SECONDS = 3.0, 1.5e8, 0.5
+# Seconds of a theory curve: a cold start, then one warm-started (λ, λ') solve each (softmax, 2^14 samples);
+# the identity channel is in closed form (pre-training) and cheaper.
+_CURVE_COLD_SECONDS, _CURVE_ROW_SECONDS, _IDENTITY_FACTOR = 15.0, 1.2, 0.3
+
+
+def estimated_cost(point: dict) -> float:
+    """Estimated seconds of one sweep point of a figure (theory curve, theory point or simulation).
+
+    Args:
+        point: the point's keyword dict.
+
+    Returns:
+        A positive estimate, on a common scale across the kinds of points (for the progress ETA).
+    """
+    factor = _IDENTITY_FACTOR if point.get("activation") == "identity" else 1.0
+    if "D" in point:  # a simulation: one pre-training and its LoRA variants
+        D, T = point["D"], point.get("T", 3)
+        size = point["alpha"] * D ** 2 * T * D ** 2
+        variants = len(point.get("variants") or [None])
+        return _SIM_SECONDS * factor * size / _SIM_SIZE + _VARIANT_SECONDS * variants
+    if "lams" in point:  # a warm-started theory curve
+        finite = [lp for lp in point["lam_primes"] if restore_inf(lp) != INF] or [None]
+        rows = len(point["lams"]) * len(finite) * (2 if point.get("recalibrate") else 1)
+        return factor * (_CURVE_COLD_SECONDS + _CURVE_ROW_SECONDS * rows)
+    if "alpha_primes" in point:  # a selection-sweep theory point
+        return factor * _CURVE_ROW_SECONDS * 4 * len(point["alpha_primes"]) * len(point.get("variants") or [None])
+    return 1.0
+
+
 # --------------------------------------------------------------------------- one reproduction
 
 class Reproduction:
@@ -317,11 +420,27 @@ class Reproduction:
         self.cache = self.out / "cache" / name
         self.timings: dict = {}
         self.t0 = time.perf_counter()
+        self.tracker = WorkTracker(name, estimated_cost, enabled=progress)
+        self.expected: set = set()
+
+    def expect(self, label: str, points) -> None:
+        """Announce a sweep to come, so that the figure's one progress bar counts its cost from the start.
+
+        Args:
+            label: the sweep's label (as given to :meth:`sweep`).
+            points: its points (for a sweep whose points depend on earlier results, points of the same
+                cost: only :func:`estimated_cost` of each is used).
+        """
+        self.expected.add(label)
+        self.tracker.expect(pending(points, self.cache / label))
 
     def sweep(self, label: str, fn, points) -> list[dict]:
+        points = [dict(p) for p in points]
+        if label not in self.expected:
+            self.expect(label, points)
         t = time.perf_counter()
-        records = run_points(fn, points, self.cache / label, executor=self.executor, progress=self.progress,
-                            desc=f"{self.name} {label}")
+        records = run_points(fn, points, self.cache / label, executor=self.executor, progress=False,
+                             on_done=self.tracker.advance)
         self.timings[f"{label}_s"] = self.timings.get(f"{label}_s", 0.0) + time.perf_counter() - t
         return records
 
@@ -331,9 +450,10 @@ class Reproduction:
         write_file_atomic(paths["pdf"], fig.savefig)
         write_rows_csv(paths["csv"], rows)
         self.timings["total_s"] = time.perf_counter() - self.t0
+        self.timings["progress"] = self.tracker.close()
         meta = {"figure": self.name, "config": dataclasses.asdict(self.config), "seeds": list(range(self.config.seeds)),
                 "executor": dataclasses.asdict(self.executor), "timings": self.timings, "notes": notes, "cache": str(self.cache),
-                "files": {k: str(v) for k, v in paths.items()}, **run_metadata()}
+                "files": {k: str(v) for k, v in paths.items()}, "z_scores": marker_z_scores(rows), **run_metadata()}
         write_json_atomic(paths["json"], meta)
         return {"paths": paths, "timings": dict(self.timings)}
 

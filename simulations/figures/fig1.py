@@ -41,6 +41,8 @@ class Config:
         lam_primes: the LoRA ridges ``λ'`` of the curves (``inf``: no adaptation).
         inset_lam_primes: extra ``λ'`` of the insets at the optimal ``λ``.
         sim_every: simulate at every ``sim_every``-th ``λ`` of the grid.
+        theory_pieces: each ``Δ``'s theory curve is solved as this many contiguous warm-started pieces
+            (each starting cold), so that several workers share it.
         D: simulation dimension.
         seeds: simulation seeds per point.
         n_test: simulation test samples.
@@ -53,11 +55,13 @@ class Config:
     T: int = 3
     activation: str = "softmax"
     deltas: tuple = (0.5, 2.0)
-    # one λ grid per Δ (the interesting range moves with Δ; at Δ = 2 the solver does not converge below λ ≈ 0.02)
-    lams: tuple = (_grid(1e-3, 0.3, 14), _grid(0.01, 1.0, 14))
+    # one λ grid per Δ (the interesting range moves with Δ): theory on 40 λ, simulations on every third
+    # (14 per Δ, the grid's ends included: 40 = 3·13 + 1)
+    lams: tuple = (_grid(1e-3, 0.3, 40), _grid(0.01, 1.0, 40))
     lam_primes: tuple = (0.05, 1.0, math.inf)
     inset_lam_primes: tuple = tuple(float(x) for x in np.geomspace(3e-3, 30.0, 9))  # besides lam_primes
-    sim_every: int = 1          # simulate at every sim_every-th λ of the grid
+    sim_every: int = 3          # simulate at every sim_every-th λ of the grid
+    theory_pieces: int = 3      # contiguous pieces of each Δ's theory curve (load balance across workers)
     D: int = 150
     seeds: int = 4
     n_test: int = 20000
@@ -66,7 +70,7 @@ class Config:
 
 
 FULL = Config()
-QUICK = Config(lams=(_grid(2e-3, 0.2, 6), _grid(0.025, 1.0, 6)), inset_lam_primes=(),
+QUICK = Config(lams=(_grid(2e-3, 0.2, 6), _grid(0.025, 1.0, 6)), inset_lam_primes=(), sim_every=1, theory_pieces=1,
                D=50, seeds=2, n_test=5000, n_samples=2 ** 12, n_test_samples=2 ** 15)
 
 
@@ -94,9 +98,21 @@ def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool =
     mc = dict(n_samples=cfg.n_samples, n_test_samples=cfg.n_test_samples)
     panel = _panel
 
-    curves = run.sweep("theory", common.theory_curve,
-                       [dict(setting, delta=d, lams=common.lam_grid(cfg, d), lam_primes=list(cfg.lam_primes), **mc)
-                        for d in cfg.deltas])
+    # each Δ's curve in theory_pieces contiguous warm-started pieces (each starts cold), the costly Δ = 2 first:
+    # pieces balance the load of several workers
+    theory_points = [dict(setting, delta=d, lams=piece, lam_primes=list(cfg.lam_primes), **mc)
+                     for d in sorted(cfg.deltas, reverse=True)
+                     for piece in common.split_grid(common.lam_grid(cfg, d), cfg.theory_pieces)]
+    variants = [dict(lam_prime=lp) for lp in cfg.lam_primes]
+    sim_points = [dict(setting, delta=d, lam=lam, D=cfg.D, seed=s, n_test=cfg.n_test, variants=variants)
+                  for d in cfg.deltas for lam in common.lam_grid(cfg, d)[::cfg.sim_every] for s in range(cfg.seeds)]
+    run.expect("theory", theory_points)
+    if cfg.inset_lam_primes and len(list((run.cache / "theory_inset").glob("*.json"))) < len(cfg.deltas):
+        # the inset's λ is known only after the curves: points of the same cost stand in for them
+        run.expect("theory_inset", [dict(setting, delta=d, lams=[0.0], lam_primes=list(cfg.inset_lam_primes), **mc)
+                                    for d in cfg.deltas])
+    run.expect("simulation", sim_points)
+    curves = run.sweep("theory", common.theory_curve, theory_points)
     rows = common.theory_rows(curves, panel)
     finite = [lp for lp in cfg.lam_primes if math.isfinite(lp)]
     best = {d: _optimal_lam(rows, d, finite or list(cfg.lam_primes)) for d in cfg.deltas}
@@ -108,11 +124,7 @@ def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool =
                             for d in cfg.deltas])
         inset_rows += common.theory_rows(insets, lambda p: _panel(p) + " inset")
 
-    variants = [dict(lam_prime=lp) for lp in cfg.lam_primes]
-    sims = run.sweep("simulation", common.simulation_point,
-                     [dict(setting, delta=d, lam=lam, D=cfg.D, seed=s, n_test=cfg.n_test, variants=variants)
-                      for d in cfg.deltas for lam in common.lam_grid(cfg, d)[::cfg.sim_every]
-                      for s in range(cfg.seeds)])
+    sims = run.sweep("simulation", common.simulation_point, sim_points)
     rows = rows + inset_rows + common.simulation_rows(sims, panel)
     fig = plot(rows, cfg)
     return run.finish(fig, rows, notes=f"optimal λ per Δ (inset): {best}")

@@ -99,13 +99,15 @@ def reproduce_as(name, full: Config, quick_config: Config, out: Path, *, quick=F
     cfg = common.make_config(full, quick_config, quick, overrides)
     run = common.Reproduction(name, out, cfg, executor=executor, progress=progress)
     setting = dict(alpha_prime=cfg.alpha_prime, delta=cfg.delta, T=cfg.T, activation=cfg.activation)
-    curves = run.sweep("theory", common.theory_curve,
-                       [dict(setting, alpha=a, lams=list(cfg.lams), lam_primes=[cfg.lam_prime],
-                             n_samples=cfg.n_samples, n_test_samples=cfg.n_test_samples) for a in cfg.alphas])
-    sims = run.sweep("simulation", common.simulation_point,
-                     [dict(setting, alpha=a, lam=lam, D=cfg.D, seed=s, n_test=cfg.n_test,
-                           variants=[dict(lam_prime=cfg.lam_prime)])
-                      for a in cfg.alphas for lam in cfg.lams for s in range(cfg.seeds)])
+    theory_points = [dict(setting, alpha=a, lams=list(cfg.lams), lam_primes=[cfg.lam_prime],
+                          n_samples=cfg.n_samples, n_test_samples=cfg.n_test_samples) for a in cfg.alphas]
+    sim_points = [dict(setting, alpha=a, lam=lam, D=cfg.D, seed=s, n_test=cfg.n_test,
+                       variants=[dict(lam_prime=cfg.lam_prime)])
+                  for a in cfg.alphas for lam in cfg.lams for s in range(cfg.seeds)]
+    run.expect("theory", theory_points)
+    run.expect("simulation", sim_points)
+    curves = run.sweep("theory", common.theory_curve, theory_points)
+    sims = run.sweep("simulation", common.simulation_point, sim_points)
     rows = common.theory_rows(curves, _panel) + common.simulation_rows(sims, _panel)
     return run.finish(plot(rows, cfg), rows)
 

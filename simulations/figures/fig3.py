@@ -88,12 +88,14 @@ def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool =
                          f"{cfg.alpha * cfg.D ** 2:g} pre-training samples: raise D or lower pool_ratio")
     run = common.Reproduction(NAME, out, cfg, executor=executor, progress=progress)
     setting = dict(alpha=cfg.alpha, delta=cfg.delta, lam_prime=cfg.lam_prime, T=cfg.T, activation=cfg.activation)
-    theory = run.sweep("theory", sweeps.theory_point,
-                       [dict(setting, lam=lam, alpha_primes=[cfg.alpha_prime], variants=variants(cfg),
-                             n_samples=cfg.n_samples, n_test_samples=cfg.n_test_samples) for lam in cfg.lams])
-    sims = run.sweep("simulation", sweeps.simulation_point,
-                     [dict(setting, lam=lam, alpha_prime=cfg.alpha_prime, D=cfg.D, seed=s, n_test=cfg.n_test,
-                           variants=variants(cfg)) for lam in cfg.lams for s in range(cfg.seeds)])
+    theory_points = [dict(setting, lam=lam, alpha_primes=[cfg.alpha_prime], variants=variants(cfg),
+                          n_samples=cfg.n_samples, n_test_samples=cfg.n_test_samples) for lam in cfg.lams]
+    sim_points = [dict(setting, lam=lam, alpha_prime=cfg.alpha_prime, D=cfg.D, seed=s, n_test=cfg.n_test,
+                       variants=variants(cfg)) for lam in cfg.lams for s in range(cfg.seeds)]
+    run.expect("theory", theory_points)
+    run.expect("simulation", sim_points)
+    theory = run.sweep("theory", sweeps.theory_point, theory_points)
+    sims = run.sweep("simulation", sweeps.simulation_point, sim_points)
     rows = sweeps.theory_rows(theory) + sweeps.simulation_rows(sims)
     rows += sweeps.gain_rows(rows, sims, "lam", "fresh")
     result = run.finish(plot(rows, cfg), rows)

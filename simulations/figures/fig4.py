@@ -87,12 +87,14 @@ def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool =
     run = common.Reproduction(NAME, out, cfg, executor=executor, progress=progress)
     setting = dict(alpha=cfg.alpha, delta=cfg.delta, lam=cfg.lam, lam_prime=cfg.lam_prime, T=cfg.T,
                    activation=cfg.activation)
-    theory = run.sweep("theory", sweeps.theory_point,
-                       [dict(setting, alpha_primes=list(cfg.alpha_primes), variants=variants(cfg),
-                             n_samples=cfg.n_samples, n_test_samples=cfg.n_test_samples)])
-    sims = run.sweep("simulation", sweeps.simulation_point,
-                     [dict(setting, alpha_prime=ap, D=cfg.D, seed=s, n_test=cfg.n_test, variants=variants(cfg))
-                      for ap in cfg.alpha_primes for s in range(cfg.seeds)])
+    theory_points = [dict(setting, alpha_primes=list(cfg.alpha_primes), variants=variants(cfg),
+                          n_samples=cfg.n_samples, n_test_samples=cfg.n_test_samples)]
+    sim_points = [dict(setting, alpha_prime=ap, D=cfg.D, seed=s, n_test=cfg.n_test, variants=variants(cfg))
+                  for ap in cfg.alpha_primes for s in range(cfg.seeds)]
+    run.expect("theory", theory_points)
+    run.expect("simulation", sim_points)
+    theory = run.sweep("theory", sweeps.theory_point, theory_points)
+    sims = run.sweep("simulation", sweeps.simulation_point, sim_points)
     rows = sweeps.theory_rows(theory) + sweeps.simulation_rows(sims)
     rows += sweeps.gain_rows(rows, sims, "alpha_prime", "random")
     best = best_strategies(rows, cfg)

@@ -50,7 +50,7 @@ class Config:
     T: int = FIG1_FULL.T
     activation: str = "softmax"
     deltas: tuple = FIG1_FULL.deltas
-    lams: tuple = FIG1_FULL.lams
+    lams: tuple = tuple(g[::FIG1_FULL.sim_every] for g in FIG1_FULL.lams)  # Figure 1's simulated λ (14 per Δ)
     lam_prime: float = 1.0
     sim_every: int = 1
     D: int = FIG1_FULL.D
@@ -87,15 +87,16 @@ def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool =
     run = common.Reproduction(NAME, out, cfg, executor=executor, progress=progress)
     setting = dict(alpha=cfg.alpha, alpha_prime=cfg.alpha_prime, T=cfg.T, activation=cfg.activation)
     mc = dict(n_samples=cfg.n_samples, n_test_samples=cfg.n_test_samples)
-    curves = run.sweep("theory", common.theory_curve,
-                       [dict(setting, delta=d, lams=common.lam_grid(cfg, d), recalibrate=recal,
-                             lam_primes=[cfg.lam_prime] + ([] if recal else [math.inf]), **mc)
-                        for d in cfg.deltas for recal in (False, True)])
+    theory_points = [dict(setting, delta=d, lams=common.lam_grid(cfg, d), recalibrate=recal,
+                          lam_primes=[cfg.lam_prime] + ([] if recal else [math.inf]), **mc)
+                     for d in cfg.deltas for recal in (False, True)]
     variants = [dict(lam_prime=cfg.lam_prime), dict(lam_prime=cfg.lam_prime, recalibrate=True)]
-    sims = run.sweep("simulation", common.simulation_point,
-                     [dict(setting, delta=d, lam=lam, D=cfg.D, seed=s, n_test=cfg.n_test, variants=variants)
-                      for d in cfg.deltas for lam in common.lam_grid(cfg, d)[::cfg.sim_every]
-                      for s in range(cfg.seeds)])
+    sim_points = [dict(setting, delta=d, lam=lam, D=cfg.D, seed=s, n_test=cfg.n_test, variants=variants)
+                  for d in cfg.deltas for lam in common.lam_grid(cfg, d)[::cfg.sim_every] for s in range(cfg.seeds)]
+    run.expect("theory", theory_points)
+    run.expect("simulation", sim_points)
+    curves = run.sweep("theory", common.theory_curve, theory_points)
+    sims = run.sweep("simulation", common.simulation_point, sim_points)
     rows = common.theory_rows(curves, _panel) + common.simulation_rows(sims, _panel)
     return run.finish(plot(rows, cfg), rows)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache, partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +30,8 @@ import numpy as np
 from solvable_attention.runtime import limit_blas_threads
 
 from .lbfgs import minimize_lbfgs
-from .objectives import (chunk_samples, factorized_objective, pretrain_loss,
-                         pretrain_loss_and_grad)
+from .objectives import (chunk_samples, factorized_objective, gradient_from_cotangent, logits_split,
+                         loss_and_cotangent, pretrain_loss_and_grad, split_samples)
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,85 @@ def student_rank(D: int, kappa: float) -> int:
     return int(min(D, max(1, round(kappa * D))))
 
 
+# FISTA runs inside one compiled ``lax.while_loop`` (the same code on CPU and GPU, no host round trip
+# per iteration); the host only sees it every ``BLOCK`` iterations, to report progress.
+BLOCK = 50
+# Step doublings at most in one backtracking search (a NaN loss would otherwise never be accepted).
+MAX_BACKTRACKS = 60
+
+
+class _FistaState(NamedTuple):
+    S: jax.Array        # current iterate S_k
+    H_S: jax.Array      # its logits H(S_k)
+    Yk: jax.Array       # extrapolated point Y_k
+    H_Y: jax.Array      # its logits (by linearity)
+    t: jax.Array        # momentum parameter
+    Lip: jax.Array      # inverse step
+    F_S: jax.Array      # objective at S_k
+    residual: jax.Array
+    it: jax.Array
+    converged: jax.Array
+    failed: jax.Array   # the backtracking search did not find a step (NaN or overflow)
+
+
+@partial(jax.jit, static_argnames=("activation", "rank"))
+def _fista_block(state, Xs, Ys, lam, beta, scale, tol, it_stop, activation, rank):
+    """FISTA iterations from ``state`` until convergence, failure or ``it_stop`` (docs/model.md §2)."""
+    D = Xs[0].shape[-1]
+
+    def objective_terms(H):
+        return loss_and_cotangent(H, Ys, activation, beta, D)
+
+    def axpy(a, x, y):  # a x + y over tuples of logits
+        return tuple(a * xi + yi for xi, yi in zip(x, y))
+
+    def body(s):
+        fY, GY = objective_terms(s.H_Y)
+        gY = gradient_from_cotangent(GY, Xs)
+
+        def trial(Lip):
+            S_new = nuclear_prox(s.Yk - gY / Lip, lam / Lip, rank)
+            H_new = logits_split(S_new, Xs)
+            f_new = objective_terms(H_new)[0]
+            diff = S_new - s.Yk
+            bound = fY + jnp.sum(gY * diff) + 0.5 * Lip * jnp.sum(diff * diff) + 1e-12 * jnp.abs(fY)
+            return S_new, H_new, f_new, diff, f_new <= bound
+
+        def bt_cond(b):
+            return ~b[5] & (b[6] < MAX_BACKTRACKS)
+
+        def bt_body(b):
+            Lip = 2.0 * b[0]
+            return (Lip, *trial(Lip), b[6] + 1)
+
+        Lip, S_new, H_new, f_new, diff, ok, _ = jax.lax.while_loop(
+            bt_cond, bt_body, (s.Lip, *trial(s.Lip), jnp.asarray(0)))
+        residual = Lip * jnp.linalg.norm(diff) / scale
+        F_new = f_new + lam * jnp.trace(S_new)
+        restart = F_new > s.F_S  # adaptive restart: drop the momentum
+        t_next = jnp.where(restart, 1.0, 0.5 * (1 + jnp.sqrt(1 + 4 * s.t * s.t)))
+        c = jnp.where(restart, 0.0, (s.t - 1) / t_next)
+        return _FistaState(S=S_new, H_S=H_new, Yk=S_new + c * (S_new - s.S), H_Y=axpy(1.0 + c, H_new, tuple(-c * h for h in s.H_S)),
+                           t=t_next, Lip=0.9 * Lip, F_S=F_new, residual=residual, it=s.it + 1,
+                           converged=residual <= tol, failed=~ok)
+
+    def cond(s):
+        return (s.it < it_stop) & ~s.converged & ~s.failed
+
+    return jax.lax.while_loop(cond, body, state)
+
+
 def fit_proximal(X, Y, *, lam, activation, beta, kappa=1.0, chunk=4096, tol=1e-7, max_iter=5000,
                  S_init=None, progress=None) -> tuple[jax.Array, FitInfo]:
     """FISTA with backtracking and adaptive (function-value) restart.
 
-    The eigendecompositions of the prox run in LAPACK (OpenBLAS) with ONE thread: on a small
-    machine OpenBLAS threads fight XLA's pool and make ``eigh`` 40–75× slower (measured:
-    288 ms → 4.7 ms at D = 200 on 2 cores; benchmarks/bench_simulator.py).
+    The iteration is one compiled loop (``jax.lax.while_loop``): on CPU and GPU alike nothing returns to
+    the host until convergence, except every :data:`BLOCK` iterations when ``progress`` is given. The
+    logits of the extrapolated point follow from linearity (``H(Y_k) = H_k + c(H_k − H_{k−1})``) and the
+    gradient from the chain rule (:func:`~.objectives.gradient_from_cotangent`), so one iteration costs two
+    products of the ``(nT × D)`` inputs with a ``D × D`` matrix and one ``eigh`` (plus one product and one
+    ``eigh`` per backtracking step). The eigendecompositions of the prox run in LAPACK with ONE thread: on
+    a small machine OpenBLAS threads fight XLA's pool and make ``eigh`` 40–75× slower.
 
     Stops when the prox-gradient mapping ``G = (Y_k − prox(Y_k − ∇L/L_k))·L_k`` satisfies
     ``‖G‖_F ≤ tol · max(‖∇L(0)‖_F, 1)``: the first-order optimality condition of the composite
@@ -107,10 +180,12 @@ def fit_proximal(X, Y, *, lam, activation, beta, kappa=1.0, chunk=4096, tol=1e-7
         tol: relative tolerance on the prox-gradient mapping.
         max_iter: iterations at most.
         S_init: ``(D, D)`` starting matrix (default zeros).
-        progress: optional callback ``progress(iteration, objective, residual)``.
+        progress: optional callback ``progress(iteration, objective, residual)``, called every
+            :data:`BLOCK` iterations and at the end.
 
     Returns:
-        ``(Ŝ, info)``: the ``(D, D)`` minimiser and its :class:`FitInfo`.
+        ``(Ŝ, info)``: the ``(D, D)`` minimiser and its :class:`FitInfo` (``converged`` false also when
+        a backtracking search found no step: a non-finite loss).
     """
     with limit_blas_threads(1):
         return _fista(X, Y, lam, activation, beta, kappa, chunk, tol, max_iter, S_init, progress)
@@ -119,43 +194,29 @@ def fit_proximal(X, Y, *, lam, activation, beta, kappa=1.0, chunk=4096, tol=1e-7
 def _fista(X, Y, lam, activation, beta, kappa, chunk, tol, max_iter, S_init, progress):
     D = X.shape[-1]
     R = student_rank(D, kappa)
-    Xc, Yc, wc = chunk_samples(X, Y, chunk)
-    loss = lambda S: pretrain_loss(S, Xc, Yc, wc, activation, beta)  # noqa: E731
-    loss_grad = lambda S: pretrain_loss_and_grad(S, Xc, Yc, wc, activation, beta)  # noqa: E731
-    F = lambda S, l_val: float(l_val) + lam * float(jnp.trace(S))  # noqa: E731
-
-    S = jnp.zeros((D, D), X.dtype) if S_init is None else S_init
-    _, g0 = loss_grad(jnp.zeros_like(S))
-    scale = max(float(jnp.linalg.norm(g0)), 1.0)
-    Lip = 1.0
-    Yk, t = S, 1.0
-    F_S = F(S, loss(S))
-    residual, it, converged = np.inf, 0, False
-    for it in range(1, max_iter + 1):
-        fY, gY = loss_grad(Yk)
-        while True:
-            S_new = nuclear_prox(Yk - gY / Lip, lam / Lip, R)
-            diff = S_new - Yk
-            f_new = loss(S_new)
-            if float(f_new) <= float(fY) + float(jnp.sum(gY * diff)) + 0.5 * Lip * float(jnp.sum(diff * diff)) \
-                    + 1e-12 * abs(float(fY)):
-                break
-            Lip *= 2.0
-        residual = Lip * float(jnp.linalg.norm(diff)) / scale
-        F_new = F(S_new, f_new)
-        if F_new > F_S:  # adaptive restart: drop the momentum
-            t_next, Yk_next = 1.0, S_new
-        else:
-            t_next = 0.5 * (1 + np.sqrt(1 + 4 * t * t))
-            Yk_next = S_new + ((t - 1) / t_next) * (S_new - S)
-        S, F_S, t, Yk = S_new, F_new, t_next, Yk_next
-        Lip *= 0.9  # let the step grow back
+    Xs, Ys = split_samples(X, Y, chunk)
+    dtype = X.dtype
+    _, G0 = loss_and_cotangent(logits_split(jnp.zeros((D, D), dtype), Xs), Ys, activation, beta, D)
+    scale = max(float(jnp.linalg.norm(gradient_from_cotangent(G0, Xs))), 1.0)
+    S = jnp.zeros((D, D), dtype) if S_init is None else jnp.asarray(S_init, dtype)
+    H = logits_split(S, Xs)
+    F_S = loss_and_cotangent(H, Ys, activation, beta, D)[0] + lam * jnp.trace(S)
+    scalar = lambda v: jnp.asarray(v, dtype)  # noqa: E731
+    state = _FistaState(S=S, H_S=H, Yk=S, H_Y=H, t=scalar(1.0), Lip=scalar(1.0), F_S=F_S,
+                        residual=scalar(np.inf), it=jnp.asarray(0), converged=jnp.asarray(False),
+                        failed=jnp.asarray(False))
+    args = (Xs, Ys, scalar(lam), scalar(beta), scalar(scale), scalar(tol))
+    block = BLOCK if progress is not None else max_iter
+    while True:
+        stop = min(int(state.it) + block, max_iter)
+        state = _fista_block(state, *args, jnp.asarray(stop), activation, R)
+        it, done = int(state.it), bool(state.converged) or bool(state.failed)
         if progress is not None:
-            progress(it, F_S, residual)
-        if residual <= tol:
-            converged = True
+            progress(it, float(state.F_S), float(state.residual))
+        if done or it >= max_iter:
             break
-    return S, FitInfo(objective=F_S, residual=residual, iterations=it, converged=converged)
+    return state.S, FitInfo(objective=float(state.F_S), residual=float(state.residual), iterations=int(state.it),
+                            converged=bool(state.converged))
 
 
 def prox_gradient_residual(S, X, Y, *, lam, activation, beta, kappa=1.0, step=None, chunk=4096) -> float:

@@ -106,3 +106,52 @@ def test_error(key, S_student, S_teacher, *, T: int, activation: str, beta: floa
 
 
 test_error.__test__ = False  # not a pytest test despite its name
+
+
+# Eigenvalues of the update above this fraction of the largest count towards its rank (docs/model.md §6).
+UPDATE_RANK_RTOL = 1e-6
+
+
+def update_metrics(Delta, V) -> dict:
+    """Rotation-invariant metrics of a fine-tuning update ``Δ̂`` against the true shift ``V Vᵀ`` (docs/model.md §6).
+
+    The update alignment is the cosine of the two matrices, ``⟨Δ̂, V Vᵀ⟩_F / (‖Δ̂‖_F ‖V Vᵀ‖_F)``; for a LoRA
+    ``Δ̂ = Û Ûᵀ/√D`` it equals ``‖M'‖²_F/(‖Q'‖_F ‖ρ_V‖_F)`` with ``M' = ÛᵀV/D``, ``Q' = ÛᵀÛ/D``,
+    ``ρ_V = VᵀV/D``, and for ``r = r* = 1`` the square of the rank-one alignment.
+
+    Args:
+        Delta: ``(D, D)`` symmetric update (``0`` for no adaptation).
+        V: ``(D, r*)`` the shift's directions.
+
+    Returns:
+        ``{"update_alignment", "update_rank", "update_norm"}``: the cosine (0 for ``Δ̂ = 0``), the number of
+        eigenvalues of ``|Δ̂|`` above :data:`UPDATE_RANK_RTOL` of the largest, and ``‖Δ̂‖_F/√D``.
+    """
+    D = V.shape[0]
+    VVt = V @ V.T
+    norm = float(jnp.linalg.norm(Delta))
+    cos = float(jnp.sum(Delta * VVt) / (norm * jnp.linalg.norm(VVt))) if norm > 0 else 0.0
+    eig = np.abs(np.linalg.eigvalsh(np.asarray(Delta)))
+    rank = int(np.sum(eig > UPDATE_RANK_RTOL * eig.max())) if eig.max() > 0 else 0
+    return {"update_alignment": cos, "update_rank": rank, "update_norm": norm / float(np.sqrt(D))}
+
+
+def lora_order_parameters(U, V) -> dict:
+    """The rank-r LoRA order parameters in rotation-invariant form (docs/model.md §6).
+
+    ``M' = ÛᵀV/D`` (``r × r*``) and ``Q' = ÛᵀÛ/D`` (``r × r``) change under ``Û → ÛO``; ``M'ᵀM'`` (``r* × r*``)
+    and the eigenvalues of ``Q'`` do not.
+
+    Args:
+        U: ``(D, r)`` the LoRA factor ``Û``.
+        V: ``(D, r*)`` the shift's directions.
+
+    Returns:
+        ``{"MtM": r*×r* nested list, "Q_eigenvalues": r values, descending, "rho_V": r*×r* nested list}``.
+    """
+    D = V.shape[0]
+    M = U.T @ V / D
+    Q = U.T @ U / D
+    return {"MtM": np.asarray(M.T @ M).tolist(),
+            "Q_eigenvalues": sorted(np.linalg.eigvalsh(np.asarray(Q)).tolist(), reverse=True),
+            "rho_V": np.asarray(V.T @ V / D).tolist()}

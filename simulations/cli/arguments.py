@@ -76,7 +76,7 @@ def model_kwargs(args) -> dict:
         ``--float32`` flag).
     """
     kw = {name: getattr(args, name) for name in MODEL_KEYWORDS if hasattr(args, name)}
-    for name in ("method", "n_test", "pretrain_tol"):
+    for name in ("method", "n_test", "pretrain_tol", "rank", "shift_rank", "finetune"):
         if hasattr(args, name):
             kw[name] = getattr(args, name)
     kw["x64"] = not getattr(args, "float32", False)
@@ -131,7 +131,14 @@ def validate(D, kw) -> None:
     from solvable_attention.params import check_dimension, make_params
 
     check_dimension(D)
-    make_params(**{k: v for k, v in kw.items() if k not in ("method", "n_test", "pretrain_tol", "x64")})
+    update = ("rank", "shift_rank", "finetune")
+    make_params(**{k: v for k, v in kw.items() if k not in ("method", "n_test", "pretrain_tol", "x64") + update})
+    if "rank" in kw:
+        from ..simulator.two_stage import check_update
+
+        check_update(kw["rank"], kw.get("finetune", "lora"), kw.get("recalibrate", False), kw.get("lam_prime", 1.0))
+        if not kw.get("shift_rank", 1) >= 1:
+            raise ValueError(f"shift_rank must be an integer >= 1, got {kw['shift_rank']}")
     if kw.get("n_test", 1) < 1:
         raise ValueError(f"n_test must be a positive integer, got {kw['n_test']}")
     if not kw.get("pretrain_tol", 1.0) > 0:

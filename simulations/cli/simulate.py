@@ -15,7 +15,8 @@ from ..campaigns.records import run_metadata, write_json_atomic
 from .arguments import add_model_arguments, add_seed_arguments, check_writable, model_kwargs, seed_list, validate
 
 PRETRAIN_METRICS = ("m", "q", "rho0", "mse_S", "test_error", "train_loss", "rank_fraction")
-FINETUNE_METRICS = ("m_abs", "q", "rho_v", "alignment", "test_error", "test_error_baseline", "c")  # |m'|: û's sign is arbitrary
+FINETUNE_METRICS = ("m_abs", "q", "rho_v", "alignment", "test_error", "test_error_baseline", "c",
+                    "update_alignment", "update_rank", "update_norm")  # |m'|: û's sign is arbitrary
 
 
 def register(subparsers) -> None:
@@ -37,6 +38,11 @@ def register(subparsers) -> None:
     add_seed_arguments(p)
     p.add_argument("--json", metavar="PATH", help="write parameters, results and summary here")
     p.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
+    p.add_argument("--rank", type=int, default=1, help="LoRA rank r (default 1; docs/model.md §6)")
+    p.add_argument("--shift-rank", type=int, default=1, help="rank r* of the teacher's shift (default 1)")
+    p.add_argument("--finetune", choices=("lora", "full_nuclear", "full_ridge"), default="lora",
+                   help="fine-tuning method (default lora; full_*: every weight of the update, nuclear or "
+                        "ridge penalty, strength --lam-prime)")
     p.set_defaults(func=run)
 
 

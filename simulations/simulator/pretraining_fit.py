@@ -107,7 +107,7 @@ class _FistaState(NamedTuple):
 
 
 @partial(jax.jit, static_argnames=("activation", "rank"))
-def _fista_block(state, Xs, Ys, lam, beta, scale, tol, it_stop, activation, rank):
+def _fista_block(state, Xs, Ys, H0s, lam, beta, scale, tol, it_stop, activation, rank):
     """FISTA iterations from ``state`` until convergence, failure or ``it_stop`` (docs/model.md §2)."""
     D = Xs[0].shape[-1]
 
@@ -124,6 +124,8 @@ def _fista_block(state, Xs, Ys, lam, beta, scale, tol, it_stop, activation, rank
         def trial(Lip):
             S_new = nuclear_prox(s.Yk - gY / Lip, lam / Lip, rank)
             H_new = logits_split(S_new, Xs)
+            if H0s:  # an offset (full fine-tuning); () for pre-training, which then compiles without it
+                H_new = tuple(h0 + h for h0, h in zip(H0s, H_new))
             f_new = objective_terms(H_new)[0]
             diff = S_new - s.Yk
             bound = fY + jnp.sum(gY * diff) + 0.5 * Lip * jnp.sum(diff * diff) + 1e-12 * jnp.abs(fY)
@@ -154,7 +156,7 @@ def _fista_block(state, Xs, Ys, lam, beta, scale, tol, it_stop, activation, rank
 
 
 def fit_proximal(X, Y, *, lam, activation, beta, kappa=1.0, chunk=4096, tol=1e-7, max_iter=5000,
-                 S_init=None, progress=None) -> tuple[jax.Array, FitInfo]:
+                 S_init=None, progress=None, H_offset=None) -> tuple[jax.Array, FitInfo]:
     """FISTA with backtracking and adaptive (function-value) restart.
 
     The iteration is one compiled loop (``jax.lax.while_loop``): on CPU and GPU alike nothing returns to
@@ -182,30 +184,34 @@ def fit_proximal(X, Y, *, lam, activation, beta, kappa=1.0, chunk=4096, tol=1e-7
         S_init: ``(D, D)`` starting matrix (default zeros).
         progress: optional callback ``progress(iteration, objective, residual)``, called every
             :data:`BLOCK` iterations and at the end.
+        H_offset: optional ``(n, T, T)`` logits added to ``H(S; X)`` (full fine-tuning of an update ``S = Δ``
+            on top of frozen logits ``Ĥ``; docs/model.md §6). Default none.
 
     Returns:
         ``(Ŝ, info)``: the ``(D, D)`` minimiser and its :class:`FitInfo` (``converged`` false also when
         a backtracking search found no step: a non-finite loss).
     """
     with limit_blas_threads(1):
-        return _fista(X, Y, lam, activation, beta, kappa, chunk, tol, max_iter, S_init, progress)
+        return _fista(X, Y, lam, activation, beta, kappa, chunk, tol, max_iter, S_init, progress, H_offset)
 
 
-def _fista(X, Y, lam, activation, beta, kappa, chunk, tol, max_iter, S_init, progress):
+def _fista(X, Y, lam, activation, beta, kappa, chunk, tol, max_iter, S_init, progress, H_offset=None):
     D = X.shape[-1]
     R = student_rank(D, kappa)
     Xs, Ys = split_samples(X, Y, chunk)
     dtype = X.dtype
-    _, G0 = loss_and_cotangent(logits_split(jnp.zeros((D, D), dtype), Xs), Ys, activation, beta, D)
+    H0s = () if H_offset is None else split_samples(X, H_offset, chunk)[1]
+    shifted = lambda Hs: tuple(h0 + h for h0, h in zip(H0s, Hs)) if H0s else Hs  # noqa: E731
+    _, G0 = loss_and_cotangent(shifted(logits_split(jnp.zeros((D, D), dtype), Xs)), Ys, activation, beta, D)
     scale = max(float(jnp.linalg.norm(gradient_from_cotangent(G0, Xs))), 1.0)
     S = jnp.zeros((D, D), dtype) if S_init is None else jnp.asarray(S_init, dtype)
-    H = logits_split(S, Xs)
+    H = shifted(logits_split(S, Xs))
     F_S = loss_and_cotangent(H, Ys, activation, beta, D)[0] + lam * jnp.trace(S)
     scalar = lambda v: jnp.asarray(v, dtype)  # noqa: E731
     state = _FistaState(S=S, H_S=H, Yk=S, H_Y=H, t=scalar(1.0), Lip=scalar(1.0), F_S=F_S,
                         residual=scalar(np.inf), it=jnp.asarray(0), converged=jnp.asarray(False),
                         failed=jnp.asarray(False))
-    args = (Xs, Ys, scalar(lam), scalar(beta), scalar(scale), scalar(tol))
+    args = (Xs, Ys, H0s, scalar(lam), scalar(beta), scalar(scale), scalar(tol))
     block = BLOCK if progress is not None else max_iter
     while True:
         stop = min(int(state.it) + block, max_iter)

@@ -19,10 +19,12 @@ import numpy as np
 from solvable_attention.activations import apply_activation
 from solvable_attention.runtime import float64
 from solvable_attention.data import sample_inputs, sample_labels, sample_teacher
-from solvable_attention.metrics import matrix_overlaps, test_error, vector_overlaps
+from solvable_attention.metrics import (lora_order_parameters, matrix_overlaps, test_error, update_metrics,
+                                       vector_overlaps)
 from solvable_attention.params import FinetuneParams, PretrainParams, check_dimension, check_seed, make_params
 from solvable_attention.status import Status, raise_if_failed, worst
 
+from .finetune_fit import FINETUNE_METHODS, fit_full_nuclear, fit_full_ridge, fit_lora_rank
 from .lora_fit import LORA_GTOL, fit_lora
 from .objectives import pretrain_logits_all
 from .pretraining_fit import fit_factorized, fit_proximal, relative_stationarity
@@ -106,6 +108,16 @@ class FinetuneSimulation(_AsDict):
         iterations: its iterations.
         status: ``converged`` or ``max_iterations`` (:class:`~solvable_attention.status.Status`).
         status_message: gradient norm and iterations.
+        finetune: the fine-tuning method, ``"lora"``, ``"full_nuclear"`` or ``"full_ridge"`` (docs/model.md §6).
+        rank: the LoRA rank ``r`` (``0`` for full fine-tuning).
+        shift_rank: the teacher shift's rank ``r*``.
+        update_alignment: ``⟨Δ̂, VVᵀ⟩_F/(‖Δ̂‖_F‖VVᵀ‖_F)`` (for ``r = r* = 1``: ``alignment²``; 0 for ``Δ̂ = 0``).
+        update_rank: the rank of ``Δ̂`` (eigenvalues above ``1e-6`` of the largest).
+        update_norm: ``‖Δ̂‖_F/√D``.
+        order_parameters: rank ``r > 1``: ``{"MtM", "Q_eigenvalues", "rho_V"}``, the rotation-invariant forms of
+            ``M' = ÛᵀV/D`` and ``Q' = ÛᵀÛ/D`` (:func:`~solvable_attention.metrics.lora_order_parameters`);
+            otherwise ``None``. For ``r > 1`` ``m`` and ``alignment`` (rank-one quantities) are NaN and ``q`` is
+            ``Tr Q'``; for full fine-tuning all three are NaN (``update_norm`` measures the update).
     """
 
     m: float
@@ -123,6 +135,13 @@ class FinetuneSimulation(_AsDict):
     iterations: int
     status: Status = Status.CONVERGED
     status_message: str = ""
+    finetune: str = "lora"
+    rank: int = 1
+    shift_rank: int = 1
+    update_alignment: float = math.nan
+    update_rank: int = 0
+    update_norm: float = 0.0
+    order_parameters: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -169,7 +188,8 @@ class SimulationResult(_AsDict):
 def simulate(D, alpha, alpha_prime, delta, lam, *, seed=0, lam_prime=1.0, T=3, beta=1.0, kappa0=1.0,
              kappa=1.0, gamma=1.0, activation="softmax", delta_prime=None, method="proximal",
              noise="logits", reuse=False, recalibrate=False, n_test=20000, x64=True,
-             pretrain_tol=1e-7, chunk=4096, progress=None, max_bytes=None, throw=False) -> SimulationResult:
+             pretrain_tol=1e-7, chunk=4096, progress=None, max_bytes=None, throw=False, rank=1, shift_rank=1,
+             finetune="lora") -> SimulationResult:
     """Train both stages at dimension ``D`` and measure every metric of docs/model.md §4.
 
     Pre-training: ``Ŝ = argmin_{S ⪰ 0, rank S ≤ κD} (1/(2D)) Σ_μ ‖Y_μ − σ(H(S; X_μ))‖²_F + λ Tr S``
@@ -212,18 +232,19 @@ def simulate(D, alpha, alpha_prime, delta, lam, *, seed=0, lam_prime=1.0, T=3, b
             ``noise`` one of the choices), or ``reuse=True`` with more fine-tuning samples than pre-training ones.
     """
     return simulate_variants(D, alpha, alpha_prime, delta, lam, variants=[dict(lam_prime=lam_prime,
-                             reuse=reuse, recalibrate=recalibrate)], seed=seed, T=T, beta=beta, kappa0=kappa0,
-                             kappa=kappa, gamma=gamma, activation=activation, delta_prime=delta_prime,
-                             method=method, noise=noise, n_test=n_test, x64=x64, pretrain_tol=pretrain_tol,
-                             chunk=chunk, progress=progress, max_bytes=max_bytes, throw=throw)[0]
+                             reuse=reuse, recalibrate=recalibrate, rank=rank, finetune=finetune)], seed=seed, T=T,
+                             beta=beta, kappa0=kappa0, kappa=kappa, gamma=gamma, activation=activation,
+                             delta_prime=delta_prime, method=method, noise=noise, n_test=n_test, x64=x64,
+                             pretrain_tol=pretrain_tol, chunk=chunk, progress=progress, max_bytes=max_bytes,
+                             throw=throw, shift_rank=shift_rank)[0]
 
 
 def simulate_variants(D, alpha, alpha_prime, delta, lam, *, variants, seed=0, T=3, beta=1.0, kappa0=1.0,
                       kappa=1.0, gamma=1.0, activation="softmax", delta_prime=None, method="proximal",
                       noise="logits", n_test=20000, x64=True, pretrain_tol=1e-7, chunk=4096,
-                      progress=None, max_bytes=None, throw=False) -> list[SimulationResult]:
+                      progress=None, max_bytes=None, throw=False, shift_rank=1) -> list[SimulationResult]:
     """One pre-training, several fine-tunings of it: ``variants`` is a list of dicts with keys among
-    ``lam_prime, reuse, recalibrate, select`` (defaults 1.0, False, False, None). Same data, teacher and
+    ``lam_prime, reuse, recalibrate, select, rank, finetune`` (defaults 1.0, False, False, None, 1, "lora"). Same data, teacher and
     test inputs for every variant (common random numbers), so differences between variants are sharp.
 
     ``select=dict(strategy=..., pool_ratio=...)``: active fine-tuning. A pool of ``round(pool_ratio·D)``
@@ -254,6 +275,9 @@ def simulate_variants(D, alpha, alpha_prime, delta, lam, *, variants, seed=0, T=
         pretrain_tol: relative tolerance of the FISTA pre-training.
         chunk: samples per batch (memory only).
         progress: optional callback ``(iteration, objective, residual)`` of pre-training.
+        max_bytes: refuse a simulation whose estimated memory exceeds this (default: the memory available).
+        throw: raise :class:`~solvable_attention.status.SolveError` when a stage did not succeed.
+        shift_rank: ``r* ≥ 1``, the rank of the teacher shift ``S1 = S0 + γ V Vᵀ/√D`` (docs/model.md §6).
 
     Returns:
         One :class:`SimulationResult` per variant, in order.
@@ -277,17 +301,21 @@ def simulate_variants(D, alpha, alpha_prime, delta, lam, *, variants, seed=0, T=
         raise ValueError(f"n_test must be a positive integer, got {n_test!r}")
     settings = []
     for v in variants:
-        unknown = set(v) - {"lam_prime", "reuse", "recalibrate", "select"}
+        unknown = set(v) - {"lam_prime", "reuse", "recalibrate", "select", "rank", "finetune"}
         if unknown:
-            raise ValueError(f"variants may only set lam_prime, reuse, recalibrate, select; got {sorted(unknown)}")
+            raise ValueError("variants may only set lam_prime, reuse, recalibrate, select, rank, finetune; "
+                             f"got {sorted(unknown)}")
         v = dict(v)
         sel = _check_select(v.pop("select", None), D, alpha_prime)
+        update = check_update(v.pop("rank", 1), v.pop("finetune", "lora"), v.get("recalibrate", False),
+                               v.get("lam_prime", 1.0))
         settings.append((*make_params(alpha, alpha_prime, delta, lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa,
                                       gamma=gamma, activation=activation, delta_prime=delta_prime, noise=noise,
-                                      **v), sel))
-    check_memory(D, settings, x64, max_bytes)
+                                      **v), sel, update))
+    shift_rank = _check_positive_int(shift_rank, "shift_rank")
+    check_memory(D, [st[:3] for st in settings], x64, max_bytes)
     with float64(bool(x64)):
-        results = _simulate(D, settings, seed, method, int(n_test), pretrain_tol, chunk, progress)
+        results = _simulate(D, settings, seed, method, int(n_test), pretrain_tol, chunk, progress, shift_rank)
     return [raise_if_failed(r, "simulation") for r in results] if throw else results
 
 
@@ -347,6 +375,39 @@ def check_memory(D, settings, x64, max_bytes=None) -> int:
     return need
 
 
+def _check_positive_int(x, name):
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {x!r}")
+    return int(x)
+
+
+def check_update(rank, finetune, recalibrate, lam_prime):
+    """Validate a variant's fine-tuning method and rank (docs/model.md §6).
+
+    Args:
+        rank: the LoRA rank ``r``, an integer ``≥ 1`` (``1`` for full fine-tuning).
+        finetune: one of :data:`~.finetune_fit.FINETUNE_METHODS`.
+        recalibrate: whether ``c`` is trained (rank-one LoRA only).
+        lam_prime: the fine-tuning penalty (``> 0`` for ``full_ridge``).
+
+    Returns:
+        ``(finetune, rank)``.
+
+    Raises:
+        ValueError: any of the above violated, naming the parameter.
+    """
+    if finetune == "full_ridge" and not (isinstance(lam_prime, (int, float)) and 0 < lam_prime):
+        raise ValueError(f"full_ridge needs lam_prime > 0 (the ridge λ'_F; inf: no adaptation), got {lam_prime!r}")
+    if finetune not in FINETUNE_METHODS:
+        raise ValueError(f"finetune must be one of {FINETUNE_METHODS}, got {finetune!r}")
+    rank = _check_positive_int(rank, "rank")
+    if finetune != "lora" and rank != 1:
+        raise ValueError(f"rank applies to finetune='lora' only (full fine-tuning has no rank), got rank={rank}")
+    if recalibrate and (finetune != "lora" or rank != 1):
+        raise ValueError("recalibrate=True is implemented for the rank-one LoRA only")
+    return finetune, rank
+
+
 def _check_select(sel, D, alpha_prime):
     """Validated ``(strategy, n_pool)`` of a ``select`` variant key, or ``None``."""
     if sel is None:
@@ -402,7 +463,7 @@ def dtype_tolerance(tol: float, dtype) -> float:
     return max(float(tol), TOL_EPS_FACTOR * float(jnp.finfo(dtype).eps))
 
 
-def _simulate(D, settings, seed, method, n_test, tol, chunk, progress):
+def _simulate(D, settings, seed, method, n_test, tol, chunk, progress, shift_rank=1):
     pre = settings[0][0]
     key = jax.random.PRNGKey(seed)
     k = lambda tag: jax.random.fold_in(key, tag)  # noqa: E731
@@ -410,7 +471,7 @@ def _simulate(D, settings, seed, method, n_test, tol, chunk, progress):
     tol = dtype_tolerance(tol, dtype)
     timings = {}
     t0 = time.perf_counter()
-    teacher = sample_teacher(k(_TEACHER), D, pre.kappa0, settings[0][1].gamma, dtype)
+    teacher = sample_teacher(k(_TEACHER), D, pre.kappa0, settings[0][1].gamma, dtype, shift_rank=shift_rank)
     n = max(1, int(round(pre.alpha * D * D)))
     X = sample_inputs(k(_PRE_X), n, pre.T, D, dtype)
     Y = sample_labels(k(_PRE_NOISE), teacher.S0, X, pre.delta, pre.activation, pre.beta, pre.noise)
@@ -433,17 +494,24 @@ def _simulate(D, settings, seed, method, n_test, tol, chunk, progress):
     timings["pretrain_metrics"] = time.perf_counter() - t0
 
     results = []
-    for pre_v, fine, sel in settings:
+    for pre_v, fine, sel, (finetune, rank) in settings:
         t_ft = dict(timings)
         t0 = time.perf_counter()
         Xf = _finetune_inputs(k, fine, sel, X, Y, S_hat, pre, D, dtype)
         Yf = sample_labels(k(_FT_NOISE), teacher.S1, Xf, fine.delta_prime, pre.activation, pre.beta, pre.noise)
         H_hat = pretrain_logits_all(S_hat, Xf)
-        fit = fit_lora(H_hat, Xf, Yf, k(_FT_INIT), lam_prime=fine.lam_prime, activation=pre.activation,
-                       beta=pre.beta, recalibrate=fine.recalibrate, gtol=dtype_tolerance(LORA_GTOL, dtype))
+        gtol = dtype_tolerance(LORA_GTOL, dtype)
+        if finetune == "lora" and rank == 1:  # the rank-one LoRA of docs/model.md §3
+            fit = fit_lora(H_hat, Xf, Yf, k(_FT_INIT), lam_prime=fine.lam_prime, activation=pre.activation,
+                           beta=pre.beta, recalibrate=fine.recalibrate, gtol=gtol)
+        else:
+            fit = _fit_update(finetune, rank, H_hat, Xf, Yf, k(_FT_INIT), fine, pre, gtol, tol)
         t_ft["finetune"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ft_result = _finetune_metrics(S_hat, teacher, fit, pre, fine, Xf.shape[0], k(_FT_TEST), n_test)
+        if finetune == "lora" and rank == 1:
+            ft_result = _finetune_metrics(S_hat, teacher, fit, pre, fine, Xf.shape[0], k(_FT_TEST), n_test)
+        else:
+            ft_result = _update_metrics(S_hat, teacher, fit, pre, fine, finetune, rank, k(_FT_TEST), n_test)
         t_ft["finetune_metrics"] = time.perf_counter() - t0
         results.append(SimulationResult(D=D, seed=seed, method=method, pretrain_params=pre_v, finetune_params=fine,
                                         pretrain=pre_result, finetune=ft_result, timings=t_ft))
@@ -505,10 +573,54 @@ def _finetune_metrics(S_hat, teacher, fit, pre, fine, n_ft, key, n_test) -> Fine
         E, E_se = E0, E0_se
     else:
         E, E_se = test_error(key, S_ft, S1, **kw)
+    um = update_metrics(jnp.outer(fit.u, fit.u) / jnp.sqrt(D), teacher.V)
     return FinetuneSimulation(**ov, test_error=E, test_error_se=E_se, test_error_baseline=E0,
                               test_error_baseline_se=E0_se, c=fit.c, objective=fit.objective,
+                              shift_rank=teacher.shift_rank, **um,
                               train_loss=_lora_train_loss(fit.objective, fine.lam_prime, ov["q"], D, n_ft),
                               converged=fit.converged, iterations=fit.iterations,
                               status=Status.CONVERGED if fit.converged else Status.MAX_ITERATIONS,
                               status_message=f"gradient norm {fit.grad_norm:.3g} after {fit.iterations} iterations"
                               if math.isfinite(fit.objective) else "lam_prime = inf: no adaptation (û = 0)")
+
+
+def _fit_update(finetune, rank, H_hat, Xf, Yf, key, fine, pre, gtol, tol):
+    """Rank-``r`` LoRA or full fine-tuning (:mod:`.finetune_fit`); ``None`` for ``λ' = ∞`` (no adaptation)."""
+    if math.isinf(fine.lam_prime):
+        return None
+    kw = dict(lam_prime=fine.lam_prime, activation=pre.activation, beta=pre.beta)
+    if finetune == "lora":
+        return fit_lora_rank(H_hat, Xf, Yf, key, rank=rank, gtol=gtol, **kw)
+    if finetune == "full_nuclear":
+        return fit_full_nuclear(H_hat, Xf, Yf, tol=tol, **kw)
+    return fit_full_ridge(H_hat, Xf, Yf, gtol=gtol, **kw)
+
+
+def _update_metrics(S_hat, teacher, fit, pre, fine, finetune, rank, key, n_test) -> FinetuneSimulation:
+    """The metrics of a rank-``r`` LoRA or full fine-tuning update (docs/model.md §6)."""
+    D = S_hat.shape[0]
+    kw = dict(T=pre.T, activation=pre.activation, beta=pre.beta, n_test=n_test)
+    E0, E0_se = test_error(key, S_hat, teacher.S1, **kw)
+    rho_v = float(teacher.v @ teacher.v / D)
+    nan = math.nan
+    if fit is None:  # λ' = ∞: no adaptation
+        return FinetuneSimulation(m=nan, q=0.0, rho_v=rho_v, alignment=nan, test_error=E0, test_error_se=E0_se,
+                                  test_error_baseline=E0, test_error_baseline_se=E0_se, c=1.0, objective=nan,
+                                  train_loss=nan, converged=True, iterations=0, finetune=finetune,
+                                  rank=rank if finetune == "lora" else 0, shift_rank=teacher.shift_rank,
+                                  update_alignment=0.0, status_message="lam_prime = inf: no adaptation (Δ̂ = 0)")
+    E, E_se = test_error(key, S_hat + fit.Delta, teacher.S1, **kw)
+    um = update_metrics(fit.Delta, teacher.V)
+    order = lora_order_parameters(fit.U, teacher.V) if fit.U is not None else None
+    penalty = (fine.lam_prime * float(jnp.sum(fit.U * fit.U)) if fit.U is not None else
+               fine.lam_prime * np.sqrt(D) * float(jnp.trace(fit.Delta)) if finetune == "full_nuclear" else
+               fine.lam_prime * float(jnp.sum(fit.Delta * fit.Delta)))
+    n_ft = max(1, int(round(fine.alpha_prime * D)))
+    status = Status.CONVERGED if fit.converged else Status.MAX_ITERATIONS
+    return FinetuneSimulation(m=nan, q=float(jnp.sum(fit.U * fit.U)) / D if fit.U is not None else nan, rho_v=rho_v, alignment=nan, test_error=E,
+                              test_error_se=E_se, test_error_baseline=E0, test_error_baseline_se=E0_se, c=1.0,
+                              objective=fit.objective, train_loss=(2 * fit.objective - penalty) / n_ft,
+                              converged=fit.converged, iterations=fit.iterations, status=status,
+                              status_message=f"residual {fit.residual:.3g} after {fit.iterations} iterations",
+                              finetune=finetune, rank=rank if finetune == "lora" else 0, shift_rank=teacher.shift_rank,
+                              order_parameters=order, **um)

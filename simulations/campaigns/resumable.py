@@ -151,7 +151,7 @@ def pending(points, out_dir) -> list[dict]:
 
 
 def run_points(fn, points, out_dir, *, executor: Executor | None = None, progress: bool = True,
-               desc: str = "points", on_done=None) -> list[dict]:
+               desc: str = "points", on_start=None, on_done=None) -> list[dict]:
     """Run ``fn(**point)`` for each point without a record in ``out_dir``; return all records of ``points``.
 
     Args:
@@ -160,8 +160,10 @@ def run_points(fn, points, out_dir, *, executor: Executor | None = None, progres
         out_dir: folder of the records, one ``<point_id>.json`` each (created if missing).
         executor: where to compute (default :class:`Executor`, this process).
         progress: a tqdm bar of finished/total points with rate and ETA; ``desc`` labels it.
-        on_done: optional callback ``on_done(point)`` after each point computed here (e.g. a progress bar
-            shared by several sweeps; then pass ``progress=False``).
+        on_start: optional callback ``on_start(pending_points)`` before computing, with the points to compute
+            in the order the workers take them.
+        on_done: optional callback ``on_done(point, seconds)`` after each point computed here, with the
+            seconds it took (e.g. a progress bar shared by several sweeps; then pass ``progress=False``).
 
     Returns:
         The records ``{point, result, seconds, versions, finished_at}`` of ``points`` found on disk, in
@@ -177,6 +179,8 @@ def run_points(fn, points, out_dir, *, executor: Executor | None = None, progres
     executor = executor or Executor()
     points = [dict(p) for p in points]
     todo = pending(points, out_dir)
+    if on_start is not None:
+        on_start(todo)
     with tqdm(total=len(points), initial=len(points) - len(todo), disable=not progress, desc=desc,
               unit="point", dynamic_ncols=True) as bar:
         if not todo:
@@ -185,10 +189,11 @@ def run_points(fn, points, out_dir, *, executor: Executor | None = None, progres
             _run_dask(fn, todo, out_dir, executor.workers, executor.address, bar, on_done)
         elif executor.workers == 1:
             for p in todo:
-                store_record(out_dir, compute_record(fn, p))
+                record = compute_record(fn, p)
+                store_record(out_dir, record)
                 bar.update()
                 if on_done is not None:
-                    on_done(p)
+                    on_done(p, record["seconds"])
         else:
             import multiprocessing as mp
 
@@ -196,10 +201,11 @@ def run_points(fn, points, out_dir, *, executor: Executor | None = None, progres
                                      initializer=pin_worker_threads, initargs=(executor.threads,)) as pool:
                 futures = {pool.submit(compute_record, fn, p): p for p in todo}
                 for fut in as_completed(futures):
-                    store_record(out_dir, fut.result())
+                    record = fut.result()
+                    store_record(out_dir, record)
                     bar.update()
                     if on_done is not None:
-                        on_done(futures[fut])
+                        on_done(futures[fut], record["seconds"])
     return load_records(out_dir, points)
 
 
@@ -218,10 +224,11 @@ def _run_dask(fn, todo, out_dir, workers, address, bar, on_done) -> None:
         with Client(address or cluster) as client:
             futures = {client.submit(compute_record, fn, p, pure=False): i for i, p in enumerate(todo)}
             for fut in dask_completed(list(futures)):
-                store_record(out_dir, fut.result())
+                record = fut.result()
+                store_record(out_dir, record)
                 bar.update()
                 if on_done is not None:
-                    on_done(todo[futures[fut]])
+                    on_done(todo[futures[fut]], record["seconds"])
     finally:
         if cluster is not None:
             cluster.close()

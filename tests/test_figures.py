@@ -275,3 +275,13 @@ def test_marker_z_scores_compare_each_marker_with_the_theory_at_its_setting():
     assert by_lam[0.3]["z"] is None and by_lam[0.3]["theory_state"] == "not_converged"
     assert out["summary"]["E_ft"] == {"markers": 3, "compared": 2, "within_3se": 1, "rs_unstable": 1,
                                       "outside_3se_rs_stable": 1}
+
+
+def test_marker_z_scores_keep_settings_apart_by_every_column():
+    """Rows with an extra setting column (Figure 4's α') are matched on it too: each α' with its own theory."""
+    rows = []
+    for ap, th, sim in ((1.0, 0.6, 0.61), (8.0, 0.42, 0.41)):
+        rows += [_row("theory", "E_ft", th, 0.0, alpha_prime=ap), _row("theory", "converged", 1.0, 0.0, alpha_prime=ap),
+                 _row("simulation", "E_ft", sim, 0.01, alpha_prime=ap)]
+    z = {m["alpha_prime"]: m["z"] for m in common.marker_z_scores(rows)["markers"]}
+    assert z == {1.0: pytest.approx(1.0), 8.0: pytest.approx(-1.0)}

@@ -222,14 +222,16 @@ def simulation_rows(records, panel_of) -> list[dict]:
     return rows
 
 
+_NOT_SETTING = ("source", "D", "n_seeds", "value", "se", "metric")
 Z_METRICS = ("E_ft", "E_ft_baseline", "alignment", "m_abs", "q_ft", "c", "mse_S", "q_pre", "E_pre")
 
 
 def marker_z_scores(rows) -> dict:
     """Each simulation marker against the theory line at its setting: ``z = (sim − theory)/√(se_sim² + se_th²)``.
 
-    A marker is compared where a theory row has the same setting (:data:`SETTING_KEYS`) and metric
-    (:data:`Z_METRICS`). The theory point's state is kept with it: ``converged``, ``rs_unstable`` (a
+    A marker is compared where a theory row has the same setting (every column but the source, the value, its
+    s.e. and the simulation's ``D`` and seeds: :data:`SETTING_KEYS` and any extra one such as ``alpha_prime``)
+    and metric (:data:`Z_METRICS`). The theory point's state is kept with it: ``converged``, ``rs_unstable`` (a
     replica-symmetric point that is unstable, docs/theory.md §4.6: the line is not the ERM's answer there)
     or ``not_converged`` (no theory value).
 
@@ -241,8 +243,8 @@ def marker_z_scores(rows) -> dict:
         theory_state}], "summary": {metric: {"markers", "compared", "within_3se", "rs_unstable"}}}``;
         ``z`` is ``None`` where no converged theory value or no spread exists.
     """
-    def key(r):
-        return tuple(str(r[k]) for k in SETTING_KEYS)
+    def key(r):  # every column that is not a value or a simulation size: the setting (SETTING_KEYS, α', …)
+        return tuple(sorted((k, str(v)) for k, v in r.items() if k not in _NOT_SETTING))
 
     theory = {(key(r), r["metric"]): r for r in rows if r["source"] == "theory"}
     markers, summary = [], {}
@@ -260,7 +262,8 @@ def marker_z_scores(rows) -> dict:
         spread = math.hypot(r["se"], th_se) if math.isfinite(r["se"]) else math.nan
         usable = state != "not_converged" and math.isfinite(th["value"]) and math.isfinite(r["value"]) and spread > 0
         z = (r["value"] - th["value"]) / spread if usable else None
-        markers.append(dict({k: r[k] for k in SETTING_KEYS}, metric=r["metric"], D=r["D"], n_seeds=r["n_seeds"],
+        markers.append(dict({k: v for k, v in r.items() if k not in _NOT_SETTING}, metric=r["metric"], D=r["D"],
+                            n_seeds=r["n_seeds"],
                             simulation=r["value"], simulation_se=r["se"], theory=th["value"], theory_se=th_se,
                             z=z, theory_state=state))
         s = summary.setdefault(r["metric"], {"markers": 0, "compared": 0, "within_3se": 0, "rs_unstable": 0,

@@ -7,7 +7,7 @@ random numbers): rank-one LoRA (``λ'``), rank-two LoRA (``λ'``), full nuclear 
 the LoRA family), full ridge (``λ'_F``) and no adaptation. Per ``D`` the report gives mean ± s.e. over
 seeds of ``E'``, the gain ``E'_0 − E'`` (paired), the update alignment and the update's rank, then fits
 ``E' = a + b/D`` (the ``D → ∞`` value ``a`` with its s.e.) and the gain of the ridge update against
-``D^{-p}`` (log-log slope). Records are written one per point (resumable); the report goes to
+``D^{-p}`` and the update's rank against ``D^p`` (log-log slopes). Records are written one per point (resumable); the report goes to
 ``--report`` (Markdown) with a JSON next to it.
 """
 
@@ -107,6 +107,11 @@ def report(records, Ds) -> tuple[str, dict]:
                 rows[metric] = {"D": used, "mean": means, "se": ses, "fit": fit}
                 fit_cell = f"{fit[0]:.4g} ± {fit[1]:.2g}" if fit else "—"
                 lines.append(f"| {name} | {metric} | " + " | ".join(cells) + f" | {fit_cell} |")
+            rank = rows["update_rank"]
+            if len(rank["D"]) >= 3 and min(rank["mean"]) > 0 and max(rank["mean"]) > min(rank["mean"]):
+                rows["rank_log_slope"] = float(np.polyfit(np.log(rank["D"]), np.log(rank["mean"]), 1)[0])
+                lines.append(f"| {name} | rank ∝ D^p: p | " + " | ".join("" for _ in Ds)
+                             + f" | {rows['rank_log_slope']:.2f} |")
             gain = rows["gain"]
             if len(gain["D"]) >= 3 and all(g > 0 for g in gain["mean"]):
                 slope = np.polyfit(np.log(gain["D"]), np.log(gain["mean"]), 1)[0]

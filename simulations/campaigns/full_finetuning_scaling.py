@@ -23,12 +23,15 @@ from solvable_attention.averages import mean_se
 from .records import run_metadata, write_file_atomic, write_json_atomic
 from .resumable import Executor, run_points
 
-VARIANTS = {"lora_r1": dict(rank=1), "lora_r2": dict(rank=2), "full_nuclear": dict(finetune="full_nuclear"),
-            "full_ridge": dict(finetune="full_ridge")}
+VARIANTS = {"lora_r1": dict(rank=1), "lora_r2": dict(rank=2), "lora_r4": dict(rank=4),
+            "full_nuclear": dict(finetune="full_nuclear"), "full_ridge": dict(finetune="full_ridge")}
+# The variants of a rank-one shift (r* = 1); a shift of rank r* > 1 adds rank-4 LoRA.
+DEFAULT_VARIANTS = ("lora_r1", "lora_r2", "full_nuclear", "full_ridge")
 METRICS = ("test_error", "test_error_baseline", "update_alignment", "update_rank", "update_norm")
 
 
-def full_point(D, seed, activation, alpha, alpha_prime, delta, lam, lam_prime, lam_ridge, n_test=5000) -> dict:
+def full_point(D, seed, activation, alpha, alpha_prime, delta, lam, lam_prime, lam_ridge, n_test=5000,
+               shift_rank=1, variants=None) -> dict:
     """One pre-training fine-tuned by every variant of :data:`VARIANTS`: ``{variant: {metric: value}}``.
 
     Args:
@@ -42,18 +45,21 @@ def full_point(D, seed, activation, alpha, alpha_prime, delta, lam, lam_prime, l
         lam_prime: ``λ'`` of the LoRA and nuclear variants.
         lam_ridge: ``λ'_F`` of the ridge variant.
         n_test: test samples.
+        shift_rank: ``r*``, the rank of the teacher's shift.
+        variants: names of :data:`VARIANTS` to run (default :data:`DEFAULT_VARIANTS`).
 
     Returns:
         ``{"variants": {name: {metric: value, "converged": bool}}, "rho_v": ρ_v}``.
     """
     from simulations import simulate_variants
 
-    variants = [dict(spec, lam_prime=lam_ridge if spec.get("finetune") == "full_ridge" else lam_prime)
-                for spec in VARIANTS.values()]
-    res = simulate_variants(D, alpha, alpha_prime, delta, lam, variants=variants, seed=seed, activation=activation,
-                            n_test=n_test)
+    names = list(DEFAULT_VARIANTS if variants is None else variants)
+    specs = [dict(VARIANTS[n], lam_prime=lam_ridge if VARIANTS[n].get("finetune") == "full_ridge" else lam_prime)
+             for n in names]
+    res = simulate_variants(D, alpha, alpha_prime, delta, lam, variants=specs, seed=seed, activation=activation,
+                            n_test=n_test, shift_rank=shift_rank)
     out = {}
-    for name, r in zip(VARIANTS, res):
+    for name, r in zip(names, res):
         f = r.finetune
         out[name] = {m: float(getattr(f, m)) for m in METRICS}
         out[name]["converged"] = bool(r.converged)
@@ -80,20 +86,24 @@ def report(records, Ds) -> tuple[str, dict]:
         ``(markdown, {activation: {variant: {metric: {"D", "mean", "se", "fit"}, "gain_log_slope"?}}})``.
     """
     lines, data = [], {}
-    for act in sorted({r["point"]["activation"] for r in records}):
-        lines += [f"### activation = {act}", "",
+    groups = sorted({(r["point"]["activation"], r["point"].get("shift_rank", 1)) for r in records})
+    for act, r_star in groups:
+        group = [r for r in records if r["point"]["activation"] == act and r["point"].get("shift_rank", 1) == r_star]
+        names = [n for n in VARIANTS if n in group[0]["result"]["variants"]]
+        key = act if r_star == 1 else f"{act}, shift_rank={r_star}"
+        lines += [f"### activation = {act}, shift rank r* = {r_star}", "",
                   "| variant | metric | " + " | ".join(f"D={D}" for D in Ds) + " | fit a + b/D: a (D → ∞) |",
                   "|---|---|" + "---|" * len(Ds) + "---|"]
-        data[act] = {}
-        for name in VARIANTS:
+        data[key] = {}
+        for name in names:
             rows = {}
             for metric in ("test_error", "gain", "update_alignment", "update_rank"):
                 cells, means, ses, used = [], [], [], []
                 for D in Ds:
                     vals = []
-                    for r in records:
+                    for r in group:
                         p, v = r["point"], r["result"]["variants"][name]
-                        if p["activation"] == act and p["D"] == D:
+                        if p["D"] == D:
                             vals.append(v["test_error_baseline"] - v["test_error"] if metric == "gain" else v[metric])
                     if not vals:
                         cells.append("—")
@@ -117,7 +127,7 @@ def report(records, Ds) -> tuple[str, dict]:
                 slope = np.polyfit(np.log(gain["D"]), np.log(gain["mean"]), 1)[0]
                 rows["gain_log_slope"] = float(slope)
                 lines.append(f"| {name} | gain ∝ D^p: p | " + " | ".join("" for _ in Ds) + f" | {slope:.2f} |")
-            data[act][name] = rows
+            data[key][name] = rows
         lines.append("")
     return "\n".join(lines), data
 
@@ -135,12 +145,14 @@ def main(argv=None) -> int:
     ap.add_argument("--Ds", type=int, nargs="+", default=[50, 100, 150, 200])
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--activations", nargs="+", default=["identity", "softmax"])
+    ap.add_argument("--shift-rank", type=int, default=1, help="rank r* of the teacher's shift (default 1)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", default="results/full_finetuning")
     ap.add_argument("--report", default="docs/full_finetuning_scaling.md")
     args = ap.parse_args(argv)
     setting = dict(alpha=0.1, alpha_prime=3.0, delta=0.5, lam=0.05, lam_prime=1.0, lam_ridge=1.0)
-    points = [dict(setting, D=D, seed=s, activation=act) for act in args.activations for D in args.Ds
+    extra = {} if args.shift_rank == 1 else {"shift_rank": args.shift_rank, "variants": list(VARIANTS)}
+    points = [dict(setting, D=D, seed=s, activation=act, **extra) for act in args.activations for D in args.Ds
               for s in range(args.seeds)]
     records = run_points(full_point, points, args.out, executor=Executor(workers=args.workers), desc="full fine-tuning")
     text, data = report(records, args.Ds)

@@ -13,6 +13,7 @@ from solvable_attention.params import FinetuneParams, make_params
 from solvable_attention.status import Status, raise_if_failed, worst
 
 from .finetuning import FinetuningSolution, check_lora_tokens, make_lora_channel, solve_finetuning
+from .finetuning_rank import solve_finetuning_rank
 from .fixed_point import InvalidIterate, predicted_start
 from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraining
 from .sampling import FINETUNE_SEED_OFFSET, N_SAMPLES, N_TEST_SAMPLES
@@ -60,7 +61,7 @@ class StateEvolutionSolution:
 def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3, beta=1.0, kappa0=1.0, kappa=1.0,
                           gamma=1.0, activation="softmax", delta_prime=None, recalibrate=False, noise="logits",
                           pretrain_init=None, finetune_init=None, n_samples=N_SAMPLES, n_test_samples=N_TEST_SAMPLES,
-                          seed=0, warn=True, throw=False) -> StateEvolutionSolution:
+                          seed=0, warn=True, throw=False, rank=1, shift_rank=1) -> StateEvolutionSolution:
     """Both stages' D → ∞ fixed points: pre-training (``α, Δ, λ``), then LoRA (``α', Δ', λ'``).
 
     Pre-training solves the six-parameter fixed point ``(m, q, V) = P(C(m, q, V))`` of docs/theory.md
@@ -92,6 +93,12 @@ def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3,
         warn: emit a :class:`~state_evolution.fixed_point.ConvergenceWarning` when a stage does not
             converge.
         throw: raise :class:`~solvable_attention.status.SolveError` when either stage did not succeed.
+        rank: ``r ≥ 1``, the LoRA rank (docs/model.md §6). With ``rank = shift_rank = 1`` (the default) the
+            rank-one solver above; otherwise the rank-r state evolution of docs/theory.md §7.1
+            (:func:`~state_evolution.finetuning_rank.solve_finetuning_rank`; ``.finetune`` is then a
+            :class:`~state_evolution.finetuning_rank.RankFinetuningSolution`; no recalibration, a finite
+            ``lam_prime``).
+        shift_rank: ``r* ≥ 1``, the rank of the teacher's shift ``S1 = S0 + γ V Vᵀ/√D``.
 
     Returns:
         A :class:`StateEvolutionSolution` with ``.pretrain`` and ``.finetune``; each carries its ``status``
@@ -115,12 +122,23 @@ def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3,
     if recalibrate and not math.isfinite(lam_prime):
         raise ValueError("recalibrate=True needs a finite lam_prime (lam_prime=inf means no adaptation)")
     check_lora_tokens(T, lam_prime)
+    for name, v in (("rank", rank), ("shift_rank", shift_rank)):
+        if isinstance(v, bool) or int(v) != v or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    rank_r = (rank, shift_rank) != (1, 1)
+    if rank_r and (recalibrate or not math.isfinite(lam_prime)):
+        raise ValueError("rank != 1 or shift_rank != 1 needs a finite lam_prime and recalibrate=False")
     pre = solve_pretraining(alpha, delta, lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa, activation=activation,
                             noise=noise, init=pretrain_init, n_samples=n_samples, n_test_samples=n_test_samples,
                             seed=seed, warn=warn)
-    fine = solve_finetuning(pre, alpha_prime, lam_prime, delta_prime=delta_prime, gamma=gamma,
-                            recalibrate=recalibrate, init=finetune_init, n_samples=n_samples,
-                            n_test_samples=n_test_samples, seed=seed + FINETUNE_SEED_OFFSET, warn=warn)
+    if rank_r:
+        fine = solve_finetuning_rank(pre, alpha_prime, lam_prime, rank=int(rank), shift_rank=int(shift_rank),
+                                     delta_prime=delta_prime, gamma=gamma, init=finetune_init, n_samples=n_samples,
+                                     n_test_samples=n_test_samples, seed=seed + FINETUNE_SEED_OFFSET, warn=warn)
+    else:
+        fine = solve_finetuning(pre, alpha_prime, lam_prime, delta_prime=delta_prime, gamma=gamma,
+                                recalibrate=recalibrate, init=finetune_init, n_samples=n_samples,
+                                n_test_samples=n_test_samples, seed=seed + FINETUNE_SEED_OFFSET, warn=warn)
     sol = StateEvolutionSolution(pretrain=pre, finetune=fine)
     return raise_if_failed(sol, "state evolution") if throw else sol
 

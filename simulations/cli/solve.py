@@ -67,6 +67,10 @@ def register(subparsers) -> None:
     add_model_arguments(p, several=GRID, required=("alpha", "delta", "lam"), reuse=False)
     p.add_argument("--pretrain-only", action="store_true",
                    help="solve pre-training only (no LoRA stage; the fine-tuning flags are ignored)")
+    p.add_argument("--rank", type=int, default=1,
+                   help="LoRA rank r (default 1; r > 1 or --shift-rank > 1 uses the rank-r state evolution, "
+                        "docs/theory.md §7.1, one point at a time; alignment is then √(update alignment))")
+    p.add_argument("--shift-rank", type=int, default=1, help="rank r* of the teacher's shift (default 1)")
     p.add_argument("--n-samples", type=int, default=N_SAMPLES,
                    help=f"Monte Carlo samples of the output channels (default {N_SAMPLES})")
     p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo samples (default 0)")
@@ -94,8 +98,11 @@ def run(args) -> int:
     for flag, path in (("--json", args.json), ("--csv", args.csv)):
         if path:
             check_writable(path, flag=flag)
+    if args.rank < 1 or args.shift_rank < 1:
+        raise UsageError(f"--rank and --shift-rank must be integers >= 1, got {args.rank}, {args.shift_rank}")
     solutions = solve_points(points, pretrain_only=args.pretrain_only, n_samples=args.n_samples,
-                             seed=args.seed, progress=not args.no_progress)
+                             seed=args.seed, progress=not args.no_progress, rank=args.rank,
+                             shift_rank=args.shift_rank)
     records = [point_record(pre, fine, solver, n_samples=args.n_samples, seed=args.seed)
                for pre, fine, solver in solutions]
     grid = grid_of(args)
@@ -173,7 +180,8 @@ def grid_points(args) -> list[dict]:
     return points
 
 
-def solve_points(points, *, pretrain_only: bool, n_samples: int, seed: int, progress: bool = True) -> list[tuple]:
+def solve_points(points, *, pretrain_only: bool, n_samples: int, seed: int, progress: bool = True, rank: int = 1,
+                 shift_rank: int = 1) -> list[tuple]:
     """Solve every point (as made by :func:`grid_points`, in that order) under one progress bar.
 
     Points sharing ``(α, α', Δ)`` (``(α, Δ)`` with ``pretrain_only``) and more than one ``(λ, λ')`` are
@@ -185,6 +193,9 @@ def solve_points(points, *, pretrain_only: bool, n_samples: int, seed: int, prog
         n_samples: Monte Carlo samples of the output channels.
         seed: seed of the Monte Carlo samples.
         progress: show the progress bar.
+        rank: LoRA rank ``r``; with ``shift_rank`` not both 1, each point is solved on its own by
+            :func:`state_evolution.solve_state_evolution` with ``rank``/``shift_rank`` (no warm sweep).
+        shift_rank: the shift's rank ``r*``.
 
     Returns:
         ``[(PretrainingSolution, FinetuningSolution or None, solver name), ...]``, one per point, in order.
@@ -215,6 +226,14 @@ def solve_points(points, *, pretrain_only: bool, n_samples: int, seed: int, prog
                 bar.update(len(group))
                 continue
             fine_kw = dict(gamma=first["gamma"], delta_prime=first["delta_prime"])
+            if (rank, shift_rank) != (1, 1):
+                for p in group:
+                    s = solve_state_evolution(p["alpha"], p["alpha_prime"], p["delta"], p["lam"],
+                                              lam_prime=p["lam_prime"], rank=rank, shift_rank=shift_rank,
+                                              **fine_kw, **common, **setting)
+                    out.append((s.pretrain, s.finetune, f"solve_state_evolution(rank={rank}, shift_rank={shift_rank})"))
+                    bar.update(1)
+                continue
             if len(group) > 1:
                 lam_primes = list(dict.fromkeys(p["lam_prime"] for p in group))
                 recalibrate = any(p["recalibrate"] for p in group)  # applied to the finite λ' by the sweep

@@ -146,12 +146,22 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--activations", nargs="+", default=["identity", "softmax"])
     ap.add_argument("--shift-rank", type=int, default=1, help="rank r* of the teacher's shift (default 1)")
+    ap.add_argument("--lam", type=float, default=0.05, help="pre-training λ (default 0.05)")
+    ap.add_argument("--lam-prime", type=float, default=1.0, help="LoRA and nuclear λ' (default 1)")
+    ap.add_argument("--lam-ridge", type=float, default=1.0, help="ridge λ'_F (default 1)")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=None,
+                    help="the variants to run (default: r* = 1: lora_r1 lora_r2 full_nuclear full_ridge; r* > 1: all)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--out", default="results/full_finetuning")
     ap.add_argument("--report", default="docs/full_finetuning_scaling.md")
     args = ap.parse_args(argv)
-    setting = dict(alpha=0.1, alpha_prime=3.0, delta=0.5, lam=0.05, lam_prime=1.0, lam_ridge=1.0)
+    setting = dict(alpha=0.1, alpha_prime=3.0, delta=0.5, lam=args.lam, lam_prime=args.lam_prime,
+                   lam_ridge=args.lam_ridge)
     extra = {} if args.shift_rank == 1 else {"shift_rank": args.shift_rank, "variants": list(VARIANTS)}
+    if args.variants is not None:
+        extra["variants"] = list(args.variants)
+        if args.shift_rank != 1:
+            extra["shift_rank"] = args.shift_rank
     points = [dict(setting, D=D, seed=s, activation=act, **extra) for act in args.activations for D in args.Ds
               for s in range(args.seeds)]
     records = run_points(full_point, points, args.out, executor=Executor(workers=args.workers), desc="full fine-tuning")

@@ -19,13 +19,14 @@ def register(subparsers) -> None:
     Args:
         subparsers: the sub-parsers action of the main parser (``add_subparsers()``).
     """
-    from ..figures import FIGURES
+    from ..figures import EXTRA_FIGURES, FIGURES
 
     p = subparsers.add_parser("reproduce", help="reproduce a figure of the paper (PNG, PDF, CSV, JSON)",
                               description="Reproduce one of the paper's figures: theory curves and simulation "
                                           "markers, written as <out>/<figure>.png/.pdf/.csv/.json; simulations "
                                           "are cached point by point under <out>/cache/ (a rerun skips them).")
-    p.add_argument("figure", metavar="FIGURE", help=f"one of {', '.join(FIGURES)}, or 'all' (every figure in turn)")
+    p.add_argument("figure", metavar="FIGURE", help=f"one of {', '.join(FIGURES)}, or 'all' (every figure of the paper in turn), "
+                                                    f"or beyond the paper: {', '.join(EXTRA_FIGURES)}")
     p.add_argument("--quick", action="store_true",
                    help="coarse grid, small D, 2 seeds, fewer theory samples (minutes instead of hours)")
     p.add_argument("--out", default="figures", help="output folder (default: ./figures)")
@@ -50,10 +51,11 @@ def run(args) -> int:
         UsageError: unknown or unavailable figure, ``--D < 2``, ``--seeds < 1``, bad ``--workers``/``--dask``,
             unwritable ``--out``.
     """
-    from ..figures import FIGURES, FigureUnavailable, load
+    from ..figures import EXTRA_FIGURES, FIGURES, FigureUnavailable, load
 
-    if args.figure not in FIGURES and args.figure != "all":
-        raise UsageError(f"unknown figure {args.figure!r}; choose from {', '.join(FIGURES)} or all")
+    if args.figure not in FIGURES and args.figure not in EXTRA_FIGURES and args.figure != "all":
+        raise UsageError(f"unknown figure {args.figure!r}; choose from {', '.join([*FIGURES, *EXTRA_FIGURES])} "
+                         "or all")
     executor = make_executor(args)
     if args.D is not None and args.D < 2:
         raise UsageError(f"--D must be an integer >= 2, got {args.D}")

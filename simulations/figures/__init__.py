@@ -25,6 +25,10 @@ FIGURES = {
     "fig5": "simulations.figures.fig5",
     "fig6": "simulations.figures.fig6",
 }
+# Figures beyond the paper: reproduced by name (``reproduce rank``), not part of ``reproduce all``.
+EXTRA_FIGURES = {
+    "rank": "simulations.figures.rank",
+}
 
 
 class FigureUnavailable(LookupError):
@@ -35,7 +39,7 @@ def load(name: str):
     """The module of figure ``name`` (a key of :data:`FIGURES`).
 
     Args:
-        name: ``"fig1"`` … ``"fig6"``.
+        name: ``"fig1"`` … ``"fig6"``, or a key of :data:`EXTRA_FIGURES` (``"rank"``).
 
     Returns:
         The imported module.
@@ -44,9 +48,10 @@ def load(name: str):
         FigureUnavailable: an unknown name, or a registered figure whose module is missing.
         ModuleNotFoundError: a dependency missing inside an existing figure module.
     """
-    if name not in FIGURES:
-        raise FigureUnavailable(f"unknown figure {name!r}; known: {', '.join(FIGURES)}")
-    module = FIGURES[name]
+    known = {**FIGURES, **EXTRA_FIGURES}
+    if name not in known:
+        raise FigureUnavailable(f"unknown figure {name!r}; known: {', '.join(known)}")
+    module = known[name]
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:

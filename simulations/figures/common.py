@@ -223,7 +223,7 @@ def simulation_rows(records, panel_of) -> list[dict]:
 
 
 _NOT_SETTING = ("source", "D", "n_seeds", "value", "se", "metric")
-Z_METRICS = ("E_ft", "E_ft_baseline", "alignment", "m_abs", "q_ft", "c", "mse_S", "q_pre", "E_pre")
+Z_METRICS = ("E_ft", "E_ft_baseline", "alignment", "m_abs", "q_ft", "c", "mse_S", "q_pre", "E_pre", "update_alignment")
 
 
 def marker_z_scores(rows) -> dict:
@@ -398,6 +398,10 @@ def estimated_cost(point: dict) -> float:
     """
     identity = point.get("activation") == "identity"
     alpha = float(point.get("alpha", 0.1))
+    if "sim_ranks" in point:  # a rank-figure simulation: one pre-training, LoRA of each rank and two full updates
+        return _SIM_SECONDS * (point["D"] / 150) ** 4 * (2 + sum(point["sim_ranks"]) / 4)
+    if "rank" in point:  # a rank-r theory point: a map evaluation grows like r² (docs/theory.md §7.1)
+        return (_IDENTITY_FACTOR if identity else 1.0) * _CURVE_COLD_SECONDS * point["rank"] ** 2
     if "D" in point:  # a simulation: one pre-training and its LoRA variants
         variants = len(point.get("variants") or [None])
         lam = max(float(point.get("lam", 0.01)), 1e-4)

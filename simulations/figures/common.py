@@ -473,11 +473,11 @@ class Reproduction:
         return {"paths": paths, "timings": dict(self.timings)}
 
 
-def write_rows_csv(path, rows) -> None:
-    """The tidy rows as CSV (``inf`` written as ``inf``), columns :data:`CSV_COLUMNS`."""
+def write_rows_csv(path, rows, columns=CSV_COLUMNS) -> None:
+    """The tidy rows as CSV (``inf`` written as ``inf``), columns :data:`CSV_COLUMNS` (or ``columns``)."""
     def write(tmp):
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+            w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
             w.writeheader()
             w.writerows(rows)
 

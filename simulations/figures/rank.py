@@ -10,7 +10,6 @@ data). A table of the best rank per ``(r*, λ')`` goes to ``rank.md`` next to th
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,22 +266,6 @@ def best_rank_table(rows, cfg: Config) -> tuple[str, list[dict]]:
     return "\n".join(lines), entries
 
 
-def write_csv(path, rows) -> None:
-    """The tidy rows with the rank columns (:data:`COLUMNS`), written atomically.
-
-    Args:
-        path: the CSV file.
-        rows: the tidy rows.
-    """
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-
-    write_file_atomic(path, write)
-
-
 def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool = True, **overrides) -> dict:
     """Write ``rank.png/.pdf/.csv/.json`` and ``rank.md`` (the best-rank table) under ``out``.
 
@@ -315,7 +298,7 @@ def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool =
     rows = rows_of(theory, sims, cfg)
     table, entries = best_rank_table(rows, cfg)
     result = run.finish(plot(rows, cfg), rows, notes=table)
-    write_csv(result["paths"]["csv"], rows)
+    common.write_rows_csv(result["paths"]["csv"], rows, COLUMNS)
     md = Path(out) / f"{NAME}.md"
     write_file_atomic(md, lambda tmp: Path(tmp).write_text(table + "\n"))
     result["paths"]["md"] = md

@@ -335,10 +335,7 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
         return _no_adaptation_solution(fine, channel, noises, t0)
     F = _lora_map(channel, fine)
 
-    def accept(x):  # the stall tolerance at an evaluated point: LORA_ACCEPT_TOL or its Monte Carlo floor,
-        aux = F.aux_at(x)  # never above LORA_ACCEPT_MAX
-        floor = LORA_ACCEPT_NOISE_FRACTION * aux[1] if aux is not None else 0.0
-        return max(accept_tol, min(floor, LORA_ACCEPT_MAX))
+    accept = noise_floor_acceptance(F, accept_tol)
 
     found, error = [], None
     starts = _starts(init, recalibrate, branches)
@@ -364,6 +361,26 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
     if warn:
         warn_if_not_converged("fine-tuning state evolution", result, tol)
     return raise_if_failed(result, "fine-tuning state evolution") if throw else result
+
+
+def noise_floor_acceptance(F, accept_tol):
+    """The stall tolerance of a LoRA solve at an evaluated point: ``accept_tol``, or ``LORA_ACCEPT_NOISE_FRACTION``
+    of the map's relative Monte Carlo error there when larger, never above ``LORA_ACCEPT_MAX``.
+
+    Args:
+        F: the :class:`~state_evolution.fixed_point.MemoizedMap` whose ``aux`` is ``(evaluation, relative error)``.
+        accept_tol: the base tolerance.
+
+    Returns:
+        ``x ↦ tolerance`` for :func:`~state_evolution.fixed_point.solve_fixed_point`'s ``accept_tol``.
+    """
+
+    def accept(x):
+        aux = F.aux_at(x)
+        floor = LORA_ACCEPT_NOISE_FRACTION * aux[1] if aux is not None else 0.0
+        return max(accept_tol, min(floor, LORA_ACCEPT_MAX))
+
+    return accept
 
 
 def _starts(init, recalibrate, branches) -> list:

@@ -32,8 +32,8 @@ from solvable_attention.params import FinetuneParams
 from solvable_attention.status import Status, raise_if_failed, worst
 
 from .channel_lora_rank import RankLoraChannel, polar_factor
-from .finetuning import (BRANCH_CHECK_MAX_ITER, LORA_ACCEPT_MAX, LORA_ACCEPT_NOISE_FRACTION, LORA_ACCEPT_TOL,
-                         SAME_BRANCH_RTOL, START_RESPONSE_SHRINK, check_lora_tokens)
+from .finetuning import (BRANCH_CHECK_MAX_ITER, LORA_ACCEPT_TOL, SAME_BRANCH_RTOL, START_RESPONSE_SHRINK,
+                         check_lora_tokens, noise_floor_acceptance)
 from .fixed_point import SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_point, warn_if_not_converged
 from .pretraining import PretrainingSolution
 from .sampling import N_SAMPLES, N_TEST_SAMPLES
@@ -506,10 +506,7 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
     F = _rank_map(channel, fine, layout, symmetric_spare)
     project = _project(layout, symmetric_spare)
 
-    def accept(x):
-        aux = F.aux_at(x)
-        floor = LORA_ACCEPT_NOISE_FRACTION * aux[1] if aux is not None else 0.0
-        return max(accept_tol, min(floor, LORA_ACCEPT_MAX))
+    accept = noise_floor_acceptance(F, accept_tol)
 
     starts = rank_starts(channel.rank, channel.shift_rank, init)
     if init is None and symmetric_spare and channel.rank > channel.shift_rank + 1:

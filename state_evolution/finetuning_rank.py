@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -353,23 +352,30 @@ def _relative_noise(ev, out, lam_prime) -> float:
 
 
 def spare_symmetric(M, Q, V, shift_rank):
-    """Project ``(M', Q', V')`` onto the symmetric ansatz for the ``r − r*`` spare columns (docs/theory.md §7.1):
+    """Project ``(M', Q', V')`` onto the symmetric ansatz for the ``r − k`` spare columns (docs/theory.md §7.1):
     the spare block of ``Q'`` and ``V'`` replaced by its mean eigenvalue times ``I``, the cross blocks and the
-    spare rows of ``M'`` set to zero (the first ``r*`` columns of ``U`` carry the signal).
+    spare rows of ``M'`` set to zero (the first ``k`` columns of ``U`` carry the signal). ``k = r*`` is the
+    ansatz of an informative solve with ``r > r*``; ``k = 0`` the uninformative subspace ``M' = 0``,
+    ``Q' = q'I``, ``V' = v'I``.
 
     Args:
         M: ``(r, r*)``.
         Q: ``(r, r)``.
         V: ``(r, r)``.
-        shift_rank: ``r*`` (``r ≤ r*``: returned unchanged).
+        shift_rank: ``k ≥ 0``, the signal columns (``r ≤ k``: returned unchanged).
 
     Returns:
         The projected ``(M', Q', V')``.
+
+    Raises:
+        ValueError: ``k < 0``.
     """
     r = Q.shape[0]
     k = shift_rank
     if r <= k:
         return M, Q, V
+    if k < 0:
+        raise ValueError(f"the number of signal columns must be >= 0, got {k}")
     M = M.copy()
     M[k:] = 0.0
     out = []
@@ -381,10 +387,11 @@ def spare_symmetric(M, Q, V, shift_rank):
     return M, out[0], out[1]
 
 
-def _rank_map(channel, fine, layout, symmetric_spare=True) -> MemoizedMap:
-    """``x ↦ F(x)``: channel, ridge prior, then the image rotated onto the input's gauge (and, for ``r > r*``
-    with ``symmetric_spare``, projected on the symmetric ansatz of :func:`spare_symmetric`); memoises
-    ``(evaluation, relative Monte Carlo error)``."""
+def _rank_map(channel, fine, layout, signal_columns=None) -> MemoizedMap:
+    """``x ↦ F(x)``: channel, ridge prior, then the image rotated onto the input's gauge and, when
+    ``signal_columns`` is an integer ``k``, projected on the symmetric ansatz of :func:`spare_symmetric` with
+    ``k`` signal columns (``k = r*``: the spare columns of an informative solve; ``k = 0``: the uninformative
+    subspace ``M' = 0``, ``Q' = q'I``, ``V' = v'I``); memoises ``(evaluation, relative Monte Carlo error)``."""
 
     def evaluate(x):
         M0, Q0, V0 = layout.unpack(x)
@@ -392,21 +399,21 @@ def _rank_map(channel, fine, layout, symmetric_spare=True) -> MemoizedMap:
             ev = channel.evaluate(M0, Q0, V0)
         out = rank_prior(ev, fine.lam_prime)
         out = align_gauge(*out, M0, Q0, V0)
-        if symmetric_spare:
-            out = spare_symmetric(*out, layout.shift_rank)
+        if signal_columns is not None:
+            out = spare_symmetric(*out, signal_columns)
         return layout.pack(*out), (ev, _relative_noise(ev, out, fine.lam_prime))
 
     return MemoizedMap(evaluate)
 
 
-def _project(layout, symmetric_spare=True):
+def _project(layout, signal_columns=None):
     """The domain of the iterate: ``V' ≻ 0`` and ``Q' ⪰ M'M'ᵀ`` (``ρ_V = I``), eigenvalues floored at 1e-12 (and
-    the symmetric ansatz of the spare columns with ``symmetric_spare``)."""
+    the symmetric ansatz of :func:`spare_symmetric` with ``signal_columns`` signal columns, when given)."""
 
     def project(x):
         M, Q, V = layout.unpack(x)
-        if symmetric_spare:
-            M, Q, V = spare_symmetric(M, Q, V, layout.shift_rank)
+        if signal_columns is not None:
+            M, Q, V = spare_symmetric(M, Q, V, signal_columns)
         w, E = np.linalg.eigh(V)
         V = (E * np.maximum(w, 1e-12)) @ E.T
         C = Q - M @ M.T
@@ -460,7 +467,9 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
     """Solve the rank-r LoRA state evolution (docs/theory.md §7.1) on a pre-training fixed point.
 
     From the informative start (and, with ``branches``, the uninformative one, at most
-    ``BRANCH_CHECK_MAX_ITER`` evaluations) the damped, Anderson-accelerated iteration solves
+    ``BRANCH_CHECK_MAX_ITER`` evaluations, iterated within the subspace ``M' = 0``, ``Q' = q'I``, ``V' = v'I``,
+    which the map leaves invariant in law: ``z* → −z*`` leaves the labels unchanged, and at ``M' = 0`` every
+    rotation of ``U`` is a symmetry) the damped, Anderson-accelerated iteration solves
     ``x = gauge(P(C(x)))``; the returned fixed point is the one with the lowest predicted training objective
     (the estimator's branch; docs/theory.md §4.6), the others are in ``branches``.
 
@@ -503,25 +512,22 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
         channel = make_rank_lora_channel(pretrain_result, fine, rank, shift_rank, n_samples=n_samples,
                                          n_test_samples=n_test_samples, seed=seed)
     layout = RankLayout(channel.rank, channel.shift_rank)
-    F = _rank_map(channel, fine, layout, symmetric_spare)
-    project = _project(layout, symmetric_spare)
+    maps = {}  # per start kind: (F, domain projection, acceptance), the uninformative one within M' = 0
 
-    accept = noise_floor_acceptance(F, accept_tol)
+    def map_for(name):
+        k = 0 if name == "uninformative" else (layout.shift_rank if symmetric_spare else None)
+        if k not in maps:
+            F = _rank_map(channel, fine, layout, k)
+            maps[k] = (F, _project(layout, k), noise_floor_acceptance(F, accept_tol))
+        return maps[k]
 
     starts = rank_starts(channel.rank, channel.shift_rank, init)
-    if init is None and symmetric_spare and channel.rank > channel.shift_rank + 1:
-        continued = _continued_start(pretrain_result, fine, channel, n_samples, n_test_samples, seed, tol, accept_tol,
-                                     max_iter, damping)
-        if continued is not None:  # both starts from the continued point (the uninformative one with M' = 0)
-            i = next(j for j, (name, _) in enumerate(starts) if name == "informative")
-            starts[i] = continued
-            M, Q, V = continued[1]
-            starts[-1] = ("uninformative", (0 * M, Q, V))
     if not branches:
         starts = starts[:1]
     found, error = [], None
     for shrink in START_RESPONSE_SHRINK:
         for k, (name, (M0, Q0, V0)) in enumerate(starts):
+            F, project, accept = map_for(name)
             try:
                 cap = max_iter if k == 0 else min(max_iter, BRANCH_CHECK_MAX_ITER)
                 fp = solve_fixed_point(F, layout.pack(M0, Q0, shrink * V0), tol=tol, max_iter=cap, damping=damping,
@@ -538,29 +544,6 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
     if warn:
         warn_if_not_converged(f"rank-{channel.rank} LoRA state evolution", result, tol)
     return raise_if_failed(result, "rank-r LoRA state evolution") if throw else result
-
-
-def _continued_start(pre, fine, channel, n_samples, n_test_samples, seed, tol, accept_tol, max_iter, damping):
-    """The informative start of a rank ``r > r* + 1`` solve, continued from rank ``r* + 1`` (docs/theory.md §7.1):
-    its signal block, and its one spare column's ``(Q', V')`` repeated on the ``r − r*`` spare columns. The spare
-    block's fixed point moves little with their number (softmax, r* = 1: spare ``Q'`` 0.105 at r = 2, 0.087 at
-    r = 4), while from the default start the r = 4 iteration took 70 evaluations. ``None`` when the rank-``(r* + 1)``
-    solve did not reach a fixed point."""
-    k, r = channel.shift_rank, channel.rank
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        low = solve_finetuning_rank(pre, fine.alpha_prime, fine.lam_prime, rank=k + 1, shift_rank=k,
-                                    delta_prime=fine.delta_prime, gamma=fine.gamma, tol=tol, accept_tol=accept_tol,
-                                    max_iter=max_iter, damping=damping, n_samples=n_samples,
-                                    n_test_samples=n_test_samples, seed=seed, branches=False, warn=False)
-    if not _is_fixed_point(low):
-        return None
-    M, Q, V = np.zeros((r, k)), np.zeros((r, r)), np.zeros((r, r))
-    M[:k] = low.M[:k]
-    for A, B in ((Q, low.Q), (V, low.V)):
-        A[:k, :k] = B[:k, :k]
-        A[k:, k:] = B[k, k] * np.eye(r - k)
-    return (f"continued from rank {k + 1}", (M, Q, V))
 
 
 def _is_fixed_point(sol) -> bool:

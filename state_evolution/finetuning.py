@@ -28,6 +28,7 @@ from .fixed_point import SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_p
 from .pretraining import PretrainingSolution
 from .sampling import N_SAMPLES, N_TEST_SAMPLES
 from .stage_status import stage_status
+from .solve_controls import deadline_after, evaluation_progress
 
 
 # A stalled LoRA iteration is accepted below this relative residual. The LoRA map's noise floor is higher
@@ -264,7 +265,8 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
                      gamma=1.0, recalibrate=False, init=None, tol=SAMPLED_TOL, accept_tol=LORA_ACCEPT_TOL, max_iter=400,
                      damping=0.5,
                      n_samples=N_SAMPLES, n_test_samples=N_TEST_SAMPLES, seed=1, channel=None,
-                     fallback=True, warn=True, memory=None, branches=True, throw=False) -> FinetuningSolution:
+                     fallback=True, warn=True, memory=None, branches=True, throw=False, time_limit=None,
+                     progress=False) -> FinetuningSolution:
     """Solve the LoRA state evolution given the pre-training fixed point.
 
     ``delta_prime`` defaults to the pre-training ``Δ``; ``lam_prime = inf`` gives ``û = 0`` and
@@ -308,6 +310,9 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
         branches: also solve from the other starts and return the lowest-objective fixed point
             (``False``: the one start only, as warm-started sweeps do).
         throw: raise :class:`~solvable_attention.status.SolveError` when the status is not successful.
+        time_limit: seconds all starts together may take (``None``: no limit); when reached, the best iterate
+            is returned with ``Status.MAX_ITERATIONS`` (:mod:`state_evolution.solve_controls`).
+        progress: show a progress bar over map evaluations with the current residual.
 
     Returns:
         The :class:`FinetuningSolution`; its ``status`` says whether and how it converged (not converged,
@@ -317,12 +322,13 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
         ValueError: a parameter out of its range (from :class:`~solvable_attention.params.FinetuneParams`:
             ``alpha_prime``, ``gamma`` ``> 0``; ``delta_prime``, ``lam_prime`` ``≥ 0``),
             ``recalibrate=True`` with ``lam_prime = inf``, or an ``init`` with fewer than 3 entries (4 with
-            ``recalibrate``) or a non-finite one.
+            ``recalibrate``) or a non-finite one, or a ``time_limit`` that is not a positive number.
         solvable_attention.status.SolveError: ``throw=True`` and the solve did not succeed.
     """
     fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=lam_prime,
                           delta_prime=pretrain_result.params.delta if delta_prime is None else delta_prime,
                           gamma=gamma, recalibrate=recalibrate)
+    deadline = deadline_after(time_limit)
     if recalibrate and not fine.adapts:
         raise ValueError("recalibrate=True needs a finite lam_prime (lam_prime=inf means no adaptation)")
     check_lora_tokens(pretrain_result.params.T, fine.lam_prime)
@@ -339,21 +345,22 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
 
     found, error = [], None
     starts = _starts(init, recalibrate, branches)
-    for shrink in START_RESPONSE_SHRINK:  # V' of the starts shrunk until some start is inside the map's domain
-        for k, x0 in enumerate(starts):
-            x0 = np.array(x0, float)
-            x0[2] *= shrink
-            try:
-                cap = max_iter if k == 0 else min(max_iter, BRANCH_CHECK_MAX_ITER)
-                fp = solve_fixed_point(F, x0, tol=tol, max_iter=cap, damping=damping, project=_project_lora,
-                                       fallback=fallback, accept_tol=accept if accept_tol > tol else tol,
-                                       memory=memory if k == 0 else None)
-            except InvalidIterate as exc:  # this start is outside the map's domain; the others may not be
-                error = error or exc
-                continue
-            found.append(_assemble_solution(fine, channel, F, fp, noises, t0, tuple(float(v) for v in x0)))
-        if found:
-            break
+    with evaluation_progress("LoRA state evolution", progress) as report:
+        for shrink in START_RESPONSE_SHRINK:  # V' of the starts shrunk until some start is inside the map's domain
+            for k, x0 in enumerate(starts):
+                x0 = np.array(x0, float)
+                x0[2] *= shrink
+                try:
+                    cap = max_iter if k == 0 else min(max_iter, BRANCH_CHECK_MAX_ITER)
+                    fp = solve_fixed_point(F, x0, tol=tol, max_iter=cap, damping=damping, project=_project_lora,
+                                           fallback=fallback, accept_tol=accept if accept_tol > tol else tol,
+                                           memory=memory if k == 0 else None, deadline=deadline, progress=report)
+                except InvalidIterate as exc:  # this start is outside the map's domain; the others may not be
+                    error = error or exc
+                    continue
+                found.append(_assemble_solution(fine, channel, F, fp, noises, t0, tuple(float(v) for v in x0)))
+            if found:
+                break
     if not found:  # no start could be evaluated: reported, not raised
         result = _failed_solution(fine, noises, t0, error)
         return raise_if_failed(result, "fine-tuning state evolution") if throw else result

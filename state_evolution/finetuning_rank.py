@@ -37,6 +37,7 @@ from .fixed_point import SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_p
 from .pretraining import PretrainingSolution
 from .sampling import N_SAMPLES, N_TEST_SAMPLES
 from .stage_status import stage_status
+from .solve_controls import deadline_after, evaluation_progress
 
 # The scale of the starts: M' = 0.5 E (E the r × r* embedding), Q' = V' = 0.5 I (the rank-one default start
 # (0.5, 0.5, 0.5) at r = r* = 1); the uninformative start has M' = 0.
@@ -463,7 +464,7 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
                           delta_prime=None, gamma=1.0, init=None, tol=SAMPLED_TOL, accept_tol=LORA_ACCEPT_TOL,
                           max_iter=400, damping=0.5, n_samples=N_SAMPLES, n_test_samples=N_TEST_SAMPLES, seed=1,
                           channel=None, branches=True, symmetric_spare=True, warn=True,
-                          throw=False) -> RankFinetuningSolution:
+                          throw=False, time_limit=None, progress=False) -> RankFinetuningSolution:
     """Solve the rank-r LoRA state evolution (docs/theory.md §7.1) on a pre-training fixed point.
 
     From the informative start (and, with ``branches``, the uninformative one, at most
@@ -494,12 +495,16 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
             among the spare columns is not searched for (``False``: the full iteration).
         warn: warn when not converged.
         throw: raise :class:`~solvable_attention.status.SolveError` when not successful.
+        time_limit: seconds all starts together may take (``None``: no limit); when reached, the best iterate
+            is returned with ``Status.MAX_ITERATIONS`` (:mod:`state_evolution.solve_controls`).
+        progress: show a progress bar over map evaluations with the current residual.
 
     Returns:
         The :class:`RankFinetuningSolution` (with its status; not raised).
 
     Raises:
-        ValueError: a parameter out of range, ``lam_prime = inf``, ``T = 1``, a bad ``rank``/``shift_rank``/``init``.
+        ValueError: a parameter out of range, ``lam_prime = inf``, ``T = 1``, a bad ``rank``/``shift_rank``/``init``,
+            a ``time_limit`` that is not a positive number.
     """
     fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=lam_prime,
                           delta_prime=pretrain_result.params.delta if delta_prime is None else delta_prime,
@@ -507,6 +512,7 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
     if not fine.adapts:
         raise ValueError("lam_prime must be finite for the rank-r solver (lam_prime=inf is no adaptation)")
     check_lora_tokens(pretrain_result.params.T, fine.lam_prime)
+    deadline = deadline_after(time_limit)
     t0 = time.perf_counter()
     if channel is None:
         channel = make_rank_lora_channel(pretrain_result, fine, rank, shift_rank, n_samples=n_samples,
@@ -525,19 +531,22 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
     if not branches:
         starts = starts[:1]
     found, error = [], None
-    for shrink in START_RESPONSE_SHRINK:
-        for k, (name, (M0, Q0, V0)) in enumerate(starts):
-            F, project, accept = map_for(name)
-            try:
-                cap = max_iter if k == 0 else min(max_iter, BRANCH_CHECK_MAX_ITER)
-                fp = solve_fixed_point(F, layout.pack(M0, Q0, shrink * V0), tol=tol, max_iter=cap, damping=damping,
-                                       project=project, accept_tol=accept if accept_tol > tol else tol)
-            except InvalidIterate as exc:
-                error = error or exc
-                continue
-            found.append(_assemble(fine, channel, F, fp, layout, name, t0))
-        if found:
-            break
+    with evaluation_progress(f"rank-{channel.rank} LoRA state evolution", progress) as report:
+        for shrink in START_RESPONSE_SHRINK:
+            for k, (name, (M0, Q0, V0)) in enumerate(starts):
+                F, project, accept = map_for(name)
+                try:
+                    cap = max_iter if k == 0 else min(max_iter, BRANCH_CHECK_MAX_ITER)
+                    fp = solve_fixed_point(F, layout.pack(M0, Q0, shrink * V0), tol=tol, max_iter=cap,
+                                           damping=damping, project=project,
+                                           accept_tol=accept if accept_tol > tol else tol, deadline=deadline,
+                                           progress=report)
+                except InvalidIterate as exc:
+                    error = error or exc
+                    continue
+                found.append(_assemble(fine, channel, F, fp, layout, name, t0))
+            if found:
+                break
     if not found:
         raise InvalidIterate(f"the rank-{channel.rank} LoRA map cannot be evaluated from any start: {error}")
     result = _select(found, time.perf_counter() - t0)

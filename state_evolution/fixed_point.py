@@ -13,6 +13,7 @@ Residual: ``‖F(x) − x‖₂ / max(‖x‖₂, scale)`` (relative, with an ab
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -110,7 +111,7 @@ def _anderson_step(x, f, dxs, dfs, eta, reg=1e-10):
 
 def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min=0.02, damping_max=1.0,
                       anderson=4, fallback=True, polish_below=0.0, project=None,
-                      accept_tol=None, memory=None) -> FixedPointSolution:
+                      accept_tol=None, memory=None, deadline=None, progress=None) -> FixedPointSolution:
     """Solve ``x = F(x)`` until ``relative_residual(x, F(x)) ≤ tol``.
 
     ``accept_tol`` (default ``tol``): a looser tolerance accepted once the iteration has stalled
@@ -138,12 +139,18 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
     secant step (the Jacobian of ``F − id`` changes slowly along a sweep), instead of ``anderson``
     damped steps spent rebuilding it (measured on Figure 1's sweeps: docs/theory.md §2.6). Discarded
     at the first restart, like the solve's own pairs.
+    ``deadline``: a :func:`time.monotonic` time after which no further evaluation starts; the best iterate is
+    then returned, ``converged=False``, ``method="time_limit"`` (no root fallback: it would cost more
+    evaluations). ``progress``: called as ``progress(evaluations, residual)`` after each evaluation.
     """
     x = np.asarray(x0, float)
     if project is not None:  # a start outside the domain (e.g. an extrapolated warm start) is projected first
         x = np.asarray(project(x), float)
     it = _Iteration(x, float(damping), damping_min, damping_max, anderson, polish_below, project, memory)
     while it.n_eval < max_iter:
+        if deadline is not None and time.monotonic() >= deadline:
+            value = it.best_x if it.best_x is not None else it.x
+            return it.result(value, False, it.best_res, "time_limit", value)
         Fx = it.evaluate(F)
         if Fx is None:  # F could not be evaluated: restarted from the best iterate, or out of valid steps
             if it.invalid_run >= MAX_INVALID_RUN:
@@ -151,6 +158,8 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
             continue
         res = relative_residual(it.x, Fx)
         it.history.append(res)
+        if progress is not None:
+            progress(it.n_eval, res)
         if res <= tol:
             return it.result(Fx, True, res, "damped", it.x)
         if res > 10 * it.best_res and (it.dxs or it.last is not None):
@@ -284,6 +293,9 @@ class _Iteration:
                                                      f"{accepted_below:.3g} after {self.n_eval} evaluations")
         if converged:
             return Status.CONVERGED, f"residual {res:.3g} after {self.n_eval} evaluations ({method})"
+        if method == "time_limit":
+            return Status.MAX_ITERATIONS, (f"time limit reached after {self.n_eval} evaluations "
+                                           f"(best residual {res:.3g})")
         if self.best_x is None or self.invalid_run >= MAX_INVALID_RUN:
             return Status.LEFT_DOMAIN, (f"no valid step left after {self.n_eval} evaluations "
                                         f"(best residual {res:.3g})")

@@ -24,6 +24,7 @@ from .fixed_point import (SAMPLED_ACCEPT_TOL, SAMPLED_TOL, InvalidIterate, Memoi
                           solve_fixed_point, warn_if_not_converged)
 from .sampling import N_SAMPLES, N_TEST_SAMPLES
 from .stage_status import stage_status
+from .solve_controls import deadline_after, evaluation_progress
 from .spectral_prior import prior_overlaps_free, prior_overlaps_matrix
 
 
@@ -147,7 +148,8 @@ def prior_map(params: PretrainParams, m_hat, q_hat, V_hat, draws=None):
 def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0, activation="softmax",
                       noise="logits", init=None, tol=None, max_iter=400, damping=0.7, n_samples=N_SAMPLES,
                       n_test_samples=N_TEST_SAMPLES, seed=0, channel=None, prior_draws=None,
-                      fallback=True, warn=True, memory=None, throw=False) -> PretrainingSolution:
+                      fallback=True, warn=True, memory=None, throw=False, time_limit=None,
+                      progress=False) -> PretrainingSolution:
     """Solve the pre-training state evolution at one setting (docs/model.md §2, D → ∞).
 
     The fixed point ``(m, q, V) = P(C(m, q, V))`` of docs/theory.md §2.6: the channel
@@ -181,6 +183,9 @@ def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0
             the Anderson mixing (:func:`fixed_point.solve_fixed_point`), as warm sweeps do.
         throw: raise :class:`~solvable_attention.status.SolveError` when the status is not successful
             (default: return the solution with ``converged=False`` and its ``status``).
+        time_limit: seconds the iteration may take (``None``: no limit); when reached, the best iterate is
+            returned with ``Status.MAX_ITERATIONS`` (:mod:`state_evolution.solve_controls`).
+        progress: show a progress bar over map evaluations with the current residual.
 
     Returns:
         The :class:`PretrainingSolution`; its ``status`` says whether and how it converged.
@@ -189,20 +194,23 @@ def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0
         ValueError: a parameter out of its range (from :class:`~solvable_attention.params.PretrainParams`:
             ``alpha``, ``beta``, ``kappa0``, ``kappa`` ``> 0``; ``delta``, ``lam`` ``≥ 0``; ``T`` an
             integer ``≥ 1``, ``≥ 2`` with softmax; ``activation``, ``noise`` one of the choices), a
-            ``channel`` built for a different setting, or an ``init`` that is not a finite triple.
+            ``channel`` built for a different setting, an ``init`` that is not a finite triple, or a
+            ``time_limit`` that is not a positive number.
         state_evolution.fixed_point.InvalidIterate: the map cannot be evaluated at the start.
         solvable_attention.status.SolveError: ``throw=True`` and the solve did not succeed.
     """
     params = PretrainParams(alpha=alpha, delta=delta, lam=lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa,
                             activation=activation, noise=noise)
+    deadline = deadline_after(time_limit)
     if channel is None:
         channel = make_channel(params, n_samples=n_samples, n_test_samples=n_test_samples, seed=seed)
     else:
         _check_channel(channel, params)
-    sol = _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn and init is not None, fallback, memory)
-    if init is None and not sol.converged and params.beta > BETA_CONTINUATION_FACTOR:
+    sol = _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn and init is not None, fallback, memory,
+                 deadline=deadline, progress=progress)
+    if init is None and not sol.converged and params.beta > BETA_CONTINUATION_FACTOR and sol.method != "time_limit":
         sol = _continue_in_beta(params, sol, n_samples, n_test_samples, seed, channel, tol, max_iter, damping,
-                                prior_draws, fallback)
+                                prior_draws, fallback, deadline)
     if warn and init is None:
         warn_if_not_converged("pre-training state evolution", sol, tol or SAMPLED_TOL)
     return raise_if_failed(sol, "pre-training state evolution") if throw else sol
@@ -217,7 +225,7 @@ BETA_CONTINUATION_FACTOR = 2.0
 
 
 def _continue_in_beta(params, cold, n_samples, n_test_samples, seed, channel, tol, max_iter, damping, prior_draws,
-                      fallback) -> PretrainingSolution:
+                      fallback, deadline=None) -> PretrainingSolution:
     """The fixed point at ``params.beta`` reached along ``β = β_min, …, params.beta`` (warm starts), or ``cold``
     (the failed cold solve) if the path does not reach a successful solution. The evaluations of the whole path
     are counted in ``iterations``; ``method`` names the path."""
@@ -229,13 +237,13 @@ def _continue_in_beta(params, cold, n_samples, n_test_samples, seed, channel, to
     for b in betas[:-1]:
         p_b = dataclasses.replace(params, beta=b)
         ch = make_channel(p_b, n_samples=n_samples, n_test_samples=n_test_samples, seed=seed)
-        step = _solve(p_b, ch, init, tol, max_iter, damping, prior_draws, False, fallback, None)
+        step = _solve(p_b, ch, init, tol, max_iter, damping, prior_draws, False, fallback, None, deadline=deadline)
         spent += step.iterations
         if step.converged:
             init = step.overlaps
     if init is None:
         return cold
-    sol = _solve(params, channel, init, tol, max_iter, damping, prior_draws, False, fallback, None)
+    sol = _solve(params, channel, init, tol, max_iter, damping, prior_draws, False, fallback, None, deadline=deadline)
     spent += sol.iterations
     if not sol.converged:
         return cold if cold.residual <= sol.residual else dataclasses.replace(sol, iterations=spent)
@@ -262,7 +270,7 @@ COARSE_TOL = 1e-3  # well above the coarse channel's own Monte Carlo error is po
 
 
 def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fallback=True,
-           memory=None) -> PretrainingSolution:
+           memory=None, deadline=None, progress=False) -> PretrainingSolution:
     t0 = time.perf_counter()
     sampled = params.activation != "identity" or not hasattr(channel, "weight")
     tol = (SAMPLED_TOL if sampled else 1e-10) if tol is None else float(tol)
@@ -291,16 +299,18 @@ def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fal
     def project(x):  # the domain of overlaps: q ≥ m²/ρ0 (Cauchy–Schwarz), V ≥ 0
         return np.array([x[0], max(x[1], x[0] ** 2 / rho0, 0.0), max(x[2], 0.0)])
     n_coarse = getattr(channel, "n_samples", 0) // COARSE_FACTOR
-    if init is None and n_coarse >= MIN_COARSE_SAMPLES:
-        # coarse-to-fine: the wandering first phase on 1/8 of the samples, then the full samples from there
-        # (plain damping there: robust far from the fixed point; Anderson on the full samples)
-        coarse = solve_fixed_point(state_map(channel.subset(n_coarse)), x0, tol=COARSE_TOL, max_iter=max_iter,
-                                   damping=damping, project=project, fallback=False, anderson=0)
-        x0 = coarse.value
-    F = state_map(channel)
-    sol = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=project,
-                            fallback=fallback, accept_tol=max(tol, SAMPLED_ACCEPT_TOL) if sampled else None,
-                            memory=memory)
+    with evaluation_progress("pre-training state evolution", progress) as report:
+        if init is None and n_coarse >= MIN_COARSE_SAMPLES:
+            # coarse-to-fine: the wandering first phase on 1/8 of the samples, then the full samples from there
+            # (plain damping there: robust far from the fixed point; Anderson on the full samples)
+            coarse = solve_fixed_point(state_map(channel.subset(n_coarse)), x0, tol=COARSE_TOL, max_iter=max_iter,
+                                       damping=damping, project=project, fallback=False, anderson=0,
+                                       deadline=deadline, progress=report)
+            x0 = coarse.value
+        F = state_map(channel)
+        sol = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=project,
+                                fallback=fallback, accept_tol=max(tol, SAMPLED_ACCEPT_TOL) if sampled else None,
+                                memory=memory, deadline=deadline, progress=report)
     if warn:
         warn_if_not_converged("pre-training state evolution", sol, tol)
     m, q, V = (float(v) for v in sol.value)

@@ -17,6 +17,7 @@ from .finetuning_rank import solve_finetuning_rank
 from .fixed_point import InvalidIterate, predicted_start
 from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraining
 from .sampling import FINETUNE_SEED_OFFSET, N_SAMPLES, N_TEST_SAMPLES
+from .solve_controls import deadline_after, remaining
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class StateEvolutionSolution:
 def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3, beta=1.0, kappa0=1.0, kappa=1.0,
                           gamma=1.0, activation="softmax", delta_prime=None, recalibrate=False, noise="logits",
                           pretrain_init=None, finetune_init=None, n_samples=N_SAMPLES, n_test_samples=N_TEST_SAMPLES,
-                          seed=0, warn=True, throw=False, rank=1, shift_rank=1) -> StateEvolutionSolution:
+                          seed=0, warn=True, throw=False, rank=1, shift_rank=1, time_limit=None,
+                          progress=False) -> StateEvolutionSolution:
     """Both stages' D → ∞ fixed points: pre-training (``α, Δ, λ``), then LoRA (``α', Δ', λ'``).
 
     Pre-training solves the six-parameter fixed point ``(m, q, V) = P(C(m, q, V))`` of docs/theory.md
@@ -99,6 +101,9 @@ def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3,
             :class:`~state_evolution.finetuning_rank.RankFinetuningSolution`; no recalibration, a finite
             ``lam_prime``).
         shift_rank: ``r* ≥ 1``, the rank of the teacher's shift ``S1 = S0 + γ V Vᵀ/√D``.
+        time_limit: seconds both stages together may take (``None``: no limit); a stage that reaches it
+            returns its best iterate with ``Status.MAX_ITERATIONS`` (:mod:`state_evolution.solve_controls`).
+        progress: show a progress bar over each stage's map evaluations with the current residual.
 
     Returns:
         A :class:`StateEvolutionSolution` with ``.pretrain`` and ``.finetune``; each carries its ``status``
@@ -110,8 +115,8 @@ def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3,
             and :class:`~solvable_attention.params.FinetuneParams`: ``alpha``, ``alpha_prime``, ``beta``,
             ``kappa0``, ``kappa``, ``gamma`` must be ``> 0``; ``delta``, ``delta_prime``, ``lam``,
             ``lam_prime`` ``≥ 0``; ``T`` an integer ``≥ 1`` (``≥ 2`` with softmax); ``activation``,
-            ``noise`` one of the choices), ``recalibrate=True`` with ``lam_prime = inf``, or an ``init``
-            that is not a finite vector of the right length.
+            ``noise`` one of the choices), ``recalibrate=True`` with ``lam_prime = inf``, an ``init``
+            that is not a finite vector of the right length, or a ``time_limit`` that is not a positive number.
         state_evolution.fixed_point.InvalidIterate: the map cannot be evaluated at the start (a
             conjugate out of its domain), which a damped iteration could not recover from.
         solvable_attention.status.SolveError: ``throw=True`` and a stage did not succeed.
@@ -128,17 +133,20 @@ def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3,
     rank_r = (rank, shift_rank) != (1, 1)
     if rank_r and (recalibrate or not math.isfinite(lam_prime)):
         raise ValueError("rank != 1 or shift_rank != 1 needs a finite lam_prime and recalibrate=False")
+    deadline = deadline_after(time_limit)
     pre = solve_pretraining(alpha, delta, lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa, activation=activation,
                             noise=noise, init=pretrain_init, n_samples=n_samples, n_test_samples=n_test_samples,
-                            seed=seed, warn=warn)
+                            seed=seed, warn=warn, time_limit=remaining(deadline), progress=progress)
     if rank_r:
         fine = solve_finetuning_rank(pre, alpha_prime, lam_prime, rank=int(rank), shift_rank=int(shift_rank),
                                      delta_prime=delta_prime, gamma=gamma, init=finetune_init, n_samples=n_samples,
-                                     n_test_samples=n_test_samples, seed=seed + FINETUNE_SEED_OFFSET, warn=warn)
+                                     n_test_samples=n_test_samples, seed=seed + FINETUNE_SEED_OFFSET, warn=warn,
+                                     time_limit=remaining(deadline), progress=progress)
     else:
         fine = solve_finetuning(pre, alpha_prime, lam_prime, delta_prime=delta_prime, gamma=gamma,
                                 recalibrate=recalibrate, init=finetune_init, n_samples=n_samples,
-                                n_test_samples=n_test_samples, seed=seed + FINETUNE_SEED_OFFSET, warn=warn)
+                                n_test_samples=n_test_samples, seed=seed + FINETUNE_SEED_OFFSET, warn=warn,
+                                time_limit=remaining(deadline), progress=progress)
     sol = StateEvolutionSolution(pretrain=pre, finetune=fine)
     return raise_if_failed(sol, "state evolution") if throw else sol
 

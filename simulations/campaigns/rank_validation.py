@@ -80,27 +80,43 @@ def load_records(folders) -> list[dict]:
     return out
 
 
-def theory_point(activation: str, shift_rank: int, rank: int, folder: Path) -> dict:
-    """The rank-r state evolution at :data:`SETTING` (cached in ``folder``; written atomically).
+def theory_path(folder: Path, activation: str, shift_rank: int, rank: int, lam: float, lam_prime: float) -> Path:
+    """The cache file of one theory point.
+
+    Args:
+        folder: the cache folder.
+        activation, shift_rank, rank, lam, lam_prime: the point.
+
+    Returns:
+        ``folder/{activation}_lam{λ}_lp{λ'}_rs{r*}_r{r}.json``.
+    """
+    return folder / f"{activation}_lam{lam:g}_lp{lam_prime:g}_rs{shift_rank}_r{rank}.json"
+
+
+def theory_point(activation: str, shift_rank: int, rank: int, folder: Path, lam: float = SETTING["lam"],
+                 lam_prime: float = SETTING["lam_prime"]) -> dict:
+    """The rank-r state evolution at :data:`SETTING` with ``λ``, ``λ'`` (cached in ``folder``; written atomically).
 
     Args:
         activation: ``"softmax"`` or ``"identity"``.
         shift_rank: ``r*``.
         rank: ``r``.
         folder: the cache folder.
+        lam: pre-training ``λ``.
+        lam_prime: ``λ'``.
 
     Returns:
         The solution's ``to_dict()`` (with ``update_alignment`` also at ``r = r* = 1``).
     """
-    path = folder / f"{activation}_rs{shift_rank}_r{rank}.json"
+    path = theory_path(folder, activation, shift_rank, rank, lam, lam_prime)
     if path.exists():
         return json.loads(path.read_text())
     from state_evolution import solve_state_evolution
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        s = solve_state_evolution(SETTING["alpha"], SETTING["alpha_prime"], SETTING["delta"], SETTING["lam"],
-                                  lam_prime=SETTING["lam_prime"], activation=activation, rank=rank,
+        s = solve_state_evolution(SETTING["alpha"], SETTING["alpha_prime"], SETTING["delta"], lam,
+                                  lam_prime=lam_prime, activation=activation, rank=rank,
                                   shift_rank=shift_rank, warn=False)
     f = s.finetune
     d = f.to_dict()
@@ -161,7 +177,7 @@ def verdict(theory: float, est: tuple) -> bool:
 
 
 def build(records, theory_dir: Path, ranks=(1, 2, 4)):
-    """Group the records per ``(activation, r*, r)`` (``r`` in ``ranks``), attach theory and extrapolations.
+    """Group the records per ``(activation, λ, λ', r*, r)`` (``r`` in ``ranks``), attach theory and extrapolations.
 
     Args:
         records: the campaign records.
@@ -169,7 +185,7 @@ def build(records, theory_dir: Path, ranks=(1, 2, 4)):
         ranks: the LoRA ranks to compare.
 
     Returns:
-        One row per ``(activation, r*, r)`` with the theory, the extrapolations and the verdicts per metric.
+        One row per ``(activation, λ, λ', r*, r)`` with the theory, the extrapolations and the verdicts per metric.
     """
     groups = {}
     tops = {}
@@ -185,13 +201,15 @@ def build(records, theory_dir: Path, ranks=(1, 2, 4)):
             r = int(name[len("lora_r"):])
             if r not in ranks:
                 continue
-            g = groups.setdefault((p["activation"], rs, r), {m: [] for m in METRICS})
+            lam, lp = float(p.get("lam", SETTING["lam"])), float(p.get("lam_prime", SETTING["lam_prime"]))
+            g = groups.setdefault((p["activation"], lam, lp, rs, r), {m: [] for m in METRICS})
             for m in METRICS:
                 g[m].append((p["D"], v[m], tops[key_top]))
     rows = []
-    for (act, rs, r), g in sorted(groups.items()):
-        th = theory_point(act, rs, r, theory_dir)
-        row = {"activation": act, "shift_rank": rs, "rank": r, "theory_status": th["status"],
+    for (act, lam, lp, rs, r), g in sorted(groups.items()):
+        th = theory_point(act, rs, r, theory_dir, lam, lp)
+        row = {"activation": act, "lam": lam, "lam_prime": lp, "shift_rank": rs, "rank": r,
+               "theory_status": th["status"],
                "replicon": th["replicon"], "metrics": {}}
         for m in METRICS:
             ex = extrapolations(g[m])
@@ -214,12 +232,14 @@ def report(rows) -> str:
         The tables, one per activation.
     """
     lines = []
-    for act in ("softmax", "identity"):
-        sub = [r for r in rows if r["activation"] == act]
+    settings = sorted({(r.get("lam", SETTING["lam"]), r.get("lam_prime", SETTING["lam_prime"])) for r in rows})
+    for (lam, lp), act in ((s, a) for s in settings for a in ("softmax", "identity")):
+        sub = [r for r in rows if r["activation"] == act
+               and (r.get("lam", SETTING["lam"]), r.get("lam_prime", SETTING["lam_prime"])) == (lam, lp)]
         if not sub:
             continue
         Ds = sorted({D for r in sub for D in r["metrics"]["test_error"]["per_D"]})
-        lines += [f"### {act}", "",
+        lines += [f"### {act}, λ = {lam:g}, λ' = {lp:g}", "",
                   "| r* | r | metric | " + " | ".join(f"D={D}" for D in Ds)
                   + " | a + b/D | a + b/D + c·(λmax(ρ_V)−1) | theory | status, replicon | verdict |",
                   "|" + "---|" * (len(Ds) + 8)]

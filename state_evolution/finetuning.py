@@ -59,8 +59,10 @@ UNINFORMATIVE_START = (0.0, 0.5, 0.5)
 # like the loss's curvature: identity activation at β = 4.6 (α = 0.27, Δ = 0.5, λ = 0.005, α' = 7.2, λ' = 0.65)
 # has V̂' ≈ 200 near the fixed point, where V' = 0.5 makes the ridge shift −51 and the map undefined.
 START_RESPONSE_SHRINK = (1.0, 0.1, 0.01, 0.001)
-# Two branches whose (m', q') agree to this relative tolerance are the same fixed point.
+# Two branches whose (m', q') agree to this relative tolerance are the same fixed point ...
 SAME_BRANCH_RTOL = 1e-3
+# ... and two whose overlaps are all below this are both û = 0 for every purpose (E' moves by O(q'): 1e-8).
+NULL_UPDATE_SCALE = 1e-8
 # Map evaluations at most for the branch-check starts (the starts after the first). A start that converges
 # does so in far fewer (Figure 1's 240 points: 7.5 evaluations per solve on average); one that has not
 # converged by then is kept as a MAX_ITERATIONS branch, and if its objective is lower than the returned
@@ -339,20 +341,24 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
     noises = effective_noises(pretrain_result, fine.delta_prime)
     if not fine.adapts:
         return _no_adaptation_solution(fine, channel, noises, t0)
-    F = _lora_map(channel, fine)
-
-    accept = noise_floor_acceptance(F, accept_tol)
+    # the uninformative start iterates within its invariant subspace m' = 0 (docs/theory.md §4.6)
+    maps = {sym: _lora_map(channel, fine, symmetric=sym) for sym in (False, True)}
+    uninformative = np.array(_initial_point(UNINFORMATIVE_START + (1.0,), recalibrate), float)
 
     found, error = [], None
     starts = _starts(init, recalibrate, branches)
     with evaluation_progress("LoRA state evolution", progress) as report:
         for shrink in START_RESPONSE_SHRINK:  # V' of the starts shrunk until some start is inside the map's domain
             for k, x0 in enumerate(starts):
+                sym = branches and k > 0 and np.array_equal(np.asarray(x0, float), uninformative)
+                F = maps[sym]
+                accept = noise_floor_acceptance(F, accept_tol)
                 x0 = np.array(x0, float)
                 x0[2] *= shrink
                 try:
                     cap = max_iter if k == 0 else min(max_iter, BRANCH_CHECK_MAX_ITER)
-                    fp = solve_fixed_point(F, x0, tol=tol, max_iter=cap, damping=damping, project=_project_lora,
+                    fp = solve_fixed_point(F, x0, tol=tol, max_iter=cap, damping=damping,
+                                           project=_project_uninformative if sym else _project_lora,
                                            fallback=fallback, accept_tol=accept if accept_tol > tol else tol,
                                            memory=memory if k == 0 else None, deadline=deadline, progress=report)
                 except InvalidIterate as exc:  # this start is outside the map's domain; the others may not be
@@ -409,7 +415,9 @@ def _is_fixed_point(sol) -> bool:
 
 
 def _same_branch(a, b) -> bool:
-    scale = max(abs(a.m), abs(b.m), a.q, b.q, 1e-8)  # below 1e-8 both are û = 0 for every purpose
+    scale = max(abs(a.m), abs(b.m), a.q, b.q)
+    if scale <= NULL_UPDATE_SCALE:  # both are û = 0 for every purpose
+        return True
     return abs(a.m - b.m) <= SAME_BRANCH_RTOL * scale and abs(a.q - b.q) <= SAME_BRANCH_RTOL * scale
 
 
@@ -490,9 +498,10 @@ def _lora_prior(ev, lam_prime):
     return np.array([ev.m_hat / denom, (ev.m_hat ** 2 + ev.q_hat) / denom ** 2, 1.0 / denom])
 
 
-def _lora_map(channel, fine) -> MemoizedMap:
+def _lora_map(channel, fine, symmetric=False) -> MemoizedMap:
     """``x = (m', q', V'[, c]) ↦ F(x)`` (channel, then prior; ``c`` by one Newton step on ``E[∂ℓ/∂c] = 0``),
-    memoising ``(LoraEvaluation, relative Monte Carlo error)`` per evaluated point."""
+    memoising ``(LoraEvaluation, relative Monte Carlo error)`` per evaluated point. ``symmetric``: the map
+    restricted to the uninformative subspace ``m' = 0`` (its ``m'`` output set to 0; docs/theory.md §4.6)."""
     recalibrate = fine.recalibrate
 
     def evaluate(x):
@@ -506,6 +515,8 @@ def _lora_map(channel, fine) -> MemoizedMap:
         out = _lora_prior(ev, fine.lam_prime)
         if recalibrate:
             out = np.append(out, c - ev.dc / ev.dcc if ev.dcc > 0 else c - ev.dc)
+        if symmetric:
+            out[0] = 0.0
         return out, (ev, _relative_noise(ev, out, fine.lam_prime))
 
     return MemoizedMap(evaluate)
@@ -528,6 +539,13 @@ def _project_lora(x):
     """The domain of the LoRA iterate: ``q' ≥ m'²/ρ_v`` (Cauchy–Schwarz, ``ρ_v = 1``), ``V' ≥ 0``."""
     y = np.array(x, float)
     y[1], y[2] = max(y[1], y[0] ** 2, 1e-12), max(y[2], 0.0)
+    return y
+
+
+def _project_uninformative(x):
+    """:func:`_project_lora` within the uninformative subspace ``m' = 0``."""
+    y = _project_lora(x)
+    y[0] = 0.0
     return y
 
 

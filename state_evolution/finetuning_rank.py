@@ -31,8 +31,8 @@ from solvable_attention.params import FinetuneParams
 from solvable_attention.status import Status, raise_if_failed, worst
 
 from .channel_lora_rank import RankLoraChannel, polar_factor
-from .finetuning import (BRANCH_CHECK_MAX_ITER, LORA_ACCEPT_TOL, SAME_BRANCH_RTOL, START_RESPONSE_SHRINK,
-                         check_lora_tokens, noise_floor_acceptance)
+from .finetuning import (BRANCH_CHECK_MAX_ITER, LORA_ACCEPT_TOL, NULL_UPDATE_SCALE, SAME_BRANCH_RTOL,
+                         START_RESPONSE_SHRINK, check_lora_tokens, noise_floor_acceptance)
 from .fixed_point import SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_point, warn_if_not_converged
 from .pretraining import PretrainingSolution
 from .sampling import N_SAMPLES, N_TEST_SAMPLES
@@ -456,7 +456,9 @@ def rank_starts(rank, shift_rank, init=None):
 def _same_branch(a, b) -> bool:
     sa = np.array(list(a.M_singular_values) + list(a.Q_eigenvalues))
     sb = np.array(list(b.M_singular_values) + list(b.Q_eigenvalues))
-    scale = max(float(np.max(np.abs(sa))), float(np.max(np.abs(sb))), 1e-8)
+    scale = max(float(np.max(np.abs(sa))), float(np.max(np.abs(sb))))
+    if scale <= NULL_UPDATE_SCALE:  # both are U = 0 for every purpose
+        return True
     return bool(np.max(np.abs(sa - sb)) <= SAME_BRANCH_RTOL * scale)
 
 

@@ -23,6 +23,8 @@ from . import common
 
 NAME = "rank"
 FULL_UPDATES = ("full_nuclear", "full_ridge")
+# theory points drawn: the solve reached a fixed point (a replica-symmetric unstable one is drawn, circled)
+FIXED_POINT_STATUSES = ("converged", "converged_at_noise_floor", "unstable_fixed_point", "not_global")
 COLUMNS = ("source", "panel", "alpha", "delta", "lam", "lam_prime", "activation", "shift_rank", "rank", "D",
            "n_seeds", "metric", "value", "se")
 
@@ -39,6 +41,12 @@ class Config(common.FigureConfig):
         shift_ranks: the shift ranks ``r*`` (one line/marker colour each).
         theory_ranks: the LoRA ranks of the theory lines.
         sim_ranks: the LoRA ranks of the simulation markers.
+        high_rank: theory points with ``r ≥ high_rank`` use ``high_rank_samples`` Monte Carlo samples instead of
+            ``n_samples`` (a rank-4 map evaluation costs 8–12 s at 2¹⁴ samples, 1.5–2 s at 2¹²; docs/theory.md
+            §7.1; softmax ``r = 4, r* = 1``, λ' = 1: ``E'`` 0.5066 at 2¹² against 0.5056 at 2¹⁴).
+        high_rank_samples: their Monte Carlo samples.
+        theory_time_limit: seconds one theory point with ``r ≥ high_rank`` may take (its solve then stops at the
+            best iterate, status ``max_iterations``, and the point is not drawn); ``None``: no limit.
         activation, delta, T, D, seeds, n_test, n_samples, n_test_samples: as :class:`common.FigureConfig`.
     """
 
@@ -49,6 +57,9 @@ class Config(common.FigureConfig):
     shift_ranks: tuple = (1, 2, 4)
     theory_ranks: tuple = (1, 2, 4)
     sim_ranks: tuple = (1, 2, 4, 8)
+    high_rank: int = 4
+    high_rank_samples: int = 2 ** 12
+    theory_time_limit: float | None = 900.0
 
 
 FULL = Config()
@@ -57,7 +68,7 @@ QUICK = Config(lam_primes=(1.0,), shift_ranks=(1, 2), theory_ranks=(1, 2), sim_r
 
 
 def theory_point(alpha, alpha_prime, delta, lam, lam_prime, activation, T, shift_rank, rank, n_samples,
-                 n_test_samples) -> dict:
+                 n_test_samples, time_limit=None) -> dict:
     """One rank-r state-evolution point (docs/theory.md §7.1).
 
     Args:
@@ -65,6 +76,7 @@ def theory_point(alpha, alpha_prime, delta, lam, lam_prime, activation, T, shift
         shift_rank: ``r*``.
         rank: ``r``.
         n_samples, n_test_samples: the Monte Carlo samples.
+        time_limit: seconds the solve may take (``None``: no limit).
 
     Returns:
         ``{"test_error", "test_error_se", "test_error_baseline", "update_alignment", "replicon", "status",
@@ -74,7 +86,7 @@ def theory_point(alpha, alpha_prime, delta, lam, lam_prime, activation, T, shift
 
     s = solve_state_evolution(alpha, alpha_prime, delta, lam, lam_prime=lam_prime, activation=activation, T=T,
                               rank=rank, shift_rank=shift_rank, n_samples=n_samples, n_test_samples=n_test_samples,
-                              warn=False)
+                              warn=False, time_limit=time_limit)
     f = s.finetune
     alignment = f.update_alignment if hasattr(f, "update_alignment") else f.alignment ** 2
     return {"test_error": f.test_error, "test_error_se": f.test_error_se, "test_error_baseline": f.test_error_baseline,
@@ -155,7 +167,8 @@ def rows_of(theory, sims, cfg: Config) -> list[dict]:
                                   ("E_ft_baseline", res["test_error_baseline"], 0.0),
                                   ("update_alignment", res["update_alignment"], 0.0),
                                   ("replicon", res["replicon"], 0.0), ("converged", float(res["converged"]), 0.0),
-                                  ("rs_unstable", float(res["rs_unstable"]), 0.0)):
+                                  ("rs_unstable", float(res["rs_unstable"]), 0.0),
+                                  ("fixed_point", float(res["status"] in FIXED_POINT_STATUSES), 0.0)):
             rows.append(dict(source="theory", **setting, D=math.inf, n_seeds=0, metric=metric, value=value, se=se))
     groups = {}
     for rec in sims:
@@ -197,8 +210,11 @@ def plot(rows, cfg: Config):
             ax = axes[i, j]
             for k, rs in enumerate(cfg.shift_ranks):
                 c = colours[k % len(colours)]
+                drawn = {r["rank"] for r in rows if r["source"] == "theory" and r["metric"] == "fixed_point"
+                         and r["lam_prime"] == lp and r["shift_rank"] == rs and r["value"] > 0.5}
                 th = sorted((r for r in rows if r["source"] == "theory" and r["metric"] == metric
-                             and r["lam_prime"] == lp and r["shift_rank"] == rs), key=lambda r: r["rank"])
+                             and r["lam_prime"] == lp and r["shift_rank"] == rs and r["rank"] in drawn),
+                            key=lambda r: r["rank"])
                 unstable = {r["rank"] for r in rows if r["source"] == "theory" and r["metric"] == "rs_unstable"
                             and r["lam_prime"] == lp and r["shift_rank"] == rs and r["value"] > 0.5}
                 if th:
@@ -241,13 +257,15 @@ def best_rank_table(rows, cfg: Config) -> tuple[str, list[dict]]:
     Returns:
         ``(markdown, entries)``.
     """
-    lines = ["| λ' | r* | theory E' by r | theory best r (E') | sim E' by variant | sim best | "
+    lines = ["| λ' | r* | theory E' by r (ᵘ: RS-unstable) | theory best r (E') | sim E' by variant | sim best | "
              "E'(r*) − E'(best) sim | E'_0 |", "|---|---|---|---|---|---|---|---|"]
     entries = []
     for lp in cfg.lam_primes:
         for rs in cfg.shift_ranks:
+            flags = {(r["metric"], r["rank"]): r["value"] for r in rows if r["source"] == "theory"
+                     and r["lam_prime"] == lp and r["shift_rank"] == rs and r["metric"] in ("fixed_point", "rs_unstable")}
             th = {r["rank"]: r["value"] for r in rows if r["source"] == "theory" and r["metric"] == "E_ft"
-                  and r["lam_prime"] == lp and r["shift_rank"] == rs}
+                  and r["lam_prime"] == lp and r["shift_rank"] == rs and flags.get(("fixed_point", r["rank"]), 1) > 0.5}
             sim = {r["rank"]: (r["value"], r["se"]) for r in rows if r["source"] == "simulation"
                    and r["metric"] == "E_ft" and r["lam_prime"] == lp and r["shift_rank"] == rs}
             base = [r["value"] for r in rows if r["metric"] == "E_ft_baseline" and r["lam_prime"] == lp
@@ -258,7 +276,8 @@ def best_rank_table(rows, cfg: Config) -> tuple[str, list[dict]]:
             gap = f"{at_rs[0] - sim[best_sim][0]:+.4f}" if at_rs and best_sim is not None else "—"
             entries.append(dict(lam_prime=lp, shift_rank=rs, theory=th, theory_best=best_th,
                                 simulation={str(k): v for k, v in sim.items()}, simulation_best=str(best_sim)))
-            lines.append(f"| {lp:g} | {rs} | " + ", ".join(f"{k}: {v:.4f}" for k, v in sorted(th.items()))
+            lines.append(f"| {lp:g} | {rs} | " + ", ".join(f"{k}: {v:.4f}" + ("ᵘ" if flags.get(("rs_unstable", k)) else "")
+                                                    for k, v in sorted(th.items()))
                          + f" | {best_th} ({th.get(best_th, math.nan):.4f}) | "
                          + ", ".join(f"{k}: {v[0]:.4f} ± {v[1]:.4f}" for k, v in
                                      sorted(sim.items(), key=lambda kv: _x(kv[0], cfg)))
@@ -286,8 +305,11 @@ def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool =
     run = common.Reproduction(NAME, out, cfg, executor=executor, progress=progress)
     setting = dict(alpha=cfg.alpha, alpha_prime=cfg.alpha_prime, delta=cfg.delta, lam=cfg.lam,
                    activation=cfg.activation, T=cfg.T)
-    theory_points = [dict(setting, lam_prime=lp, shift_rank=rs, rank=r, n_samples=cfg.n_samples,
-                          n_test_samples=cfg.n_test_samples)
+    theory_points = [dict(setting, lam_prime=lp, shift_rank=rs, rank=r,
+                          n_samples=cfg.high_rank_samples if r >= cfg.high_rank else cfg.n_samples,
+                          n_test_samples=cfg.n_test_samples,
+                          **({"time_limit": cfg.theory_time_limit}
+                             if cfg.theory_time_limit is not None and r >= cfg.high_rank else {}))
                      for lp in cfg.lam_primes for rs in cfg.shift_ranks for r in cfg.theory_ranks]
     sim_points = [dict(setting, lam_prime=lp, shift_rank=rs, sim_ranks=list(cfg.sim_ranks), D=cfg.D, seed=s,
                        n_test=cfg.n_test) for lp in cfg.lam_primes for rs in cfg.shift_ranks for s in range(cfg.seeds)]

@@ -117,3 +117,19 @@ def test_a_cold_solve_at_large_beta_converges_by_continuation():
         init = ref.overlaps
     assert ref.converged
     assert pre.m == pytest.approx(ref.m, rel=1e-3) and pre.q == pytest.approx(ref.q, rel=1e-3)
+
+
+@pytest.mark.parametrize("alpha, delta, lam", [(0.1, 2.0, 0.01), (0.3, 0.5, 0.1)])
+def test_pretraining_fixed_point_does_not_depend_on_the_start(alpha, delta, lam):
+    """The softmax pre-training equations have one fixed point here (docs/theory.md §2.6): from x = 0 and from
+    starts near the teacher (m = 0.95ρ0) and beyond it (m = 2ρ0) the solver reaches the same (m, q, V). Oracle:
+    the solves themselves from different starts (a second fixed point would separate them). Tolerance 1e-3
+    relative: each solve stops at a relative residual ≤ 1e-4 (the sampled map's acceptance), measured spread 1e-4."""
+    kw = dict(n_samples=2 ** 12, warn=False)
+    base = solve_pretraining(alpha, delta, lam, **kw)
+    rho0 = base.params.rho0
+    assert base.converged
+    for init in ((0.95 * rho0, 0.95 ** 2 * rho0 * 1.02, 0.05), (2.0 * rho0, 5.0 * rho0, 0.01)):
+        other = solve_pretraining(alpha, delta, lam, init=init, **kw)
+        assert other.converged
+        np.testing.assert_allclose(other.overlaps, base.overlaps, rtol=1e-3)

@@ -28,7 +28,7 @@ from .fixed_point import SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_p
 from .pretraining import PretrainingSolution
 from .sampling import N_SAMPLES, N_TEST_SAMPLES
 from .stage_status import stage_status
-from .solve_controls import deadline_after, evaluation_progress
+from .solve_controls import deadline_after, evaluation_progress, flag_unchecked_branches, skipped_by_time_limit
 
 
 # A stalled LoRA iteration is accepted below this relative residual. The LoRA map's noise floor is higher
@@ -345,7 +345,7 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
     maps = {sym: _lora_map(channel, fine, symmetric=sym) for sym in (False, True)}
     uninformative = np.array(_initial_point(UNINFORMATIVE_START + (1.0,), recalibrate), float)
 
-    found, error = [], None
+    found, error, skipped = [], None, 0
     starts = _starts(init, recalibrate, branches)
     with evaluation_progress("LoRA state evolution", progress) as report:
         for shrink in START_RESPONSE_SHRINK:  # V' of the starts shrunk until some start is inside the map's domain
@@ -364,6 +364,9 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
                 except InvalidIterate as exc:  # this start is outside the map's domain; the others may not be
                     error = error or exc
                     continue
+                if skipped_by_time_limit(fp, found):
+                    skipped += 1
+                    continue
                 found.append(_assemble_solution(fine, channel, F, fp, noises, t0, tuple(float(v) for v in x0)))
             if found:
                 break
@@ -371,6 +374,7 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
         result = _failed_solution(fine, noises, t0, error)
         return raise_if_failed(result, "fine-tuning state evolution") if throw else result
     result = _select_branch(found, time.perf_counter() - t0)
+    result = flag_unchecked_branches(result, skipped)
     if warn:
         warn_if_not_converged("fine-tuning state evolution", result, tol)
     return raise_if_failed(result, "fine-tuning state evolution") if throw else result

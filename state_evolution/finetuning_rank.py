@@ -37,7 +37,7 @@ from .fixed_point import SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_p
 from .pretraining import PretrainingSolution
 from .sampling import N_SAMPLES, N_TEST_SAMPLES
 from .stage_status import stage_status
-from .solve_controls import deadline_after, evaluation_progress
+from .solve_controls import deadline_after, evaluation_progress, flag_unchecked_branches, skipped_by_time_limit
 
 # The scale of the starts: M' = 0.5 E (E the r × r* embedding), Q' = V' = 0.5 I (the rank-one default start
 # (0.5, 0.5, 0.5) at r = r* = 1); the uninformative start has M' = 0.
@@ -532,7 +532,7 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
     starts = rank_starts(channel.rank, channel.shift_rank, init)
     if not branches:
         starts = starts[:1]
-    found, error = [], None
+    found, error, skipped = [], None, 0
     with evaluation_progress(f"rank-{channel.rank} LoRA state evolution", progress) as report:
         for shrink in START_RESPONSE_SHRINK:
             for k, (name, (M0, Q0, V0)) in enumerate(starts):
@@ -546,12 +546,16 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
                 except InvalidIterate as exc:
                     error = error or exc
                     continue
+                if skipped_by_time_limit(fp, found):
+                    skipped += 1
+                    continue
                 found.append(_assemble(fine, channel, F, fp, layout, name, t0))
             if found:
                 break
     if not found:
         raise InvalidIterate(f"the rank-{channel.rank} LoRA map cannot be evaluated from any start: {error}")
     result = _select(found, time.perf_counter() - t0)
+    result = flag_unchecked_branches(result, skipped)
     if warn:
         warn_if_not_converged(f"rank-{channel.rank} LoRA state evolution", result, tol)
     return raise_if_failed(result, "rank-r LoRA state evolution") if throw else result

@@ -9,11 +9,14 @@ the current relative residual.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from contextlib import contextmanager
 
 from tqdm.auto import tqdm
+
+from solvable_attention.status import Status, worst
 
 
 def deadline_after(time_limit) -> float | None:
@@ -77,4 +80,37 @@ def evaluation_progress(name: str, enabled: bool):
         bar.close()
 
 
-__all__ = ["deadline_after", "remaining", "evaluation_progress"]
+def skipped_by_time_limit(fp, found) -> bool:
+    """A start to leave out of the branches: it stopped at the time limit before its first evaluation, after
+    another start had produced a solution (its "solution" would be its starting point).
+
+    Args:
+        fp: the start's :class:`~state_evolution.fixed_point.FixedPointSolution`.
+        found: the solutions of the earlier starts.
+
+    Returns:
+        Whether to skip it.
+    """
+    return bool(found) and fp.method == "time_limit" and fp.iterations == 0
+
+
+def flag_unchecked_branches(result, skipped: int):
+    """``result`` with its status lowered to ``max_iterations`` when ``skipped`` starts of the branch check did
+    not run (time limit): the returned branch is then not certified the lowest-objective one.
+
+    Args:
+        result: a solution with ``status``, ``converged`` and ``status_message`` (dataclass).
+        skipped: how many starts were left out.
+
+    Returns:
+        The (possibly) updated solution.
+    """
+    if not skipped:
+        return result
+    status = worst(result.status, Status.MAX_ITERATIONS)
+    message = (f"{result.status_message}; the time limit was reached before {skipped} start(s) of the branch "
+               "check ran: not certified as the lowest-objective branch")
+    return dataclasses.replace(result, status=status, converged=status.successful, status_message=message)
+
+
+__all__ = ["deadline_after", "remaining", "evaluation_progress", "skipped_by_time_limit", "flag_unchecked_branches"]

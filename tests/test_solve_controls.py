@@ -65,3 +65,32 @@ def test_progress_bar_reports_a_solve(capsys):
     sol = solve_pretraining(0.1, 0.5, 0.05, activation="identity", progress=True)
     assert sol.converged
     assert "pre-training state evolution" in capsys.readouterr().err
+
+
+def test_branch_check_cut_by_the_time_limit_is_not_certified():
+    """A start that the time limit stopped before its first evaluation is left out of the branches, and the
+    result loses its success: it is not certified as the lowest-objective branch (docs/theory.md §4.6)."""
+    import dataclasses
+
+    from state_evolution.fixed_point import FixedPointSolution
+    from state_evolution.solve_controls import flag_unchecked_branches, skipped_by_time_limit
+
+    def fp(method, iterations):
+        return FixedPointSolution(np.zeros(3), False, iterations, np.inf, method, (), None, None,
+                                  Status.MAX_ITERATIONS, "")
+
+    assert skipped_by_time_limit(fp("time_limit", 0), found=["a solution"])
+    assert not skipped_by_time_limit(fp("time_limit", 0), found=[])  # the first start is always kept
+    assert not skipped_by_time_limit(fp("time_limit", 3), found=["a solution"])  # it ran: a branch
+    assert not skipped_by_time_limit(fp("damped", 0), found=["a solution"])
+
+    @dataclasses.dataclass(frozen=True)
+    class Result:
+        status: Status
+        converged: bool
+        status_message: str
+
+    ok = Result(Status.CONVERGED, True, "residual 1e-6")
+    assert flag_unchecked_branches(ok, 0) is ok
+    cut = flag_unchecked_branches(ok, 2)
+    assert cut.status is Status.MAX_ITERATIONS and not cut.converged and "2 start(s)" in cut.status_message

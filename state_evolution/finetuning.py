@@ -28,7 +28,8 @@ from .fixed_point import SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_p
 from .pretraining import PretrainingSolution
 from .sampling import N_SAMPLES, N_TEST_SAMPLES
 from .stage_status import stage_status
-from .solve_controls import deadline_after, evaluation_progress, flag_unchecked_branches, skipped_by_time_limit
+from .solve_controls import (check_progress, deadline_after, evaluation_progress, flag_unchecked_branches,
+                             skipped_by_time_limit)
 
 
 # A stalled LoRA iteration is accepted below this relative residual. The LoRA map's noise floor is higher
@@ -330,7 +331,7 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
     fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=lam_prime,
                           delta_prime=pretrain_result.params.delta if delta_prime is None else delta_prime,
                           gamma=gamma, recalibrate=recalibrate)
-    deadline = deadline_after(time_limit)
+    deadline, progress = deadline_after(time_limit), check_progress(progress)
     if recalibrate and not fine.adapts:
         raise ValueError("recalibrate=True needs a finite lam_prime (lam_prime=inf means no adaptation)")
     check_lora_tokens(pretrain_result.params.T, fine.lam_prime)

@@ -37,7 +37,8 @@ from .fixed_point import SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_p
 from .pretraining import PretrainingSolution
 from .sampling import N_SAMPLES, N_TEST_SAMPLES
 from .stage_status import stage_status
-from .solve_controls import deadline_after, evaluation_progress, flag_unchecked_branches, skipped_by_time_limit
+from .solve_controls import (check_progress, deadline_after, evaluation_progress, flag_unchecked_branches,
+                             skipped_by_time_limit)
 
 # The scale of the starts: M' = 0.5 E (E the r × r* embedding), Q' = V' = 0.5 I (the rank-one default start
 # (0.5, 0.5, 0.5) at r = r* = 1); the uninformative start has M' = 0.
@@ -514,7 +515,7 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
     if not fine.adapts:
         raise ValueError("lam_prime must be finite for the rank-r solver (lam_prime=inf is no adaptation)")
     check_lora_tokens(pretrain_result.params.T, fine.lam_prime)
-    deadline = deadline_after(time_limit)
+    deadline, progress = deadline_after(time_limit), check_progress(progress)
     t0 = time.perf_counter()
     if channel is None:
         channel = make_rank_lora_channel(pretrain_result, fine, rank, shift_rank, n_samples=n_samples,

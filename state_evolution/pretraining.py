@@ -24,7 +24,7 @@ from .fixed_point import (SAMPLED_ACCEPT_TOL, SAMPLED_TOL, InvalidIterate, Memoi
                           solve_fixed_point, warn_if_not_converged)
 from .sampling import N_SAMPLES, N_TEST_SAMPLES
 from .stage_status import stage_status
-from .solve_controls import deadline_after, evaluation_progress
+from .solve_controls import check_progress, deadline_after, evaluation_progress
 from .spectral_prior import prior_overlaps_free, prior_overlaps_matrix
 
 
@@ -201,7 +201,7 @@ def solve_pretraining(alpha, delta, lam, *, T=3, beta=1.0, kappa0=1.0, kappa=1.0
     """
     params = PretrainParams(alpha=alpha, delta=delta, lam=lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa,
                             activation=activation, noise=noise)
-    deadline = deadline_after(time_limit)
+    deadline, progress = deadline_after(time_limit), check_progress(progress)
     if channel is None:
         channel = make_channel(params, n_samples=n_samples, n_test_samples=n_test_samples, seed=seed)
     else:

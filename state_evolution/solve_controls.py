@@ -1,9 +1,12 @@
 """Controls of a long solve: a wall-clock time limit and a progress bar over map evaluations.
 
 A state-evolution solve is a fixed-point iteration (docs/theory.md §2.6) whose cost is its number of map
-evaluations; at extreme settings (``λ → 0``, large ``β``) it can take minutes. ``time_limit`` bounds it: no
-evaluation starts after the deadline, and the best iterate is returned with ``Status.MAX_ITERATIONS`` and a
-message saying the time limit was reached. ``progress`` shows one bar per solve, counting evaluations, with
+evaluations; at extreme settings (``λ → 0``, large ``β``) it can take minutes. ``time_limit`` bounds the
+iteration: no evaluation starts after the deadline, and the best iterate is returned with
+``Status.MAX_ITERATIONS`` and a message saying the time limit was reached. It does not interrupt what is already
+running: the compilation of a channel (tens of seconds the first time a shape is seen, ~90 s for a rank-4 LoRA
+channel), the evaluation in flight, and the one evaluation that reports the returned point (a solve stopped
+before its first evaluation reports its starting point, ``0`` evaluations in the message). ``progress`` shows one bar per solve, counting evaluations, with
 the current relative residual.
 """
 
@@ -33,6 +36,8 @@ def deadline_after(time_limit) -> float | None:
     """
     if time_limit is None:
         return None
+    if isinstance(time_limit, bool):
+        raise ValueError(f"time_limit must be a positive number of seconds or None, got {time_limit!r}")
     try:
         t = float(time_limit)
     except (TypeError, ValueError):
@@ -52,6 +57,23 @@ def remaining(deadline) -> float | None:
         The seconds left, or ``None``.
     """
     return None if deadline is None else max(deadline - time.monotonic(), 1e-9)
+
+
+def check_progress(progress) -> bool:
+    """``progress`` as a flag.
+
+    Args:
+        progress: ``True`` or ``False``.
+
+    Returns:
+        The flag.
+
+    Raises:
+        ValueError: not a bool.
+    """
+    if not isinstance(progress, bool):
+        raise ValueError(f"progress must be True or False, got {progress!r}")
+    return progress
 
 
 @contextmanager
@@ -113,4 +135,5 @@ def flag_unchecked_branches(result, skipped: int):
     return dataclasses.replace(result, status=status, converged=status.successful, status_message=message)
 
 
-__all__ = ["deadline_after", "remaining", "evaluation_progress", "skipped_by_time_limit", "flag_unchecked_branches"]
+__all__ = ["deadline_after", "remaining", "check_progress", "evaluation_progress", "skipped_by_time_limit",
+           "flag_unchecked_branches"]

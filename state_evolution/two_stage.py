@@ -17,7 +17,7 @@ from .finetuning_rank import solve_finetuning_rank
 from .fixed_point import InvalidIterate, predicted_start
 from .pretraining import PretrainingSolution, solve_pretraining, sweep_pretraining
 from .sampling import FINETUNE_SEED_OFFSET, N_SAMPLES, N_TEST_SAMPLES
-from .solve_controls import deadline_after, remaining
+from .solve_controls import check_progress, deadline_after, remaining
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def solve_state_evolution(alpha, alpha_prime, delta, lam, *, lam_prime=1.0, T=3,
     rank_r = (rank, shift_rank) != (1, 1)
     if rank_r and (recalibrate or not math.isfinite(lam_prime)):
         raise ValueError("rank != 1 or shift_rank != 1 needs a finite lam_prime and recalibrate=False")
-    deadline = deadline_after(time_limit)
+    deadline, progress = deadline_after(time_limit), check_progress(progress)
     pre = solve_pretraining(alpha, delta, lam, T=T, beta=beta, kappa0=kappa0, kappa=kappa, activation=activation,
                             noise=noise, init=pretrain_init, n_samples=n_samples, n_test_samples=n_test_samples,
                             seed=seed, warn=warn, time_limit=remaining(deadline), progress=progress)

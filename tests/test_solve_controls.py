@@ -37,7 +37,7 @@ def test_progress_callback_sees_every_evaluation():
     assert seen[-1][1] <= 1e-10
 
 
-@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), float("nan"), "soon"])
+@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), float("nan"), "soon", True])
 def test_bad_time_limit_is_refused_before_any_solve(bad):
     from state_evolution import solve_state_evolution
 
@@ -94,3 +94,11 @@ def test_branch_check_cut_by_the_time_limit_is_not_certified():
     assert flag_unchecked_branches(ok, 0) is ok
     cut = flag_unchecked_branches(ok, 2)
     assert cut.status is Status.MAX_ITERATIONS and not cut.converged and "2 start(s)" in cut.status_message
+
+
+@pytest.mark.parametrize("bad", ["yes", 2, None])
+def test_progress_must_be_a_flag(bad):
+    from state_evolution import solve_pretraining
+
+    with pytest.raises(ValueError, match="progress"):
+        solve_pretraining(0.1, 0.5, 0.05, activation="identity", progress=bad)

@@ -344,6 +344,7 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
         return _no_adaptation_solution(fine, channel, noises, t0)
     # the uninformative start iterates within its invariant subspace m' = 0 (docs/theory.md §4.6)
     maps = {sym: _lora_map(channel, fine, symmetric=sym) for sym in (False, True)}
+    accepts = {sym: noise_floor_acceptance(F, accept_tol) for sym, F in maps.items()}
     uninformative = np.array(_initial_point(UNINFORMATIVE_START + (1.0,), recalibrate), float)
 
     found, error, skipped = [], None, 0
@@ -352,8 +353,7 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
         for shrink in START_RESPONSE_SHRINK:  # V' of the starts shrunk until some start is inside the map's domain
             for k, x0 in enumerate(starts):
                 sym = branches and k > 0 and np.array_equal(np.asarray(x0, float), uninformative)
-                F = maps[sym]
-                accept = noise_floor_acceptance(F, accept_tol)
+                F, accept = maps[sym], accepts[sym]
                 x0 = np.array(x0, float)
                 x0[2] *= shrink
                 try:

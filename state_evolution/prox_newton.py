@@ -32,7 +32,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .small_linalg import cholesky_factor, spd_solve
+from .small_linalg import cholesky_factor, factor_solve
 
 _MAX_HALVINGS = 11  # step lengths 1, 1/4, …, 4⁻¹⁰
 TAIL_FRACTION = 64  # the compacted tail holds 1/TAIL_FRACTION of the batch ...
@@ -128,11 +128,16 @@ def _newton_loop(omega, V, g, data, loss, derivs, k0, max_newton, tol, keep_goin
         grad, hess = derivs(omega + V * g, data)
         F = g + grad
         J = eye + V * hess
-        _, pd = cholesky_factor(J)  # the flag only: is J positive definite
-        diag = jnp.diagonal(J, axis1=-2, axis2=-1)
-        low = jnp.min(diag - (jnp.sum(jnp.abs(J), axis=-1) - jnp.abs(diag)), axis=-1)
-        shift = jnp.where(pd, 0.0, jnp.maximum(0.0, 1e-2 - low))
-        step = -spd_solve(J + shift[:, None, None] * eye, F)
+        L, pd = jax.lax.optimization_barrier(cholesky_factor(J))
+
+        def shifted(_):  # some J indefinite: refactor J + shift·I (shift = 0 where J ≻ 0: the same factor)
+            diag = jnp.diagonal(J, axis1=-2, axis2=-1)
+            low = jnp.min(diag - (jnp.sum(jnp.abs(J), axis=-1) - jnp.abs(diag)), axis=-1)
+            shift = jnp.where(pd, 0.0, jnp.maximum(0.0, 1e-2 - low))
+            return jax.lax.optimization_barrier(cholesky_factor(J + shift[:, None, None] * eye)[0])
+
+        L = jax.lax.cond(jnp.all(pd), lambda _: L, shifted, None)
+        step = -factor_solve(L, F)
         return backtrack(g, step), k + 1, jnp.max(jnp.abs(F), axis=-1)
 
     def not_done(carry):

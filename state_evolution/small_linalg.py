@@ -112,6 +112,19 @@ def _solve_with(Le, B):
     return jnp.stack(x, axis=-1 if vector else -2)
 
 
+def factor_solve(L, B):
+    """Solve ``L Lᵀ X = B`` with ``L`` the nested-list factor of :func:`cholesky_factor` (no stacking).
+
+    Args:
+        L: ``L[i][j]`` ``(...)`` arrays for ``j ≤ i`` (:func:`cholesky_factor`).
+        B: ``(..., K)`` or ``(..., K, R)`` right-hand sides.
+
+    Returns:
+        ``X`` of the shape of ``B``.
+    """
+    return _solve_with(L, B)
+
+
 def spd_solve(A, B):
     """``A⁻¹ B`` for symmetric positive-definite ``A`` (``(..., K, K)``), by :func:`cholesky`
     (factor and substitutions entry by entry, never stacked in between).

@@ -50,6 +50,51 @@ def test_compacted_newton_equals_the_plain_loop_on_a_non_convex_loss():
         assert 8192 // TAIL_FRACTION >= MIN_TAIL  # this batch was compacted
 
 
+def _reference_newton_step(omega, V, g, a, b):
+    """One safeguarded Newton step on the quartic problem, sample by sample in numpy (the oracle): pure
+    Newton where ``J = I + V∇²ℓ`` is positive definite, else ``J`` shifted by its Gershgorin bound; step
+    length the longest of ``1, ¼, …, 4⁻¹⁰`` that does not increase the merit (else 0)."""
+    out = np.empty_like(g)
+    merit = lambda h, gg, i: 0.5 * V * gg @ gg + np.sum((h * h - a[i]) ** 2 / 4 + b[i] * h)  # noqa: E731
+    for i in range(g.shape[0]):
+        h = omega[i] + V * g[i]
+        F = g[i] + h * (h * h - a[i]) + b[i]
+        J = np.eye(3) + V * np.diag(3 * h * h - a[i])
+        if np.min(np.linalg.eigvalsh(J)) <= 0:
+            d = np.diag(J)
+            low = np.min(d - (np.sum(np.abs(J), 1) - np.abs(d)))
+            J = J + max(0.0, 1e-2 - low) * np.eye(3)
+        step = -np.linalg.solve(J, F)
+        m0 = merit(h, g[i], i)
+        t = 1.0
+        for _ in range(11):
+            gt = g[i] + t * step
+            if merit(omega[i] + V * gt, gt, i) <= m0 + 1e-13 * (abs(m0) + 1.0):
+                break
+            t *= 0.25
+        else:
+            t = 0.0
+        out[i] = g[i] + t * step
+    return out
+
+
+def test_one_newton_step_matches_the_numpy_reference_on_indefinite_samples():
+    """One batched step (``max_newton = 1``) equals the per-sample numpy step, on a batch where ``J`` is
+    indefinite for some samples (the shifted factorisation) and positive definite for others (the
+    plain one). Tolerance 1e-10: both solve 3 × 3 systems with condition numbers below 1e3 in float64;
+    the acceptance of a step length could differ only at a merit tie to 1e-13."""
+    with float64():
+        omega, (a, b), loss, derivs = _quartic_problem(512, 3)
+        V = 5.0
+        g0 = jnp.zeros_like(omega)
+        g1, _ = newton_prox(omega, V, g0, (a, b), loss, derivs, 1, 1e-11, compact=False)
+        ref = _reference_newton_step(*(np.asarray(x) for x in (omega, V, g0, a, b)))
+        h = np.asarray(omega)
+        indefinite = np.min(1 + V * (3 * h * h - np.asarray(a)), axis=1) <= 0
+        assert 0 < indefinite.sum() < len(indefinite)  # both branches are exercised
+        np.testing.assert_allclose(np.asarray(g1), ref, rtol=0, atol=1e-10)
+
+
 def test_multistart_keeps_the_lower_objective_per_sample():
     """Two starts (one per well): the winner's objective is the lower of the two single-start runs'."""
     with float64():

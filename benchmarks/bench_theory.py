@@ -14,6 +14,11 @@ cost of simulating the same 80 (λ, Δ) points × 4 runs is extrapolated. With `
 grid is cut into ``--chunks`` contiguous pieces (default 3; 1: one process per Δ), each a warm-started
 sweep that starts cold at its first λ; the pieces go to the processes as they free up, the Δ = 2 ones
 first (the costly small-λ, λ' = 0.05 solves are there). Compilation is included in the wall time.
+
+``--rank [--ranks 1 2 4] [--n-samples N]``: one rank-``r`` LoRA theory point (softmax, Figure 1's setting
+α = 0.1, α' = 3, T = 3, Δ = 0.5, λ = 0.05, λ' = 1, shift of rank r* = 1) per ``r``, compile-then-time: the first
+solve compiles the channel, the second (the same point, the compiled channel reused) is the cost after
+compilation; map evaluations and seconds per evaluation are recorded (``results/rank.json``).
 """
 
 from __future__ import annotations
@@ -40,9 +45,13 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=1, help="--figure1: processes (one per Δ when 2)")
     ap.add_argument("--n-samples", type=int, default=2 ** 14, help="--figure1: Monte Carlo samples per channel")
     ap.add_argument("--chunks", type=int, default=3, help="--figure1: contiguous λ pieces per Δ (load balance)")
+    ap.add_argument("--rank", action="store_true", help="time one rank-r LoRA theory point per r")
+    ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4], help="--rank: the LoRA ranks")
     args = ap.parse_args(argv)
     if args.figure1:
         return figure1(args)
+    if args.rank:
+        return rank_points(args)
     from simulations import simulate
     from simulations.campaigns.records import versions, write_json_atomic
     from state_evolution import solve_pretraining, solve_state_evolution, sweep_pretraining
@@ -156,6 +165,34 @@ def figure1(args):
     for k, v in res.items():
         if k not in ("versions", "curves"):
             print(f"{k:45s} {v}")
+    write_json_atomic(out, res)
+
+
+def rank_points(args):
+    import os
+
+    from simulations.campaigns.records import thread_settings, versions, write_json_atomic
+    from state_evolution import solve_pretraining
+    from state_evolution.finetuning_rank import solve_finetuning_rank
+
+    res = {"versions": versions(), "threads": thread_settings(), "n_samples": args.n_samples,
+           "setting": dict(alpha=0.1, alpha_prime=3.0, delta=0.5, lam=0.05, lam_prime=1.0, shift_rank=1,
+                           activation="softmax", T=3),
+           "loadavg_before": list(os.getloadavg()), "points": {}}
+    pre, res["pretraining_first_solve_s"] = timed(solve_pretraining, 0.1, 0.5, 0.05, n_samples=args.n_samples)
+    for r in args.ranks:
+        kw = dict(rank=r, shift_rank=1, n_samples=args.n_samples, warn=False)
+        first, t_first = timed(solve_finetuning_rank, pre, 3.0, 1.0, **kw)
+        second, t_second = timed(solve_finetuning_rank, pre, 3.0, 1.0, **kw)
+        n_eval = int(second.iterations)  # map evaluations, all starts
+        row = {"first_solve_s": t_first, "solve_after_compilation_s": t_second, "evaluations": n_eval,
+               "s_per_evaluation": t_second / max(n_eval, 1), "status": second.status.value,
+               "test_error": second.test_error, "same_as_first": bool(second.test_error == first.test_error)}
+        res["points"][str(r)] = row
+        print(f"r = {r}: first {t_first:.1f} s, after compilation {t_second:.1f} s, {n_eval} evaluations, "
+              f"{row['s_per_evaluation']:.3f} s each, {row['status']}, E' = {second.test_error:.4f}", flush=True)
+    res["loadavg_after"] = list(os.getloadavg())
+    out = Path(args.out if args.out != "benchmarks/results/theory.json" else "benchmarks/results/rank.json")
     write_json_atomic(out, res)
 
 

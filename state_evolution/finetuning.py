@@ -136,8 +136,9 @@ class FinetuningSolution:
         lam_eff: ``λ_eff = λ' + 2α' E[∂ℓ/∂q']``, the ridge with the self-consistent shift from the
             diagonal centring (docs/theory.md §4.2; ``inf`` at ``λ' = ∞``).
         c: the recalibration scalar in ``c Ŝ + u uᵀ/√D`` (1 without recalibration).
-        effective_noise: ``Δ' + mse_S`` (logit units; ``Δ' + (β/T)² mse_S`` for the identity with output
-            noise), docs/theory.md §4.4.
+        effective_noise: ``Δ' + mse_S`` in the units of the label noise: logit noise; for the identity with
+            output noise ``Δ' + 2(β/T)² mse_S``, the output-noise variance that is equivalent to the frozen
+            pre-training error (docs/theory.md §4.4).
         effective_noise_recalibrated: ``Δ' + ρ0 − m²/q`` (same units).
         converged: ``status.successful``: the values can be trusted to the solver's tolerance.
         iterations: map evaluations spent (all starts together).
@@ -225,10 +226,14 @@ def check_lora_tokens(T: int, lam_prime: float) -> None:
 
 
 def effective_noises(pre: PretrainingSolution, delta_prime: float) -> tuple[float, float]:
-    """``(Δ' + mse_S, Δ' + ρ0 − m²/q)`` in logit units (identity + output noise: ``(β/T)² mse_S``).
+    """``(Δ' + mse_S, Δ' + ρ0 − m²/q)`` in the units of the label noise (identity + output noise:
+    ``Δ' + 2(β/T)² mse_S`` and ``Δ' + 2(β/T)²(ρ0 − m²/q)``).
 
     The effective noise that pre-training leaves to LoRA, without and with recalibration
-    (docs/theory.md §4.4).
+    (docs/theory.md §4.4). The pre-training error ``H0 − Ĥ`` is a GOE matrix of variance ``mse_S`` per
+    off-diagonal entry, ``(β/T)² mse_S`` per whitened coordinate in output units; output noise of
+    variance ``Δ_out`` couples to the estimator only through its symmetric part, ``Δ_out/2`` per coordinate
+    (docs/model.md §2, noise conventions); so the equivalent output noise is ``2(β/T)² mse_S``.
 
     Args:
         pre: the pre-training fixed point.
@@ -238,7 +243,7 @@ def effective_noises(pre: PretrainingSolution, delta_prime: float) -> tuple[floa
         ``(effective_noise, effective_noise_recalibrated)``.
     """
     p = pre.params
-    scale = identity_weight(p.T, p.beta) if (p.activation == "identity" and p.noise == "output") else 1.0
+    scale = 2 * identity_weight(p.T, p.beta) if (p.activation == "identity" and p.noise == "output") else 1.0
     explained = pre.m ** 2 / pre.q if pre.q > 0 else 0.0
     return delta_prime + scale * pre.mse_S, delta_prime + scale * (pre.rho0 - explained)
 

@@ -130,6 +130,29 @@ def test_rank_solver_finds_the_rank_one_branches(identity_pre):
     assert b.objective < b_low.objective  # the informative branch is the estimator's here
 
 
+def test_coarse_stage_reaches_the_same_fixed_point(identity_pre):
+    """The coarse-to-fine start (each start first solved on a 2⁹-sample channel) ends at the full channel's
+    own fixed point: the invariants of both branches equal those of the plain solve (``coarse_samples=None``).
+    Tolerance 2e-3 relative: both solves accept a relative residual ≤ 5e-4 of the same map (the LoRA
+    noise-floor rule), and the map contracts there; the coarse evaluations are counted in ``iterations``.
+    Bad ``coarse_samples`` are refused by name."""
+    from state_evolution.finetuning_rank import solve_finetuning_rank
+
+    kw = dict(rank=2, shift_rank=1, n_samples=2 ** 11, n_test_samples=2 ** 12, warn=False)
+    plain = solve_finetuning_rank(identity_pre, 3.0, 1.0, coarse_samples=None, **kw)
+    staged = solve_finetuning_rank(identity_pre, 3.0, 1.0, coarse_samples=2 ** 9, **kw)
+    assert staged.status == plain.status and len(staged.branches) == len(plain.branches) == 2
+    for a, b in zip(sorted(plain.branches, key=lambda br: br.start), sorted(staged.branches, key=lambda br: br.start)):
+        assert a.start == b.start
+        np.testing.assert_allclose(b.M_singular_values, a.M_singular_values, rtol=2e-3, atol=1e-6)
+        np.testing.assert_allclose(b.Q_eigenvalues, a.Q_eigenvalues, rtol=2e-3)
+        assert b.test_error == pytest.approx(a.test_error, rel=2e-3)
+    assert staged.test_error == pytest.approx(plain.test_error, rel=2e-3)
+    for bad in (0, 2.5, True, "many"):
+        with pytest.raises(ValueError, match="coarse_samples"):
+            solve_finetuning_rank(identity_pre, 3.0, 1.0, coarse_samples=bad, **kw)
+
+
 def test_prior_reduces_to_rank_one_prior():
     """rank_prior at r = r* = 1 is the scalar ridge prior (m̂/d, (m̂² + q̂)/d², 1/d), d = λ' + shift + V̂'."""
     from types import SimpleNamespace

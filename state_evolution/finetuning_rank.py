@@ -470,6 +470,16 @@ def _same_branch(a, b) -> bool:
     return bool(np.max(np.abs(sa - sb)) <= SAME_BRANCH_RTOL * scale)
 
 
+def _check_coarse_samples(value) -> None:
+    """Refuse a ``coarse_samples`` that is neither ``None`` nor an integer ``>= 16`` (bools refused)."""
+    if value is None:
+        return
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) \
+        and int(value) == value and value >= 16
+    if not ok:
+        raise ValueError(f"coarse_samples must be an integer >= 16 or None, got {value!r}")
+
+
 def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam_prime, *, rank=1, shift_rank=1,
                           delta_prime=None, gamma=1.0, init=None, tol=SAMPLED_TOL, accept_tol=LORA_ACCEPT_TOL,
                           max_iter=400, damping=0.5, n_samples=N_SAMPLES, n_test_samples=N_TEST_SAMPLES, seed=1,
@@ -521,9 +531,7 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
         ValueError: a parameter out of range, ``lam_prime = inf``, ``T = 1``, a bad ``rank``/``shift_rank``/``init``,
             a ``time_limit`` that is not a positive number, a ``coarse_samples`` that is not a positive integer.
     """
-    if coarse_samples is not None and (isinstance(coarse_samples, bool) or not isinstance(coarse_samples, (int, float))
-                                       or not math.isfinite(coarse_samples) or int(coarse_samples) != coarse_samples or coarse_samples < 16):
-        raise ValueError(f"coarse_samples must be an integer >= 16 or None, got {coarse_samples!r}")
+    _check_coarse_samples(coarse_samples)
     fine = FinetuneParams(alpha_prime=alpha_prime, lam_prime=lam_prime,
                           delta_prime=pretrain_result.params.delta if delta_prime is None else delta_prime,
                           gamma=gamma)

@@ -14,6 +14,8 @@ cost of simulating the same 80 (λ, Δ) points × 4 runs is extrapolated. With `
 grid is cut into ``--chunks`` contiguous pieces (default 3; 1: one process per Δ), each a warm-started
 sweep that starts cold at its first λ; the pieces go to the processes as they free up, the Δ = 2 ones
 first (the costly small-λ, λ' = 0.05 solves are there). Compilation is included in the wall time.
+``--compilation-cache DIR``: the processes keep their compiled programs in ``DIR`` (run twice on one empty
+folder: the first run compiles and writes, the second loads; the cold and the warm time).
 
 ``--rank [--ranks 1 2 4] [--n-samples N]``: one rank-``r`` LoRA theory point (softmax, Figure 1's setting
 α = 0.1, α' = 3, T = 3, Δ = 0.5, λ = 0.05, λ' = 1, shift of rank r* = 1) per ``r``, compile-then-time: the first
@@ -45,6 +47,9 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=1, help="--figure1: processes (one per Δ when 2)")
     ap.add_argument("--n-samples", type=int, default=2 ** 14, help="--figure1: Monte Carlo samples per channel")
     ap.add_argument("--chunks", type=int, default=3, help="--figure1: contiguous λ pieces per Δ (load balance)")
+    ap.add_argument("--compilation-cache", default=None, metavar="DIR",
+                    help="--figure1: persistent compilation cache of the processes (default: none, every "
+                         "process compiles); run twice on one empty folder for the cold and the warm time")
     ap.add_argument("--rank", action="store_true", help="time one rank-r LoRA theory point per r")
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4], help="--rank: the LoRA ranks")
     args = ap.parse_args(argv)
@@ -111,7 +116,7 @@ def figure1(args):
 
     from simulations import simulate_variants
     from simulations.campaigns.records import thread_settings, versions, write_json_atomic
-    from solvable_attention.runtime import pin_worker_threads, threads_per_worker
+    from solvable_attention.runtime import enable_compilation_cache, pin_worker_threads, threads_per_worker
 
     lam_primes = [0.05, 1.0, math.inf]
     n_lam = 8 if args.quick else 40
@@ -120,7 +125,12 @@ def figure1(args):
     ranges = {0.5: (1e-3, 0.3), 2.0: (0.01, 1.0)}
     res = {"versions": versions(), "n_lambda": n_lam, "lam_primes": ["0.05", "1", "inf"],
            "n_samples": args.n_samples, "workers": args.workers,
-           "threads_per_worker": threads_per_worker(args.workers), "threads": thread_settings(), "loadavg_before": list(__import__("os").getloadavg())}
+           "threads_per_worker": threads_per_worker(args.workers), "threads": thread_settings(), "loadavg_before": list(__import__("os").getloadavg()),
+           "compilation_cache": args.compilation_cache}
+    if args.compilation_cache is not None:
+        cache = Path(args.compilation_cache)
+        res["compilation_cache_entries_before"] = len(list(cache.iterdir())) if cache.is_dir() else 0
+        enable_compilation_cache(cache)
     out = Path(args.out if args.out != "benchmarks/results/theory.json" else "benchmarks/results/figure1.json")
     partial = str(out.with_suffix("")) + "_partial_delta{}_{}.json"
     pieces = [(d, list(chunk)) for d in sorted(deltas, reverse=True)
@@ -129,7 +139,7 @@ def figure1(args):
     t0 = time.perf_counter()
     if args.workers > 1:  # processes take the pieces in order as they free up (each compiles once)
         with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"), initializer=pin_worker_threads,
-                                 initargs=(threads_per_worker(args.workers),)) as pool:
+                                 initargs=(threads_per_worker(args.workers), args.compilation_cache)) as pool:
             outs = list(pool.map(_figure1_curve, [d for d, _ in pieces], [c for _, c in pieces],
                                  [lam_primes] * len(pieces), [args.n_samples] * len(pieces),
                                  [partial.format(d, i) for i, (d, _) in enumerate(pieces)]))

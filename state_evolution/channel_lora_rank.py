@@ -229,11 +229,6 @@ class FieldLaw:
                    W=polar_factor(M))
 
 
-# Samples per chunk of the batched prox (2¹⁰ samples × 2 starts: 2048 Newton problems of dimension T·r at once;
-# measured, softmax r = 4 at 2¹⁴ samples: a whole point 46 s unchunked, 31 s with 2¹², 30 s with 2¹¹, 28 s with 2¹⁰).
-PROX_CHUNK = 2 ** 10
-
-
 def _flat(Z):
     return Z.reshape(Z.shape[0], -1)
 
@@ -257,23 +252,12 @@ def _rank_statistics(law, Mp, tq, side, consts, samples, activation, noise, max_
     def derivs(h, d):
         return rank_lora_derivatives(h, Vm, tq, d[1], d[0], activation, beta, T)[:2]
 
-    def prox_batch(centre, data):  # whitened: h = ω V'^{-1/2} + y, z = h V'^{1/2}; starts z = ω and z = z* Wᵀ
-        target = data[2] @ W.T
+    def prox(centre, data):  # whitened: h = ω V'^{-1/2} + y, z = h V'^{1/2}; starts z = ω and z = z* Wᵀ
+        target = data[2] @ W.T  # (solved in chunks of prox_newton.PROX_CHUNK samples)
         starts = (jnp.zeros_like(_flat(centre)), _flat((target - centre) @ Vh_inv))
         y, _, res, it = solve_prox_multistart(_flat(centre @ Vh_inv), 1.0, starts, loss, derivs, max_newton,
                                               data=data)
         return (y.reshape(-1, T, r) @ Vh_inv), res, it  # g = y V'^{-1/2} (z = ω + g V')
-
-    def prox(centre, data):
-        """The batch in chunks of PROX_CHUNK samples, one after the other (the same per-sample result: each
-        sample's prox is its own; a chunk's working set stays in cache where the whole batch's does not)."""
-        N = centre.shape[0]
-        if N <= PROX_CHUNK or N % PROX_CHUNK:
-            return prox_batch(centre, data)
-        k = N // PROX_CHUNK
-        split = lambda a: a.reshape((k, PROX_CHUNK) + a.shape[1:])  # noqa: E731
-        g, res, it = jax.lax.map(lambda cd: prox_batch(*cd), (split(centre), jax.tree_util.tree_map(split, data)))
-        return g.reshape((N,) + g.shape[2:]), res.reshape(N), jnp.max(it)
 
     data = (entries(Y), entries(H_hat), z_star)
     if stein:

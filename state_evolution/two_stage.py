@@ -224,7 +224,7 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
                 if not past:
                     raise
                 f = None
-            if past and (f is None or not f.converged):  # retry from the last fixed point
+            if past and (f is None or not _reached_fixed_point(f)):  # no fixed point: retry from the last one
                 retry = solve_finetuning(pre, alpha_prime, lp, init=past[-1][1], branches=False, **kw)
                 f = retry if (f is None or retry.converged or retry.residual < f.residual) else f
             if past and _alignment_collapsed(f, past[-1][1]):

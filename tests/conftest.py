@@ -22,3 +22,16 @@ def identity_pre():
     from state_evolution import solve_pretraining
 
     return solve_pretraining(0.1, 0.5, 0.1, activation="identity")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _compilation_cache_in_a_temporary_folder(tmp_path_factory):
+    """The command line turns on the persistent compilation cache in its default folder (the user's
+    ``~/.cache``); tests that run it keep it in a temporary folder instead."""
+    from solvable_attention import runtime
+
+    folder = tmp_path_factory.mktemp("xla_cache")
+    original = runtime.default_compilation_cache
+    runtime.default_compilation_cache = lambda: folder
+    yield
+    runtime.default_compilation_cache = original

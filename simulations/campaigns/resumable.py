@@ -10,6 +10,9 @@ finished point. Where the points run is an :class:`Executor`:
   safe with JAX). Each worker is pinned to ``cores // workers`` XLA and BLAS threads before it computes
   anything (:func:`solvable_attention.runtime.pin_worker_threads`), so that workers × threads never exceed
   the cores; more workers than cores is refused. Every record carries the thread settings it ran under.
+  ``compilation_cache=<folder>`` gives the workers a persistent compilation cache
+  (:func:`solvable_attention.runtime.enable_compilation_cache`): a worker loads a program another process
+  compiled before instead of compiling it again.
 * ``Executor(backend="dask", workers=W, address=None)``: tasks of a Dask ``distributed`` cluster
   (optional extra ``pip install -e '.[distributed]'``); ``address=None`` starts a local cluster of ``W``
   single-threaded processes, ``address="tcp://host:8786"`` uses an existing scheduler (``dask scheduler``
@@ -45,6 +48,8 @@ class Executor:
         workers: processes (``backend="process"``) or Dask workers of a local cluster; an integer ≥ 1.
         backend: ``"process"`` (this machine) or ``"dask"``.
         address: scheduler address of an existing Dask cluster (``backend="dask"`` only).
+        compilation_cache: folder of the local workers' persistent compilation cache (``None``: none; the
+            in-process case, ``workers = 1``, uses whatever this process has enabled).
 
     Raises:
         ValueError: a backend outside :data:`BACKENDS`, ``workers`` not a positive integer, an
@@ -54,6 +59,7 @@ class Executor:
     workers: int = 1
     backend: str = "process"
     address: str | None = None
+    compilation_cache: str | None = None
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -198,7 +204,8 @@ def run_points(fn, points, out_dir, *, executor: Executor | None = None, progres
             import multiprocessing as mp
 
             with ProcessPoolExecutor(max_workers=executor.workers, mp_context=mp.get_context("spawn"),
-                                     initializer=pin_worker_threads, initargs=(executor.threads,)) as pool:
+                                     initializer=pin_worker_threads,
+                                     initargs=(executor.threads, executor.compilation_cache)) as pool:
                 futures = {pool.submit(compute_record, fn, p): p for p in todo}
                 for fut in as_completed(futures):
                     record = fut.result()

@@ -179,6 +179,39 @@ def add_dask_argument(p) -> None:
                         "address given (tcp://host:8786); needs the [distributed] extra")
 
 
+def add_compilation_cache_arguments(p) -> None:
+    """Add ``--compilation-cache DIR`` and ``--no-compilation-cache`` (see :func:`use_compilation_cache`).
+
+    Args:
+        p: an ``argparse`` (sub-)parser.
+    """
+    p.add_argument("--compilation-cache", default=None, metavar="DIR",
+                   help="folder of the persistent XLA compilation cache (default ~/.cache/solvable-attention/xla): "
+                        "a later run loads the compiled channels and simulator instead of compiling them again")
+    p.add_argument("--no-compilation-cache", action="store_true", help="compile everything afresh (no disk cache)")
+
+
+def use_compilation_cache(args) -> None:
+    """Turn the persistent compilation cache on for this process (unless ``--no-compilation-cache``) and record
+    its folder in ``args.compilation_cache`` for the worker processes (``None`` when off).
+
+    Args:
+        args: the parsed arguments (:func:`add_compilation_cache_arguments`).
+
+    Raises:
+        UsageError: the folder cannot be created or written.
+    """
+    from solvable_attention.runtime import enable_compilation_cache
+
+    if getattr(args, "no_compilation_cache", False):
+        args.compilation_cache = None
+        return
+    try:
+        args.compilation_cache = str(enable_compilation_cache(getattr(args, "compilation_cache", None)))
+    except ValueError as exc:
+        raise UsageError(f"--compilation-cache: {exc}") from None
+
+
 def make_executor(args) -> Executor:
     """``--workers N [--dask [ADDRESS]]``: where the command's points run (:class:`Executor`).
 
@@ -195,7 +228,7 @@ def make_executor(args) -> Executor:
     if args.workers < 1:
         raise UsageError(f"--workers must be a positive integer, got {args.workers}")
     if args.dask is None:
-        return Executor(workers=args.workers)
+        return Executor(workers=args.workers, compilation_cache=getattr(args, "compilation_cache", None))
     try:
         import dask.distributed  # noqa: F401
     except ImportError:

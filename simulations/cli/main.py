@@ -17,7 +17,7 @@ import re
 import sys
 
 from . import convergence, reproduce, simulate, solve
-from .arguments import EXIT_USAGE, UsageError
+from .arguments import EXIT_USAGE, UsageError, add_compilation_cache_arguments, use_compilation_cache
 
 PROG = "solvable-attention"
 COMMANDS = (simulate, solve, reproduce, convergence)
@@ -51,6 +51,7 @@ def main(argv=None) -> int:
     args = None
     try:
         args = parser.parse_args(argv)
+        use_compilation_cache(args)
         return int(args.func(args) or 0)
     except (UsageError, ValueError) as exc:  # ValueError: the package's parameter checks
         command = getattr(args, "command", None)
@@ -72,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.register(subparsers)
+    for sub in subparsers.choices.values():
+        add_compilation_cache_arguments(sub)
     parser.flags = {name: _flags(sub) for name, sub in subparsers.choices.items()}
     return parser
 

@@ -25,6 +25,11 @@ the tail are exactly the finished ones, so the result is that of the uncompacted
 at a fraction of its cost (``tests/test_prox_newton.py`` checks it against ``compact=False``). The
 line search is compacted the same way (:func:`_newton_loop`'s ``backtrack``): step 1 on the whole
 batch, the shorter steps on the samples that rejected it.
+
+The batch is also **chunked** (:data:`PROX_CHUNK` samples at a time, one after the other with ``lax.map``): the
+Newton loop's working set then stays in cache (a chunk's samples × starts × the ``K × K`` Hessians), where the
+whole batch's does not. Each sample's prox is its own, so this changes the cost only (``tests/test_prox_newton.py``
+checks the chunked solve against the whole batch).
 """
 
 from __future__ import annotations

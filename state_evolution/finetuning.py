@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from solvable_attention.params import FinetuneParams
-from solvable_attention.status import Status, raise_if_failed, worst
+from solvable_attention.status import Status, raise_if_failed
 
+from .branch_selection import select_branch
 from .channel_identity import identity_weight
 from .channel_lora import LoraChannel
 from .fixed_point import SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_point, warn_if_not_converged
@@ -419,11 +420,6 @@ def _starts(init, recalibrate, branches) -> list:
     return unique
 
 
-def _is_fixed_point(sol) -> bool:
-    """The solver found a fixed point (whatever its stability): not stopped at the cap or out of the domain."""
-    return sol.status not in (Status.MAX_ITERATIONS, Status.LEFT_DOMAIN)
-
-
 def _same_branch(a, b) -> bool:
     scale = max(abs(a.m), abs(b.m), a.q, b.q)
     if scale <= NULL_UPDATE_SCALE:  # both are û = 0 for every purpose
@@ -432,36 +428,12 @@ def _same_branch(a, b) -> bool:
 
 
 def _select_branch(found, seconds) -> FinetuningSolution:
-    """The estimator's branch among the solutions ``found`` from several starts (docs/theory.md §4.6):
-    the fixed point of lowest predicted objective (or, when no start reached a fixed point, the smallest
-    residual), with every distinct branch listed and the selection said in the status message."""
-    distinct = []
-    for sol in found:
-        if not any(_same_branch(sol, d) for d in distinct):
-            distinct.append(sol)
-    fixed = [d for d in distinct if _is_fixed_point(d)]
-    chosen = min(fixed, key=lambda d: d.objective) if fixed else min(distinct, key=lambda d: d.residual)
-    status, message = chosen.status, chosen.status_message
-    notes = []
-    if chosen is not found[0] and not _same_branch(chosen, found[0]):
-        notes.append(f"the first start reached a branch of objective {found[0].objective:.6g} "
-                     f"(alignment {found[0].alignment:.3g}); returned the lowest-objective branch "
-                     f"({chosen.objective:.6g})")
-    lower = [d for d in distinct if d not in fixed and d.objective < chosen.objective - 2 * _objective_se(d, chosen)]
-    if lower:
-        status = worst(status, Status.NOT_GLOBAL)
-        notes.append(f"a start that did not converge reached a lower objective ({lower[0].objective:.6g})")
-    if len(distinct) > 1:
-        notes.append(f"{len(distinct)} distinct fixed points found: objectives "
-                     + ", ".join(f"{d.objective:.6g}" for d in distinct))
+    """The estimator's branch among the solutions ``found`` from several starts (docs/theory.md §4.6;
+    :func:`~state_evolution.branch_selection.select_branch`), every distinct branch listed."""
+    chosen, distinct, status, message = select_branch(found, _same_branch)
     return dataclasses.replace(
         chosen, branches=tuple(_branch(d) for d in distinct), status=status, converged=status.successful,
-        status_message="; ".join([message] + notes), iterations=sum(s.iterations for s in found), seconds=seconds)
-
-
-def _objective_se(a, b) -> float:
-    return math.hypot(a.branches[0].objective_se if a.branches else 0.0,
-                      b.branches[0].objective_se if b.branches else 0.0)
+        status_message=message, iterations=sum(s.iterations for s in found), seconds=seconds)
 
 
 def _branch(sol) -> Branch:

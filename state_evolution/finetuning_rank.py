@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from solvable_attention.params import FinetuneParams
-from solvable_attention.status import Status, raise_if_failed, worst
+from solvable_attention.status import Status, raise_if_failed
 
+from .branch_selection import select_branch
 from .channel_lora_rank import RankLoraChannel, polar_factor
 from .finetuning import (BRANCH_CHECK_MAX_ITER, LORA_ACCEPT_TOL, NULL_UPDATE_SCALE, SAME_BRANCH_RTOL,
                          START_RESPONSE_SHRINK, check_lora_tokens, noise_floor_acceptance)
@@ -605,33 +606,12 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
     return raise_if_failed(result, "rank-r LoRA state evolution") if throw else result
 
 
-def _is_fixed_point(sol) -> bool:
-    return sol.status not in (Status.MAX_ITERATIONS, Status.LEFT_DOMAIN)
-
-
 def _select(found, seconds) -> RankFinetuningSolution:
-    """The lowest-objective fixed point among the starts' solutions, every distinct one listed."""
-    distinct = []
-    for sol in found:
-        if not any(_same_branch(sol, d) for d in distinct):
-            distinct.append(sol)
-    fixed = [d for d in distinct if _is_fixed_point(d)]
-    chosen = min(fixed, key=lambda d: d.objective) if fixed else min(distinct, key=lambda d: d.residual)
-    status, notes = chosen.status, [chosen.status_message]
-    lower = [d for d in distinct if d not in fixed
-             and d.objective < chosen.objective - 2 * math.hypot(d.branches[0].objective_se,
-                                                                  chosen.branches[0].objective_se)]
-    if lower:
-        status = worst(status, Status.NOT_GLOBAL)
-        notes.append(f"a start that did not converge reached a lower objective ({lower[0].objective:.6g})")
-    if chosen is not found[0] and not _same_branch(chosen, found[0]):
-        notes.append(f"the first start reached objective {found[0].objective:.6g}; returned the lowest "
-                     f"({chosen.objective:.6g})")
-    if len(distinct) > 1:
-        notes.append(f"{len(distinct)} distinct fixed points: objectives "
-                     + ", ".join(f"{d.objective:.6g}" for d in distinct))
+    """The lowest-objective fixed point among the starts' solutions, every distinct one listed
+    (:func:`~state_evolution.branch_selection.select_branch`)."""
+    chosen, distinct, status, message = select_branch(found, _same_branch)
     return dataclasses.replace(chosen, branches=tuple(d.branches[0] for d in distinct), status=status,
-                               converged=status.successful, status_message="; ".join(notes),
+                               converged=status.successful, status_message=message,
                                iterations=sum(s.iterations for s in found), seconds=seconds)
 
 

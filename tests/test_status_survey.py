@@ -31,3 +31,17 @@ def test_summary_counts_statuses_gaps_and_wrong_branches():
     assert numbers["n_compared"]["test_error"] == 2
     assert math.isclose(numbers["median_abs_rel_gap"]["test_error"], 0.1, rel_tol=1e-9)
     assert "| max_iterations | 1 |" in md
+    assert numbers["unresolved_selection"] == []
+
+
+def test_summary_lists_unresolved_selections_and_gives_no_relative_gap_to_zero():
+    """A successful point whose message says the selection is not resolved is listed; a theory alignment of 0
+    (the uninformative branch) gets the difference, not a relative gap, and is not counted in the gap statistics."""
+    points = draw_points(1, seed=0)
+    theory = {0: {"status": "converged", "converged": True, "test_error": 1.0, "alignment": 0.0, "objective": 0.3,
+                  "message": "residual 1e-6; selection not resolved: another fixed point ...", "branches": []}}
+    sims = {0: [{"test_error": 1.0, "alignment": 0.17, "status": "converged"}] * 2}
+    md, numbers = summarise(points, theory, sims)
+    assert numbers["unresolved_selection"] == [0]
+    assert numbers["n_compared"]["alignment"] == 0 and numbers["n_compared"]["test_error"] == 1
+    assert "(difference +0.17)" in md

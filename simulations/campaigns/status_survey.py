@@ -28,6 +28,8 @@ from .resumable import Executor, run_points
 RANGES = {"lam": (0.005, 1.0, True), "lam_prime": (0.01, 10.0, True), "delta": (0.0, 2.0, False),
           "beta": (0.5, 20.0, True), "alpha": (0.05, 1.0, True), "alpha_prime": (0.5, 10.0, True)}
 METRICS = ("test_error", "alignment")
+# A theory value below this (an alignment of exactly 0 on the uninformative branch) gets no relative gap.
+ZERO_THEORY = 1e-9
 
 
 def draw_points(n: int, seed: int = 2026) -> list[dict]:
@@ -78,7 +80,8 @@ def theory_point(alpha, alpha_prime, delta, lam, lam_prime, beta, activation, n_
         return {"status": "error", "message": f"{type(exc).__name__}: {exc}", "converged": False}
     f = sol.finetune
     branches = [{"objective": getattr(b, "objective", math.nan), "alignment": getattr(b, "alignment", math.nan),
-                 "test_error": getattr(b, "test_error", math.nan)} for b in getattr(f, "branches", ()) or ()]
+                 "test_error": getattr(b, "test_error", math.nan), "objective_se": getattr(b, "objective_se", math.nan)}
+                for b in getattr(f, "branches", ()) or ()]
     status = getattr(sol, "status", None)
     return {"status": str(status) if status is not None else ("converged" if sol.converged else "not_converged"),
             "message": getattr(sol, "status_message", ""), "converged": bool(sol.converged),
@@ -130,7 +133,7 @@ def summarise(points, theory, sims) -> tuple[str, dict]:
     from collections import Counter
 
     counts = Counter(theory[i]["status"] for i in range(len(points)))
-    rows, wrong_branch, gaps = [], [], {m: [] for m in METRICS}
+    rows, wrong_branch, unresolved, gaps = [], [], [], {m: [] for m in METRICS}
     for i, p in enumerate(points):
         t, ss = theory[i], [s for s in sims.get(i, []) if s.get("status") != "error"]
         line = {"i": i, **p, "status": t["status"]}
@@ -138,6 +141,8 @@ def summarise(points, theory, sims) -> tuple[str, dict]:
             lower = [b for b in t.get("branches", []) if b["objective"] < t.get("objective", math.inf) - 1e-9]
             if lower:
                 wrong_branch.append(i)
+            if "selection not resolved" in t.get("message", ""):
+                unresolved.append(i)
         for m in METRICS:
             vals = np.array([s[m] for s in ss], float)
             vals = vals[np.isfinite(vals)]
@@ -146,12 +151,15 @@ def summarise(points, theory, sims) -> tuple[str, dict]:
                 continue
             mean = float(vals.mean())
             se = float(vals.std(ddof=1) / math.sqrt(vals.size)) if vals.size > 1 else math.nan
-            rel = (mean - t[m]) / max(abs(t[m]), 1e-12)
+            if abs(t[m]) < ZERO_THEORY:  # a relative gap to 0 means nothing: the difference is shown, not counted
+                line[m] = f"{t[m]:.4g} vs {mean:.4g} ± {se:.2g} (difference {mean - t[m]:+.3g})"
+                continue
+            rel = (mean - t[m]) / abs(t[m])
             gaps[m].append(rel)
             line[m] = f"{t[m]:.4g} vs {mean:.4g} ± {se:.2g} ({100 * rel:+.1f} %)"
         rows.append(line)
     n = len(points)
-    numbers = {"n": n, "status_counts": dict(counts), "wrong_branch": wrong_branch,
+    numbers = {"n": n, "status_counts": dict(counts), "wrong_branch": wrong_branch, "unresolved_selection": unresolved,
                "median_abs_rel_gap": {m: float(np.median(np.abs(g))) if g else math.nan for m, g in gaps.items()},
                "within_10pct": {m: int(np.sum(np.abs(np.array(g)) <= 0.10)) for m, g in gaps.items()},
                "n_compared": {m: len(g) for m, g in gaps.items()}}
@@ -163,7 +171,10 @@ def summarise(points, theory, sims) -> tuple[str, dict]:
           f"alignment {numbers['n_compared']['alignment']}; within 10 %: E' {numbers['within_10pct']['test_error']}, "
           f"alignment {numbers['within_10pct']['alignment']}; median |relative gap|: E' "
           f"{numbers['median_abs_rel_gap']['test_error']:.3f}, alignment {numbers['median_abs_rel_gap']['alignment']:.3f}.",
-          f"Successful points with a lower-objective sibling branch: {len(wrong_branch)} {wrong_branch}.", "",
+          f"Successful points with a lower-objective sibling branch: {len(wrong_branch)} {wrong_branch}.",
+          f"Successful points whose branch selection is not resolved (another fixed point's objective within the "
+          f"Monte Carlo error): {len(unresolved)} {unresolved}.",
+          "Relative gaps are counted where the theory value is not 0 (below that the difference is shown).", "",
           "| # | activation | α | α' | Δ | λ | λ' | β | status | E' theory vs simulation | alignment |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

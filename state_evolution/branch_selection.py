@@ -1,0 +1,107 @@
+"""The estimator's branch among the fixed points reached from several starts (docs/theory.md §4.6).
+
+The LoRA state evolution (rank one or rank ``r``) is solved from several starts; each start ends at a fixed point
+of the equations (converged, or only replica-symmetry unstable) or stops short of one (iteration cap, out of the
+domain). ERM minimises the training objective, so the estimator's branch is the fixed point of lowest predicted
+objective. :func:`select_branch` picks it and says, in the status and its message:
+
+* ``NOT_GLOBAL`` when a start that did *not* reach a fixed point had a lower objective beyond twice the Monte Carlo
+  standard error of the difference (a branch may exist below the returned one);
+* that the selection is **not resolved** when another fixed point's objective is above the chosen one's by less
+  than :data:`RESOLUTION_SE` standard errors of the difference: at this sample count the equations do not say
+  which of the two the estimator reaches (the message names both, with their objectives);
+* every distinct fixed point's objective, and whether the first start's branch was replaced.
+
+The standard error of a difference of two objectives is taken as ``√(se_a² + se_b²)``: the objectives are
+averages over the same Monte Carlo samples, so this bound is conservative (their errors are positively
+correlated), and a selection called resolved is resolved.
+"""
+
+from __future__ import annotations
+
+import math
+
+from solvable_attention.status import Status, worst
+
+# Two fixed points whose objectives differ by less than this many standard errors of the difference: the
+# selection between them is reported as not resolved (a 2σ margin: a one-sided 2 % chance that a resolved
+# selection picked the wrong branch because of the Monte Carlo error).
+RESOLUTION_SE = 2.0
+
+
+def reached_fixed_point(sol) -> bool:
+    """Whether a one-start solution ended at a fixed point (whatever its stability), not at the iteration cap or
+    outside the domain.
+
+    Args:
+        sol: a one-start solution with a ``status``.
+
+    Returns:
+        ``True`` unless its status is ``MAX_ITERATIONS`` or ``LEFT_DOMAIN``.
+    """
+    return sol.status not in (Status.MAX_ITERATIONS, Status.LEFT_DOMAIN)
+
+
+def objective_difference_se(a, b) -> float:
+    """Standard error of the difference of two solutions' predicted objectives (conservative: module docstring).
+
+    Args:
+        a: a one-start solution whose ``branches[0].objective_se`` is its objective's Monte Carlo s.e.
+        b: another.
+
+    Returns:
+        ``√(se_a² + se_b²)`` (a missing s.e. counts as 0).
+    """
+    se = lambda s: s.branches[0].objective_se if s.branches else 0.0  # noqa: E731
+    return math.hypot(se(a), se(b))
+
+
+def select_branch(found, same_branch):
+    """The estimator's branch among the one-start solutions ``found``, with its status and notes.
+
+    Args:
+        found: the one-start solutions, the first start first; each has ``objective``, ``residual``, ``status``,
+            ``status_message`` and ``branches[0]`` (its own :class:`Branch` record with ``objective_se``).
+        same_branch: ``(a, b) ↦ bool``, whether two solutions are the same fixed point.
+
+    Returns:
+        ``(chosen, distinct, status, message)``: the lowest-objective fixed point (or, when no start reached a
+        fixed point, the solution of smallest residual), the distinct solutions (first-found order), the
+        status (the chosen one's, worsened to ``NOT_GLOBAL`` as in the module docstring), and the chosen one's
+        message with the notes of the selection appended.
+
+    Raises:
+        ValueError: ``found`` is empty.
+    """
+    if not found:
+        raise ValueError("select_branch needs at least one solution")
+    distinct = []
+    for sol in found:
+        if not any(same_branch(sol, d) for d in distinct):
+            distinct.append(sol)
+    fixed = [d for d in distinct if reached_fixed_point(d)]
+    chosen = min(fixed, key=lambda d: d.objective) if fixed else min(distinct, key=lambda d: d.residual)
+    status, notes = chosen.status, [chosen.status_message]
+    if chosen is not found[0] and not same_branch(chosen, found[0]):
+        alignment = getattr(found[0], "alignment", None)
+        said = f" (alignment {alignment:.3g})" if isinstance(alignment, float) else ""
+        notes.append(f"the first start reached a branch of objective {found[0].objective:.6g}{said}; returned the "
+                     f"lowest-objective branch ({chosen.objective:.6g})")
+    lower = [d for d in distinct if d not in fixed
+             and d.objective < chosen.objective - 2 * objective_difference_se(d, chosen)]
+    if lower:
+        status = worst(status, Status.NOT_GLOBAL)
+        notes.append(f"a start that did not converge reached a lower objective ({lower[0].objective:.6g})")
+    if fixed and chosen in fixed:
+        close = [d for d in fixed if d is not chosen
+                 and d.objective - chosen.objective <= RESOLUTION_SE * objective_difference_se(d, chosen)]
+        if close:
+            d = close[0]
+            notes.append(f"selection not resolved: another fixed point's objective {d.objective:.6g} is within "
+                         f"{RESOLUTION_SE:g} Monte Carlo s.e. ({objective_difference_se(d, chosen):.2g}) of the "
+                         f"returned {chosen.objective:.6g}, so which branch the estimator reaches is not determined "
+                         f"at this sample count (see branches)")
+    if len(distinct) > 1:
+        notes.append(f"{len(distinct)} distinct fixed points found: objectives "
+                     + ", ".join(f"{d.objective:.6g}" for d in distinct))
+    return chosen, distinct, status, "; ".join(notes)

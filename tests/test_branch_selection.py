@@ -1,0 +1,79 @@
+"""The choice of the estimator's branch among several fixed points, on hand-made one-start solutions (the
+objectives, standard errors and statuses are set here, so every expected outcome follows from the rule)."""
+
+from dataclasses import dataclass
+
+import pytest
+
+from solvable_attention.status import Status
+from state_evolution.branch_selection import RESOLUTION_SE, objective_difference_se, select_branch
+
+
+@dataclass(frozen=True)
+class _Record:
+    objective_se: float
+
+
+@dataclass(frozen=True)
+class _Solution:
+    name: str
+    objective: float
+    se: float = 0.001
+    status: Status = Status.CONVERGED
+    residual: float = 1e-6
+
+    @property
+    def status_message(self):
+        return f"message of {self.name}"
+
+    @property
+    def branches(self):
+        return (_Record(self.se),)
+
+
+def _same(a, b):
+    return a.name == b.name
+
+
+def test_lowest_objective_fixed_point_is_chosen_and_duplicates_dropped():
+    a, b, a2 = _Solution("a", 1.0), _Solution("b", 0.9), _Solution("a", 1.0)
+    chosen, distinct, status, message = select_branch([a, b, a2], _same)
+    assert chosen is b and [d.name for d in distinct] == ["a", "b"]
+    assert status is Status.CONVERGED
+    assert "first start reached a branch of objective 1" in message and "2 distinct fixed points" in message
+    assert "not resolved" not in message  # 0.1 apart, s.e. of the difference 0.0014
+
+
+def test_objectives_within_the_monte_carlo_error_are_reported_unresolved():
+    """Differences of 1 and 3 standard errors of the difference: only the first is unresolved (RESOLUTION_SE = 2)."""
+    se = 0.001
+    diff_se = objective_difference_se(_Solution("a", 0.0, se), _Solution("b", 0.0, se))
+    assert diff_se == pytest.approx(se * 2 ** 0.5)
+    assert RESOLUTION_SE == 2.0
+    low = _Solution("low", 0.5, se)
+    _, _, status, message = select_branch([low, _Solution("near", 0.5 + 1.0 * diff_se, se)], _same)
+    assert "selection not resolved" in message and status is Status.CONVERGED
+    _, _, _, message = select_branch([low, _Solution("far", 0.5 + 3.0 * diff_se, se)], _same)
+    assert "not resolved" not in message
+
+
+def test_a_lower_start_that_did_not_converge_makes_the_answer_not_global():
+    fixed = _Solution("fixed", 1.0)
+    capped_low = _Solution("capped", 0.5, status=Status.MAX_ITERATIONS)
+    capped_close = _Solution("capped", 0.999, status=Status.MAX_ITERATIONS)
+    chosen, _, status, _ = select_branch([fixed, capped_low], _same)
+    assert chosen is fixed and status is Status.NOT_GLOBAL
+    _, _, status, _ = select_branch([fixed, capped_close], _same)  # within 2 s.e.: no evidence of a lower branch
+    assert status is Status.CONVERGED
+
+
+def test_without_any_fixed_point_the_smallest_residual_is_returned():
+    a = _Solution("a", 0.1, status=Status.MAX_ITERATIONS, residual=1e-2)
+    b = _Solution("b", 0.2, status=Status.LEFT_DOMAIN, residual=1e-3)
+    chosen, _, status, _ = select_branch([a, b], _same)
+    assert chosen is b and status is Status.LEFT_DOMAIN
+
+
+def test_no_solution_is_refused():
+    with pytest.raises(ValueError, match="at least one"):
+        select_branch([], _same)

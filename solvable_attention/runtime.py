@@ -123,6 +123,34 @@ def default_compilation_cache() -> Path:
     return Path.home() / ".cache" / "solvable-attention" / "xla"
 
 
+def compilation_cache_folder(path) -> Path:
+    """Check a compilation cache folder and create it if missing (nothing is enabled here).
+
+    Args:
+        path: a non-empty ``str`` or ``os.PathLike``; ``~`` is expanded.
+
+    Returns:
+        The folder as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: ``path`` is not a non-empty path, exists and is not a folder, or cannot be created or written.
+    """
+    import os
+
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ValueError(f"compilation_cache must be a non-empty folder path, got {path!r}")
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"compilation cache {str(folder)!r} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create the compilation cache folder {str(folder)!r}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write to the compilation cache folder {str(folder)!r}")
+    return folder
+
+
 def enable_compilation_cache(path=None) -> Path:
     """Keep compiled XLA programs in ``path`` (JAX's persistent compilation cache) for this process.
 
@@ -138,19 +166,9 @@ def enable_compilation_cache(path=None) -> Path:
         The folder in use.
 
     Raises:
-        ValueError: ``path`` exists and is not a folder, or cannot be created or written.
+        ValueError: ``path`` is not a non-empty path, exists and is not a folder, or cannot be created or written.
     """
-    import os
-
-    folder = Path(default_compilation_cache() if path is None else path).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"compilation cache {str(folder)!r} exists and is not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"cannot create the compilation cache folder {str(folder)!r}: {exc.strerror}") from None
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"cannot write to the compilation cache folder {str(folder)!r}")
+    folder = compilation_cache_folder(default_compilation_cache() if path is None else path)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", CACHE_MIN_COMPILE_SECONDS)
     return folder

@@ -56,6 +56,19 @@ def objective_difference_se(a, b) -> float:
     return math.hypot(se(a), se(b))
 
 
+def _better_representative(sol, current) -> bool:
+    """Whether ``sol`` should stand for its branch instead of ``current`` (the same fixed point): a fixed point
+    over a stopped start, then the lower objective."""
+    if reached_fixed_point(sol) != reached_fixed_point(current):
+        return reached_fixed_point(sol)
+    return sol.objective < current.objective
+
+
+def _test_error(sol) -> str:
+    value = getattr(sol, "test_error", None)
+    return f"{value:.4g}" if isinstance(value, float) else "?"
+
+
 def select_branch(found, same_branch):
     """The estimator's branch among the one-start solutions ``found``, with its status and notes.
 
@@ -66,7 +79,8 @@ def select_branch(found, same_branch):
 
     Returns:
         ``(chosen, distinct, status, message)``: the lowest-objective fixed point (or, when no start reached a
-        fixed point, the solution of smallest residual), the distinct solutions (first-found order), the
+        fixed point, the solution of smallest residual), the distinct solutions (first-found order of the
+        branches; of two solutions on one branch the one reaching a fixed point, then the lower objective), the
         status (the chosen one's, worsened to ``NOT_GLOBAL`` as in the module docstring), and the chosen one's
         message with the notes of the selection appended.
 
@@ -75,10 +89,13 @@ def select_branch(found, same_branch):
     """
     if not found:
         raise ValueError("select_branch needs at least one solution")
-    distinct = []
+    distinct = []  # one solution per branch: of two that are the same fixed point, the lower-objective one
     for sol in found:
-        if not any(same_branch(sol, d) for d in distinct):
+        twin = next((i for i, d in enumerate(distinct) if same_branch(sol, d)), None)
+        if twin is None:
             distinct.append(sol)
+        elif _better_representative(sol, distinct[twin]):
+            distinct[twin] = sol
     fixed = [d for d in distinct if reached_fixed_point(d)]
     chosen = min(fixed, key=lambda d: d.objective) if fixed else min(distinct, key=lambda d: d.residual)
     status, notes = chosen.status, [chosen.status_message]
@@ -97,10 +114,11 @@ def select_branch(found, same_branch):
                  and d.objective - chosen.objective <= RESOLUTION_SE * objective_difference_se(d, chosen)]
         if close:
             d = close[0]
-            notes.append(f"selection not resolved: another fixed point's objective {d.objective:.6g} is within "
-                         f"{RESOLUTION_SE:g} Monte Carlo s.e. ({objective_difference_se(d, chosen):.2g}) of the "
-                         f"returned {chosen.objective:.6g}, so which branch the estimator reaches is not determined "
-                         f"at this sample count (see branches)")
+            notes.append(f"selection not resolved: another fixed point's objective {d.objective:.6g} exceeds the "
+                         f"returned {chosen.objective:.6g} by less than {RESOLUTION_SE:g} standard errors of the "
+                         f"difference (s.e. {objective_difference_se(d, chosen):.2g}), so which branch the estimator "
+                         f"reaches is not determined at this sample count; E' there {_test_error(d)} against "
+                         f"{_test_error(chosen)} here (see branches); more n_samples shrink the s.e.")
     if len(distinct) > 1:
         notes.append(f"{len(distinct)} distinct fixed points found: objectives "
                      + ", ".join(f"{d.objective:.6g}" for d in distinct))

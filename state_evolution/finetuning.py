@@ -63,7 +63,8 @@ UNINFORMATIVE_START = (0.0, 0.5, 0.5)
 START_RESPONSE_SHRINK = (1.0, 0.1, 0.01, 0.001)
 # Two branches whose (m', q') agree to this relative tolerance are the same fixed point ...
 SAME_BRANCH_RTOL = 1e-3
-# ... and two whose overlaps are all below this are both û = 0 for every purpose (E' moves by O(q'): 1e-8).
+# ... and two whose q' are both below this are both û = 0 for every purpose (E' moves by O(q'): 1e-8), whatever
+# their m' (at most √(q'ρ_v) = 1e-4) and their alignment (a ratio of two vanishing numbers).
 NULL_UPDATE_SCALE = 1e-8
 # Map evaluations at most for the branch-check starts (the starts after the first). A start that converges
 # does so in far fewer (Figure 1's 240 points: 7.5 evaluations per solve on average); one that has not
@@ -421,9 +422,9 @@ def _starts(init, recalibrate, branches) -> list:
 
 
 def _same_branch(a, b) -> bool:
-    scale = max(abs(a.m), abs(b.m), a.q, b.q)
-    if scale <= NULL_UPDATE_SCALE:  # both are û = 0 for every purpose
+    if max(a.q, b.q) <= NULL_UPDATE_SCALE:  # both are û = 0 for every purpose (then |m'| ≤ √(q'ρ_v) ≤ 1e-4)
         return True
+    scale = max(abs(a.m), abs(b.m), a.q, b.q)
     return abs(a.m - b.m) <= SAME_BRANCH_RTOL * scale and abs(a.q - b.q) <= SAME_BRANCH_RTOL * scale
 
 

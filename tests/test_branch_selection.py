@@ -44,6 +44,13 @@ def test_lowest_objective_fixed_point_is_chosen_and_duplicates_dropped():
     assert "not resolved" not in message  # 0.1 apart, s.e. of the difference 0.0014
 
 
+def test_the_lower_objective_solution_stands_for_a_branch_found_twice():
+    """Two starts on one branch (e.g. both û = 0): the lower objective represents it, even when found second."""
+    first, second = _Solution("null", 0.3473), _Solution("null", 0.3471)
+    chosen, distinct, _, _ = select_branch([first, second], _same)
+    assert chosen is second and distinct == [second]
+
+
 def test_objectives_within_the_monte_carlo_error_are_reported_unresolved():
     """Differences of 1 and 3 standard errors of the difference: only the first is unresolved (RESOLUTION_SE = 2)."""
     se = 0.001

@@ -59,3 +59,35 @@ def test_the_command_line_flags_choose_the_cache_folder(tmp_path):
     args = parser.parse_args(base + ["--no-compilation-cache"])
     use_compilation_cache(args)
     assert args.compilation_cache is None
+
+
+def test_bad_cache_paths_are_refused_with_the_parameter_named(tmp_path, monkeypatch):
+    """An empty path or a non-path is refused (not silently the current folder); the Executor checks its folder
+    when built (not in each worker) and refuses one it would not use (in-process or Dask). The thread budget is
+    stubbed so that two workers are allowed on any machine (it has its own tests in test_resumable.py)."""
+    from simulations.campaigns import resumable
+    from simulations.campaigns.resumable import Executor
+
+    monkeypatch.setattr(resumable, "threads_per_worker", lambda workers, cores=None: 1)
+
+    for bad in ("", 3):
+        with pytest.raises(ValueError, match="compilation_cache must be a non-empty folder path"):
+            enable_compilation_cache(bad)
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        Executor(workers=2, compilation_cache=str(path))
+    with pytest.raises(ValueError, match="local worker processes"):
+        Executor(workers=1, compilation_cache=str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="local worker processes"):
+        Executor(workers=2, backend="dask", compilation_cache=str(tmp_path / "c"))
+    ex = Executor(workers=2, compilation_cache=str(tmp_path / "new"))
+    assert (tmp_path / "new").is_dir() and ex.compilation_cache == str(tmp_path / "new")
+
+
+def test_contradicting_cache_flags_are_refused(tmp_path):
+    from simulations.cli.main import main
+
+    argv = ["solve", "--alpha", "0.1", "--delta", "0.5", "--lam", "0.05", "--no-compilation-cache",
+            "--compilation-cache", str(tmp_path / "c")]
+    assert main(argv) == 2

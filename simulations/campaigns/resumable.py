@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from solvable_attention.runtime import pin_worker_threads, thread_environment, threads_per_worker
+from solvable_attention.runtime import (compilation_cache_folder, pin_worker_threads, thread_environment,
+                                       threads_per_worker)
 
 from .records import jsonable, restore_inf, thread_settings, versions, write_json_atomic
 
@@ -48,12 +49,16 @@ class Executor:
         workers: processes (``backend="process"``) or Dask workers of a local cluster; an integer ≥ 1.
         backend: ``"process"`` (this machine) or ``"dask"``.
         address: scheduler address of an existing Dask cluster (``backend="dask"`` only).
-        compilation_cache: folder of the local workers' persistent compilation cache (``None``: none; the
-            in-process case, ``workers = 1``, uses whatever this process has enabled).
+        compilation_cache: folder of the persistent compilation cache of the local worker processes
+            (``backend="process"``, ``workers > 1``), checked and created here; ``None``: none. With ``workers = 1``
+            the points run in this process, which keeps whatever cache it has enabled
+            (:func:`solvable_attention.runtime.enable_compilation_cache`), so a folder is refused there, as on
+            Dask (its workers are not started by this package).
 
     Raises:
         ValueError: a backend outside :data:`BACKENDS`, ``workers`` not a positive integer, an
-            ``address`` without ``backend="dask"``, or more local worker processes than cores.
+            ``address`` without ``backend="dask"``, more local worker processes than cores, or a
+            ``compilation_cache`` that is not a writable folder or is given without local worker processes.
     """
 
     workers: int = 1
@@ -70,6 +75,11 @@ class Executor:
             raise ValueError("address (a Dask scheduler) needs backend='dask'")
         if self.backend == "process" and self.workers > 1:
             threads_per_worker(self.workers)  # raises for more workers than cores
+        if self.compilation_cache is not None:
+            if self.backend != "process" or self.workers == 1:
+                raise ValueError("compilation_cache is for local worker processes (backend='process', workers > 1); "
+                                 "in this process call solvable_attention.runtime.enable_compilation_cache")
+            object.__setattr__(self, "compilation_cache", str(compilation_cache_folder(self.compilation_cache)))
 
     @property
     def threads(self) -> int:

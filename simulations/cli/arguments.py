@@ -199,11 +199,13 @@ def use_compilation_cache(args) -> None:
         args: the parsed arguments (:func:`add_compilation_cache_arguments`).
 
     Raises:
-        UsageError: the folder cannot be created or written.
+        UsageError: the folder is empty, cannot be created or written, or both flags are given.
     """
     from solvable_attention.runtime import enable_compilation_cache
 
     if getattr(args, "no_compilation_cache", False):
+        if getattr(args, "compilation_cache", None) is not None:
+            raise UsageError("--no-compilation-cache and --compilation-cache contradict each other: give one")
         args.compilation_cache = None
         return
     try:
@@ -228,7 +230,8 @@ def make_executor(args) -> Executor:
     if args.workers < 1:
         raise UsageError(f"--workers must be a positive integer, got {args.workers}")
     if args.dask is None:
-        return Executor(workers=args.workers, compilation_cache=getattr(args, "compilation_cache", None))
+        cache = getattr(args, "compilation_cache", None) if args.workers > 1 else None  # workers = 1: this process
+        return Executor(workers=args.workers, compilation_cache=cache)
     try:
         import dask.distributed  # noqa: F401
     except ImportError:

@@ -50,9 +50,12 @@ LORA_ACCEPT_NOISE_FRACTION = 0.05
 # its overlaps, and 5e-3 keeps that six times below the 3 % agreement rule of the validation campaigns. The
 # noise-fraction rule alone once accepted a residual of 2e-2 (α' = 1e5), whose E' then wobbled by 2 %.
 LORA_ACCEPT_MAX = 5e-3
-# Below this q' (relative to the scale of the ridge prior's output, q' ≲ 1e-12) the LoRA vector is zero up to
-# round-off and its direction (the alignment) is undefined: NaN is returned rather than a ratio of round-off.
-Q_PRIME_ROUNDOFF = 1e-12
+# At or below this q' the LoRA vector is zero for every purpose (E' moves by O(q')), and its direction (the
+# alignment) is undefined: NaN is returned rather than a ratio of two vanishing numbers. Round-off gives
+# q' ≈ 1e-16 at λ' = 100; a start that stalls on its way to û = 0 at the Monte Carlo noise floor leaves
+# q' ≈ 1e-11 with an "alignment" of 0.7 (survey point #9). The same scale makes two such fixed points one
+# branch (NULL_UPDATE_SCALE below).
+Q_PRIME_ROUNDOFF = 1e-8
 # The uninformative start of the LoRA equations: m' = 0 is invariant under v → −v, so the iteration from it
 # stays on the symmetric (uninformative) branch when that branch is a fixed point.
 UNINFORMATIVE_START = (0.0, 0.5, 0.5)
@@ -65,7 +68,7 @@ START_RESPONSE_SHRINK = (1.0, 0.1, 0.01, 0.001)
 SAME_BRANCH_RTOL = 1e-3
 # ... and two whose q' are both below this are both û = 0 for every purpose (E' moves by O(q'): 1e-8), whatever
 # their m' (at most √(q'ρ_v) = 1e-4) and their alignment (a ratio of two vanishing numbers).
-NULL_UPDATE_SCALE = 1e-8
+NULL_UPDATE_SCALE = Q_PRIME_ROUNDOFF
 # Map evaluations at most for the branch-check starts (the starts after the first). A start that converges
 # does so in far fewer (Figure 1's 240 points: 7.5 evaluations per solve on average); one that has not
 # converged by then is kept as a MAX_ITERATIONS branch, and if its objective is lower than the returned
@@ -128,7 +131,7 @@ class FinetuningSolution:
         q_hat: ``q̂'``, conjugate of ``q'``.
         V_hat: ``V̂'``, conjugate of ``V'``.
         rho_v: ``ρ_v = ‖v‖²/D = 1``.
-        alignment: ``|m'|/√(q' ρ_v)``; ``nan`` when ``q' ≤ Q_PRIME_ROUNDOFF`` (``û = 0`` up to round-off: no
+        alignment: ``|m'|/√(q' ρ_v)``; ``nan`` when ``q' ≤ Q_PRIME_ROUNDOFF`` (``û = 0`` for every purpose: no
             direction) and at ``λ' = ∞``.
         test_error: ``E' = E‖σ(H(S(û))) − σ(H(S1))‖²_F`` per sequence.
         test_error_se: its Monte Carlo standard error.
@@ -547,7 +550,7 @@ def _assemble_solution(fine, channel, F, sol, noises, t0, start=()) -> Finetunin
     status, message = stage_status(sol, ev, ev.replicon)
     alignment = abs(mp) / math.sqrt(qp) if qp > Q_PRIME_ROUNDOFF else float("nan")
     if not qp > Q_PRIME_ROUNDOFF:
-        message += f"; q' = {qp:.3g}: û = 0 up to round-off, the alignment is undefined (nan)"
+        message += f"; q' = {qp:.3g} <= {Q_PRIME_ROUNDOFF:g}: û = 0 for every purpose, the alignment is undefined (nan)"
     branch = Branch(start=start, m=mp, q=qp, V=Vp, alignment=alignment, test_error=errs["test_error"][0],
                     objective=objective, objective_se=0.5 * ev.train_loss[1], replicon=ev.replicon, status=status)
     return FinetuningSolution(

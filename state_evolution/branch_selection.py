@@ -19,6 +19,7 @@ correlated), and a selection called resolved is resolved.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from solvable_attention.status import Status, worst
@@ -123,3 +124,26 @@ def select_branch(found, same_branch):
         notes.append(f"{len(distinct)} distinct fixed points found: objectives "
                      + ", ".join(f"{d.objective:.6g}" for d in distinct))
     return chosen, distinct, status, "; ".join(notes)
+
+
+def merge_starts(found, same_branch, seconds):
+    """The solve's answer from its one-start solutions: the :func:`select_branch` choice, carrying every distinct
+    branch's record, the selection's status and message, and the evaluations and seconds of all the starts.
+
+    Args:
+        found: the one-start solutions (frozen dataclasses with ``branches``, ``status``, ``converged``,
+            ``status_message``, ``iterations``, ``seconds``), the first start first.
+        same_branch: ``(a, b) ↦ bool``, whether two solutions are the same fixed point.
+        seconds: wall-clock seconds of the whole solve.
+
+    Returns:
+        The chosen solution with ``branches`` (one record per distinct branch), ``status``, ``converged``,
+        ``status_message``, ``iterations`` (summed over the starts) and ``seconds`` replaced.
+
+    Raises:
+        ValueError: ``found`` is empty.
+    """
+    chosen, distinct, status, message = select_branch(found, same_branch)
+    return dataclasses.replace(chosen, branches=tuple(d.branches[0] for d in distinct), status=status,
+                               converged=status.successful, status_message=message,
+                               iterations=sum(s.iterations for s in found), seconds=seconds)

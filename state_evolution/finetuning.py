@@ -22,7 +22,7 @@ import numpy as np
 from solvable_attention.params import FinetuneParams
 from solvable_attention.status import Status, raise_if_failed
 
-from .branch_selection import select_branch
+from .branch_selection import merge_starts
 from .channel_identity import identity_weight
 from .channel_lora import LoraChannel
 from .fixed_point import SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_point, warn_if_not_converged
@@ -50,12 +50,6 @@ LORA_ACCEPT_NOISE_FRACTION = 0.05
 # its overlaps, and 5e-3 keeps that six times below the 3 % agreement rule of the validation campaigns. The
 # noise-fraction rule alone once accepted a residual of 2e-2 (α' = 1e5), whose E' then wobbled by 2 %.
 LORA_ACCEPT_MAX = 5e-3
-# At or below this q' the LoRA vector is zero for every purpose (E' moves by O(q')), and its direction (the
-# alignment) is undefined: NaN is returned rather than a ratio of two vanishing numbers. Round-off gives
-# q' ≈ 1e-16 at λ' = 100; a start that stalls on its way to û = 0 at the Monte Carlo noise floor leaves
-# q' ≈ 1e-11 with an "alignment" of 0.7 (survey point #9). The same scale makes two such fixed points one
-# branch (NULL_UPDATE_SCALE below).
-Q_PRIME_ROUNDOFF = 1e-8
 # The uninformative start of the LoRA equations: m' = 0 is invariant under v → −v, so the iteration from it
 # stays on the symmetric (uninformative) branch when that branch is a fixed point.
 UNINFORMATIVE_START = (0.0, 0.5, 0.5)
@@ -66,9 +60,11 @@ UNINFORMATIVE_START = (0.0, 0.5, 0.5)
 START_RESPONSE_SHRINK = (1.0, 0.1, 0.01, 0.001)
 # Two branches whose (m', q') agree to this relative tolerance are the same fixed point ...
 SAME_BRANCH_RTOL = 1e-3
-# ... and two whose q' are both below this are both û = 0 for every purpose (E' moves by O(q'): 1e-8), whatever
-# their m' (at most √(q'ρ_v) = 1e-4) and their alignment (a ratio of two vanishing numbers).
-NULL_UPDATE_SCALE = Q_PRIME_ROUNDOFF
+# ... and two whose q' are both at or below this are both û = 0 for every purpose (E' moves by O(q'): 1e-8),
+# whatever their m' (at most √(q'ρ_v) = 1e-4). At this scale the alignment is also undefined: NaN is returned
+# rather than a ratio of two vanishing numbers. Round-off gives q' ≈ 1e-16 at λ' = 100; a start that stalls on
+# its way to û = 0 at the Monte Carlo noise floor leaves q' ≈ 1e-11 with an "alignment" of 0.7 (survey point #9).
+NULL_UPDATE_SCALE = 1e-8
 # Map evaluations at most for the branch-check starts (the starts after the first). A start that converges
 # does so in far fewer (Figure 1's 240 points: 7.5 evaluations per solve on average); one that has not
 # converged by then is kept as a MAX_ITERATIONS branch, and if its objective is lower than the returned
@@ -131,7 +127,7 @@ class FinetuningSolution:
         q_hat: ``q̂'``, conjugate of ``q'``.
         V_hat: ``V̂'``, conjugate of ``V'``.
         rho_v: ``ρ_v = ‖v‖²/D = 1``.
-        alignment: ``|m'|/√(q' ρ_v)``; ``nan`` when ``q' ≤ Q_PRIME_ROUNDOFF`` (``û = 0`` for every purpose: no
+        alignment: ``|m'|/√(q' ρ_v)``; ``nan`` when ``q' ≤ NULL_UPDATE_SCALE`` (``û = 0`` for every purpose: no
             direction) and at ``λ' = ∞``.
         test_error: ``E' = E‖σ(H(S(û))) − σ(H(S1))‖²_F`` per sequence.
         test_error_se: its Monte Carlo standard error.
@@ -384,7 +380,7 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
     if not found:  # no start could be evaluated: reported, not raised
         result = _failed_solution(fine, noises, t0, error)
         return raise_if_failed(result, "fine-tuning state evolution") if throw else result
-    result = _select_branch(found, time.perf_counter() - t0)
+    result = merge_starts(found, _same_branch, time.perf_counter() - t0)
     result = flag_unchecked_branches(result, skipped)
     if warn:
         warn_if_not_converged("fine-tuning state evolution", result, tol)
@@ -429,20 +425,6 @@ def _same_branch(a, b) -> bool:
         return True
     scale = max(abs(a.m), abs(b.m), a.q, b.q)
     return abs(a.m - b.m) <= SAME_BRANCH_RTOL * scale and abs(a.q - b.q) <= SAME_BRANCH_RTOL * scale
-
-
-def _select_branch(found, seconds) -> FinetuningSolution:
-    """The estimator's branch among the solutions ``found`` from several starts (docs/theory.md §4.6;
-    :func:`~state_evolution.branch_selection.select_branch`), every distinct branch listed."""
-    chosen, distinct, status, message = select_branch(found, _same_branch)
-    return dataclasses.replace(
-        chosen, branches=tuple(_branch(d) for d in distinct), status=status, converged=status.successful,
-        status_message=message, iterations=sum(s.iterations for s in found), seconds=seconds)
-
-
-def _branch(sol) -> Branch:
-    """The :class:`Branch` record of a one-start solution (its own record, built in _assemble_solution)."""
-    return sol.branches[0]
 
 
 def _no_adaptation_solution(fine, channel, noises, t0) -> FinetuningSolution:
@@ -548,9 +530,9 @@ def _assemble_solution(fine, channel, F, sol, noises, t0, start=()) -> Finetunin
     # zero-temperature free energy: the training objective per sample, ½ E‖Y' − σ‖² + λ' ‖û‖²/(2n')
     objective = 0.5 * ev.train_loss[0] + fine.lam_prime * qp / (2 * fine.alpha_prime)
     status, message = stage_status(sol, ev, ev.replicon)
-    alignment = abs(mp) / math.sqrt(qp) if qp > Q_PRIME_ROUNDOFF else float("nan")
-    if not qp > Q_PRIME_ROUNDOFF:
-        message += f"; q' = {qp:.3g} <= {Q_PRIME_ROUNDOFF:g}: û = 0 for every purpose, the alignment is undefined (nan)"
+    alignment = abs(mp) / math.sqrt(qp) if qp > NULL_UPDATE_SCALE else float("nan")
+    if not qp > NULL_UPDATE_SCALE:
+        message += f"; q' = {qp:.3g} <= {NULL_UPDATE_SCALE:g}: û = 0 for every purpose, the alignment is undefined (nan)"
     branch = Branch(start=start, m=mp, q=qp, V=Vp, alignment=alignment, test_error=errs["test_error"][0],
                     objective=objective, objective_se=0.5 * ev.train_loss[1], replicon=ev.replicon, status=status)
     return FinetuningSolution(

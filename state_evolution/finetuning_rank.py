@@ -30,7 +30,7 @@ import numpy as np
 from solvable_attention.params import FinetuneParams
 from solvable_attention.status import Status, raise_if_failed
 
-from .branch_selection import select_branch
+from .branch_selection import merge_starts
 from .channel_lora_rank import RankLoraChannel, polar_factor
 from .finetuning import (BRANCH_CHECK_MAX_ITER, LORA_ACCEPT_TOL, NULL_UPDATE_SCALE, SAME_BRANCH_RTOL,
                          START_RESPONSE_SHRINK, check_lora_tokens, noise_floor_acceptance)
@@ -599,20 +599,11 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
                 break
     if not found:
         raise InvalidIterate(f"the rank-{channel.rank} LoRA map cannot be evaluated from any start: {error}")
-    result = _select(found, time.perf_counter() - t0)
+    result = merge_starts(found, _same_branch, time.perf_counter() - t0)
     result = flag_unchecked_branches(result, skipped)
     if warn:
         warn_if_not_converged(f"rank-{channel.rank} LoRA state evolution", result, tol)
     return raise_if_failed(result, "rank-r LoRA state evolution") if throw else result
-
-
-def _select(found, seconds) -> RankFinetuningSolution:
-    """The lowest-objective fixed point among the starts' solutions, every distinct one listed
-    (:func:`~state_evolution.branch_selection.select_branch`)."""
-    chosen, distinct, status, message = select_branch(found, _same_branch)
-    return dataclasses.replace(chosen, branches=tuple(d.branches[0] for d in distinct), status=status,
-                               converged=status.successful, status_message=message,
-                               iterations=sum(s.iterations for s in found), seconds=seconds)
 
 
 def _assemble(fine, channel, F, sol, layout, start, t0) -> RankFinetuningSolution:

@@ -9,10 +9,13 @@
 * reuse and active selection :mod:`.selection` (§5); the Bayes-optimal baseline :mod:`.bayes_optimal` (§3).
 
 It imports the model (:mod:`solvable_attention`), never :mod:`simulations`. Every solve reports whether
-it converged (``.converged``) and warns with :class:`ConvergenceWarning` instead of raising.
+it converged (``.converged``) and warns with :class:`ConvergenceWarning` instead of raising; a LoRA solve whose
+choice between two fixed points the Monte Carlo error cannot decide says so (``.selection_resolved``) and warns
+with :class:`BranchSelectionWarning`.
 """
 
 from .bayes_optimal import BayesOptimalSolution, bayes_optimal
+from .branch_selection import BranchSelectionWarning
 from .fixed_point import ConvergenceWarning
 from .finetuning import FinetuningSolution, solve_finetuning
 from .finetuning_rank import RankFinetuningSolution, solve_finetuning_rank
@@ -21,4 +24,4 @@ from .two_stage import StateEvolutionSolution, solve_state_evolution, sweep_stat
 
 __all__ = ["solve_state_evolution", "solve_finetuning", "sweep_state_evolution", "FinetuningSolution", "StateEvolutionSolution",
            "solve_pretraining", "sweep_pretraining", "PretrainingSolution", "ConvergenceWarning", "bayes_optimal",
-           "BayesOptimalSolution", "solve_finetuning_rank", "RankFinetuningSolution"]
+           "BayesOptimalSolution", "solve_finetuning_rank", "RankFinetuningSolution", "BranchSelectionWarning"]

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
+from typing import NamedTuple
 
 from solvable_attention.status import Status, worst
 
@@ -28,6 +30,31 @@ from solvable_attention.status import Status, worst
 # selection between them is reported as not resolved (a 2σ margin: a one-sided 2 % chance that a resolved
 # selection picked the wrong branch because of the Monte Carlo error).
 RESOLUTION_SE = 2.0
+
+
+class BranchSelectionWarning(UserWarning):
+    """A LoRA solve's branch selection is not resolved at its sample count (another fixed point's objective lies
+    within :data:`RESOLUTION_SE` standard errors of the returned one's): the returned values hold for the returned
+    branch, but which branch the estimator reaches is not determined."""
+
+
+class Selection(NamedTuple):
+    """The outcome of :func:`select_branch`.
+
+    Attributes:
+        chosen: the lowest-objective fixed point (or, when no start reached one, the smallest residual).
+        distinct: one solution per distinct branch, in first-found order.
+        status: the chosen one's status, worsened to ``NOT_GLOBAL`` where a stopped start lies lower.
+        message: the chosen one's message with the notes of the selection appended.
+        rivals: the other fixed points whose objective is within :data:`RESOLUTION_SE` standard errors of the
+            chosen one's (empty: the selection is resolved).
+    """
+
+    chosen: object
+    distinct: list
+    status: Status
+    message: str
+    rivals: tuple
 
 
 def reached_fixed_point(sol) -> bool:
@@ -79,11 +106,12 @@ def select_branch(found, same_branch):
         same_branch: ``(a, b) ↦ bool``, whether two solutions are the same fixed point.
 
     Returns:
-        ``(chosen, distinct, status, message)``: the lowest-objective fixed point (or, when no start reached a
-        fixed point, the solution of smallest residual), the distinct solutions (first-found order of the
-        branches; of two solutions on one branch the one reaching a fixed point, then the lower objective), the
-        status (the chosen one's, worsened to ``NOT_GLOBAL`` as in the module docstring), and the chosen one's
-        message with the notes of the selection appended.
+        A :class:`Selection` ``(chosen, distinct, status, message, rivals)``: the lowest-objective fixed point (or,
+        when no start reached a fixed point, the solution of smallest residual), the distinct solutions
+        (first-found order of the branches; of two solutions on one branch the one reaching a fixed point, then
+        the lower objective), the status (the chosen one's, worsened to ``NOT_GLOBAL`` as in the module
+        docstring), the chosen one's message with the notes of the selection appended, and the fixed points
+        too close in objective for the selection to be resolved.
 
     Raises:
         ValueError: ``found`` is empty.
@@ -110,6 +138,7 @@ def select_branch(found, same_branch):
     if lower:
         status = worst(status, Status.NOT_GLOBAL)
         notes.append(f"a start that did not converge reached a lower objective ({lower[0].objective:.6g})")
+    close = []
     if fixed and chosen in fixed:
         close = [d for d in fixed if d is not chosen
                  and d.objective - chosen.objective <= RESOLUTION_SE * objective_difference_se(d, chosen)]
@@ -123,7 +152,7 @@ def select_branch(found, same_branch):
     if len(distinct) > 1:
         notes.append(f"{len(distinct)} distinct fixed points found: objectives "
                      + ", ".join(f"{d.objective:.6g}" for d in distinct))
-    return chosen, distinct, status, "; ".join(notes)
+    return Selection(chosen, distinct, status, "; ".join(notes), tuple(close))
 
 
 def merge_starts(found, same_branch, seconds):
@@ -138,12 +167,25 @@ def merge_starts(found, same_branch, seconds):
 
     Returns:
         The chosen solution with ``branches`` (one record per distinct branch), ``status``, ``converged``,
-        ``status_message``, ``iterations`` (summed over the starts) and ``seconds`` replaced.
+        ``status_message``, ``selection_resolved`` (``False`` when :func:`select_branch` found rivals),
+        ``iterations`` (summed over the starts) and ``seconds`` replaced.
 
     Raises:
         ValueError: ``found`` is empty.
     """
-    chosen, distinct, status, message = select_branch(found, same_branch)
-    return dataclasses.replace(chosen, branches=tuple(d.branches[0] for d in distinct), status=status,
-                               converged=status.successful, status_message=message,
-                               iterations=sum(s.iterations for s in found), seconds=seconds)
+    sel = select_branch(found, same_branch)
+    return dataclasses.replace(sel.chosen, branches=tuple(d.branches[0] for d in sel.distinct), status=sel.status,
+                               converged=sel.status.successful, status_message=sel.message,
+                               selection_resolved=not sel.rivals, iterations=sum(s.iterations for s in found),
+                               seconds=seconds)
+
+
+def warn_if_unresolved(name: str, solution) -> None:
+    """Emit a :class:`BranchSelectionWarning` when ``solution.selection_resolved`` is ``False``.
+
+    Args:
+        name: the solve's name, for the message.
+        solution: a merged solution (:func:`merge_starts`).
+    """
+    if not getattr(solution, "selection_resolved", True):
+        warnings.warn(f"{name}: {solution.status_message}", BranchSelectionWarning, stacklevel=3)

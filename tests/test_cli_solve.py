@@ -198,3 +198,16 @@ def test_help_states_exit_status_and_default_samples(capsys):
     for flag in ("--alpha-prime", "--lam-prime", "--kappa0", "--delta-prime", "--recalibrate", "--pretrain-only",
                  "--n-samples", "--seed", "--json", "--csv", "--no-progress"):
         assert flag in out, flag
+
+
+def test_status_column_says_when_the_branch_selection_is_not_resolved():
+    """The table's status column carries the solver's ``selection_resolved`` finding (records built by hand: the
+    outcome follows from the fields)."""
+    from simulations.cli.solve import status
+
+    stage = {"converged": True, "residual": 1e-6}
+    resolved = {"pretrain": stage, "finetune": dict(stage, selection_resolved=True)}
+    unresolved = {"pretrain": stage, "finetune": dict(stage, selection_resolved=False)}
+    assert status(resolved) == "converged"
+    assert status(unresolved) == "converged; branch selection not resolved"
+    assert status({"pretrain": stage, "finetune": None}) == "converged"

@@ -45,3 +45,13 @@ def test_summary_lists_unresolved_selections_and_gives_no_relative_gap_to_zero()
     assert numbers["unresolved_selection"] == [0]
     assert numbers["n_compared"]["alignment"] == 0 and numbers["n_compared"]["test_error"] == 1
     assert "(difference +0.17)" in md
+
+
+def test_summary_reads_the_selection_field_of_new_records():
+    """Records with ``selection_resolved`` are judged by the field, whatever their message says."""
+    points = draw_points(2, seed=0)
+    base = {"status": "converged", "converged": True, "test_error": 1.0, "alignment": 0.5, "objective": 0.3,
+            "message": "residual 1e-6", "branches": []}
+    theory = {0: dict(base, selection_resolved=False), 1: dict(base, selection_resolved=True)}
+    _, numbers = summarise(points, theory, {})
+    assert numbers["unresolved_selection"] == [0]

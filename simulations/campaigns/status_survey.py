@@ -68,7 +68,8 @@ def theory_point(alpha, alpha_prime, delta, lam, lam_prime, beta, activation, n_
         n_samples: Monte Carlo samples of the channels.
 
     Returns:
-        ``{"status", "message", "converged", "test_error", "alignment", "replicon", "branches"}``;
+        ``{"status", "message", "converged", "test_error", "alignment", "replicon", "objective", "branches",
+        "selection_resolved"}``;
         ``status = "error"`` with the exception's text when the solve raised.
     """
     from state_evolution import solve_state_evolution
@@ -86,7 +87,8 @@ def theory_point(alpha, alpha_prime, delta, lam, lam_prime, beta, activation, n_
     return {"status": str(status) if status is not None else ("converged" if sol.converged else "not_converged"),
             "message": getattr(sol, "status_message", ""), "converged": bool(sol.converged),
             "test_error": f.test_error, "alignment": f.alignment, "replicon": getattr(f, "replicon", math.nan),
-            "objective": getattr(f, "objective", math.nan), "branches": branches}
+            "objective": getattr(f, "objective", math.nan), "branches": branches,
+            "selection_resolved": bool(getattr(f, "selection_resolved", True))}
 
 
 def simulation_point(D, seed, alpha, alpha_prime, delta, lam, lam_prime, beta, activation) -> dict:
@@ -141,7 +143,8 @@ def summarise(points, theory, sims) -> tuple[str, dict]:
             lower = [b for b in t.get("branches", []) if b["objective"] < t.get("objective", math.inf) - 1e-9]
             if lower:
                 wrong_branch.append(i)
-            if "selection not resolved" in t.get("message", ""):
+            # records written before the field existed carry the finding in their message only
+            if not t.get("selection_resolved", "selection not resolved" not in t.get("message", "")):
                 unresolved.append(i)
         for m in METRICS:
             vals = np.array([s[m] for s in ss], float)

@@ -322,11 +322,16 @@ def status(record) -> str:
         record: the point's record (:func:`point_record`).
 
     Returns:
-        ``"converged"``, or ``"not converged (<stage> residual <r>, ...)"`` naming the stages that did not.
+        ``"converged"``, or ``"not converged (<stage> residual <r>, ...)"`` naming the stages that did not; with
+        ``"; branch selection not resolved"`` appended where the LoRA solve could not decide between two fixed
+        points at its sample count (``selection_resolved``; the JSON record's message names both).
     """
     failed = [f"{name} residual {record[name]['residual']:.1e}" for name in ("pretrain", "finetune")
               if record[name] is not None and not record[name]["converged"]]
-    return "converged" if not failed else f"not converged ({', '.join(failed)})"
+    text = "converged" if not failed else f"not converged ({', '.join(failed)})"
+    if record.get("finetune") is not None and record["finetune"].get("selection_resolved") is False:
+        text += "; branch selection not resolved"
+    return text
 
 
 def _fmt(x) -> str:

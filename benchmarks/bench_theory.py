@@ -16,6 +16,8 @@ sweep that starts cold at its first λ; the pieces go to the processes as they f
 first (the costly small-λ, λ' = 0.05 solves are there). Compilation is included in the wall time.
 ``--compilation-cache DIR``: the processes keep their compiled programs in ``DIR`` (run twice on one empty
 folder: the first run compiles and writes, the second loads; the cold and the warm time).
+``--compare PATH``: a previous ``--figure1`` result; the run records, per ``(Δ, λ, λ')``, the change of ``E'``
+relative to it, in units of this run's Monte Carlo s.e. and relative, and which points changed status.
 
 ``--rank [--ranks 1 2 4] [--n-samples N]``: one rank-``r`` LoRA theory point (softmax, Figure 1's setting
 α = 0.1, α' = 3, T = 3, Δ = 0.5, λ = 0.05, λ' = 1, shift of rank r* = 1) per ``r``, compile-then-time: the first
@@ -50,6 +52,8 @@ def main(argv=None):
     ap.add_argument("--compilation-cache", default=None, metavar="DIR",
                     help="--figure1: persistent compilation cache of the processes (default: none, every "
                          "process compiles); run twice on one empty folder for the cold and the warm time")
+    ap.add_argument("--compare", default=None, metavar="PATH",
+                    help="--figure1: a previous --figure1 result to compare E' and the statuses with")
     ap.add_argument("--rank", action="store_true", help="time one rank-r LoRA theory point per r")
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4], help="--rank: the LoRA ranks")
     args = ap.parse_args(argv)
@@ -99,7 +103,8 @@ def _figure1_curve(delta, lams, lam_primes, n_samples, partial_path=None):
             rows.append(dict(lam=s.pretrain.params.lam, lam_prime=str(f.params.lam_prime), converged=s.converged,
                              pre_iterations=s.pretrain.iterations, ft_iterations=f.iterations,
                              ft_seconds=f.seconds, residual=f.residual, test_error=s.pretrain.test_error,
-                             test_error_ft=f.test_error, alignment=f.alignment, m_prime=abs(f.m), q_prime=f.q,
+                             test_error_ft=f.test_error, test_error_ft_se=f.test_error_se, alignment=f.alignment,
+                             m_prime=abs(f.m), q_prime=f.q, ft_method=f.method, pre_method=s.pretrain.method,
                              elapsed_s=time.perf_counter() - t0))
         if partial_path is not None:
             write_json_atomic(Path(partial_path), dict(delta=delta, n_samples=n_samples, rows=rows))
@@ -165,6 +170,8 @@ def figure1(args):
     res["finetune_iterations_max"] = int(max(r["ft_iterations"] for r in rows))
     res["pretrain_iterations_mean"] = float(np.mean([r["pre_iterations"] for r in rows]))
     res["curves"] = rows
+    if args.compare:
+        res["comparison"] = compare_curves(rows, json.loads(Path(args.compare).read_text())["curves"], args.compare)
     D = 60 if args.quick else 150
     variants = [dict(lam_prime=lp) for lp in lam_primes]
     _, res[f"simulation_D{D}_one_point_3_lam_primes_s"] = timed(simulate_variants, D, 0.1, 3.0, 0.5, 0.05,
@@ -176,6 +183,30 @@ def figure1(args):
         if k not in ("versions", "curves"):
             print(f"{k:45s} {v}")
     write_json_atomic(out, res)
+
+
+def compare_curves(rows, previous, source):
+    """``E'`` and the status of each ``(Δ, λ, λ')`` against a previous run's rows: the largest changes in units of
+    this run's Monte Carlo s.e. and relative, the points beyond 1 s.e., and the points whose convergence changed."""
+    key = lambda r: (float(r["delta"]), round(float(r["lam"]), 12), str(r["lam_prime"]))  # noqa: E731
+    before = {key(r): r for r in previous}
+    changes = []
+    for r in rows:
+        b = before.get(key(r))
+        if b is None or not (np.isfinite(r["test_error_ft"]) and np.isfinite(b["test_error_ft"])):
+            continue
+        d = r["test_error_ft"] - b["test_error_ft"]
+        se = r.get("test_error_ft_se") or np.nan
+        changes.append(dict(delta=r["delta"], lam=r["lam"], lam_prime=r["lam_prime"], change=d,
+                            relative=d / abs(b["test_error_ft"]) if b["test_error_ft"] else np.nan,
+                            in_se=d / se if se > 0 else np.nan, converged=r["converged"],
+                            converged_before=b["converged"]))
+    in_se = np.array([abs(c["in_se"]) for c in changes])
+    rel = np.array([abs(c["relative"]) for c in changes])
+    return dict(source=source, points=len(changes), max_abs_change_in_se=float(np.nanmax(in_se)),
+                median_abs_change_in_se=float(np.nanmedian(in_se)), max_abs_relative_change=float(np.nanmax(rel)),
+                beyond_one_se=[c for c in changes if abs(c["in_se"]) > 1],
+                convergence_changed=[c for c in changes if c["converged"] != c["converged_before"]])
 
 
 def rank_points(args):

@@ -22,10 +22,10 @@ import numpy as np
 from solvable_attention.params import FinetuneParams
 from solvable_attention.status import Status, raise_if_failed
 
-from .branch_selection import merge_starts
+from .branch_selection import merge_starts, warn_if_unresolved
 from .channel_identity import identity_weight
 from .channel_lora import LoraChannel
-from .fixed_point import SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_point, warn_if_not_converged
+from .fixed_point import SAMPLED_ACCEPT_TOL, SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_point, warn_if_not_converged
 from .pretraining import PretrainingSolution
 from .sampling import N_SAMPLES, N_TEST_SAMPLES
 from .stage_status import stage_status
@@ -157,6 +157,9 @@ class FinetuningSolution:
         status: the :class:`~solvable_attention.status.Status`: the solver's, the per-sample proxes', the
             replicon's (``unstable_fixed_point`` when ``≥ 1``) and the branch selection's.
         status_message: what was measured.
+        selection_resolved: ``False`` when another fixed point's objective is within the Monte Carlo error of the
+            returned one's (:mod:`state_evolution.branch_selection`, docs/theory.md §4.6): which branch the
+            estimator reaches is then not determined at this sample count (the message names both).
     """
 
     params: FinetuneParams
@@ -190,6 +193,7 @@ class FinetuningSolution:
     branches: tuple = ()
     status: Status = Status.CONVERGED
     status_message: str = ""
+    selection_resolved: bool = True
 
     def to_dict(self) -> dict:
         """The fields as a JSON-ready dictionary (``params`` as a dictionary, ``status`` as its name,
@@ -367,7 +371,8 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
                     fp = solve_fixed_point(F, x0, tol=tol, max_iter=cap, damping=damping,
                                            project=_project_uninformative if sym else _project_lora,
                                            fallback=fallback, accept_tol=accept if accept_tol > tol else tol,
-                                           memory=memory if k == 0 else None, deadline=deadline, progress=report)
+                                           memory=memory if k == 0 else None, deadline=deadline, progress=report,
+                                           estimate_below=SAMPLED_ACCEPT_TOL)
                 except InvalidIterate as exc:  # this start is outside the map's domain; the others may not be
                     error = error or exc
                     continue
@@ -384,6 +389,7 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
     result = flag_unchecked_branches(result, skipped)
     if warn:
         warn_if_not_converged("fine-tuning state evolution", result, tol)
+        warn_if_unresolved("fine-tuning state evolution", result)
     return raise_if_failed(result, "fine-tuning state evolution") if throw else result
 
 

@@ -30,11 +30,11 @@ import numpy as np
 from solvable_attention.params import FinetuneParams
 from solvable_attention.status import Status, raise_if_failed
 
-from .branch_selection import merge_starts
+from .branch_selection import merge_starts, warn_if_unresolved
 from .channel_lora_rank import RankLoraChannel, polar_factor
 from .finetuning import (BRANCH_CHECK_MAX_ITER, LORA_ACCEPT_TOL, NULL_UPDATE_SCALE, SAME_BRANCH_RTOL,
                          START_RESPONSE_SHRINK, check_lora_tokens, noise_floor_acceptance)
-from .fixed_point import SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_point, warn_if_not_converged
+from .fixed_point import SAMPLED_ACCEPT_TOL, SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_point, warn_if_not_converged
 from .pretraining import PretrainingSolution
 from .sampling import N_SAMPLES, N_TEST_SAMPLES
 from .stage_status import stage_status
@@ -239,6 +239,8 @@ class RankFinetuningSolution:
         seconds: wall time.
         branches: the distinct fixed points found (:class:`RankBranch`).
         history: the residuals.
+        selection_resolved: ``False`` when another fixed point's objective is within the Monte Carlo error of the
+            returned one's (:mod:`state_evolution.branch_selection`).
     """
 
     params: FinetuneParams
@@ -271,6 +273,7 @@ class RankFinetuningSolution:
     seconds: float
     branches: tuple = ()
     history: tuple = field(default=(), repr=False)
+    selection_resolved: bool = True
 
     @property
     def alignment(self) -> float:
@@ -586,7 +589,7 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
                     x0, spent = coarse_start(name, layout.pack(M0, Q0, shrink * V0), cap)
                     fp = solve_fixed_point(F, x0, tol=tol, max_iter=cap, damping=damping, project=project,
                                            accept_tol=accept if accept_tol > tol else tol, deadline=deadline,
-                                           progress=report)
+                                           progress=report, estimate_below=SAMPLED_ACCEPT_TOL)
                     fp = dataclasses.replace(fp, iterations=fp.iterations + spent)
                 except InvalidIterate as exc:
                     error = error or exc
@@ -603,6 +606,7 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
     result = flag_unchecked_branches(result, skipped)
     if warn:
         warn_if_not_converged(f"rank-{channel.rank} LoRA state evolution", result, tol)
+        warn_if_unresolved(f"rank-{channel.rank} LoRA state evolution", result)
     return raise_if_failed(result, "rank-r LoRA state evolution") if throw else result
 
 

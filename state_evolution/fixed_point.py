@@ -35,7 +35,8 @@ class InvalidIterate(ArithmeticError):
 @dataclass(frozen=True)
 class FixedPointSolution:
     """``value``, ``converged``, ``iterations`` (evaluations of ``F``), final ``residual``, ``method``
-    (``"damped"``, ``"damped+root"`` or ``"root"``), the residual history, and ``memory``: the
+    (``"damped"``, ``"damped+root"``, ``"root"``, ``"secant"``: stopped on the secant estimate of the value's
+    error, ``"stalled<=accept_tol"`` or ``"time_limit"``), the residual history, and ``memory``: the
     secant pairs ``(ΔX, ΔF)`` of the last Anderson steps (columns), to seed the solve of a nearby
     map (:func:`solve_fixed_point`'s ``memory``; ``None`` when there are none), and ``evaluated_at``: the
     point where ``F`` was evaluated to give ``value`` (``value = F(evaluated_at)`` for the damped
@@ -84,6 +85,13 @@ MAX_INVALID_RUN = 8  # consecutive invalid iterates (η already at its floor) be
 STALL = 12  # evaluations without a significantly better residual before Anderson mixing is abandoned
 ACCEPT_STALL = 4  # below accept_tol, evaluations without a significant gain before the best iterate is accepted
 STALL_GAIN = 0.7  # "significantly better": below STALL_GAIN × the residual at the last reset of the stall count
+# The secant estimate of the returned value's error (``estimate_below``) is trusted only when the last step cut the
+# residual by at least this factor (the secant model is working), its least-squares fit leaves at most
+# SECANT_MISFIT of the residual unexplained, and the secant differences span the space (smallest singular value
+# above SECANT_RANK times the largest).
+SECANT_CONTRACTION = 0.5
+SECANT_MISFIT = 0.1
+SECANT_RANK = 1e-8
 
 
 def _anderson_step(x, f, dxs, dfs, eta, reg=1e-10):
@@ -111,7 +119,8 @@ def _anderson_step(x, f, dxs, dfs, eta, reg=1e-10):
 
 def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min=0.02, damping_max=1.0,
                       anderson=4, fallback=True, polish_below=0.0, project=None,
-                      accept_tol=None, memory=None, deadline=None, progress=None) -> FixedPointSolution:
+                      accept_tol=None, memory=None, deadline=None, progress=None,
+                      estimate_below=None) -> FixedPointSolution:
     """Solve ``x = F(x)`` until ``relative_residual(x, F(x)) ≤ tol``.
 
     ``accept_tol`` (default ``tol``): a looser tolerance accepted once the iteration has stalled
@@ -139,6 +148,14 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
     secant step (the Jacobian of ``F − id`` changes slowly along a sweep), instead of ``anderson``
     damped steps spent rebuilding it (measured on Figure 1's sweeps: docs/theory.md §2.6). Discarded
     at the first restart, like the solve's own pairs.
+    ``estimate_below``: a residual below which convergence may also be judged by the *value* returned,
+    ``F(x)``, rather than by the residual: its distance to the fixed point of the secant model fitted to the
+    Anderson pairs, ``‖x − ΔX γ − F(x)‖/‖x‖`` with ``ΔF γ = F(x) − x`` (least squares), which for a linear map
+    is ``‖J (I − J)⁻¹ (F(x) − x)‖/‖x‖`` exactly. The solve stops, ``method="secant"``, when that estimate is
+    below ``tol`` — the same accuracy asked of the value — provided the last step cut the residual at least
+    ``1/SECANT_CONTRACTION``-fold, the pairs span the space and the fit explains the residual
+    (docs/theory.md §2.6). ``None``: the residual alone decides. A wrong estimate costs at most the accuracy
+    ``estimate_below`` itself.
     ``deadline``: a :func:`time.monotonic` time after which no further evaluation starts; the best iterate is
     then returned, ``converged=False``, ``method="time_limit"`` (no root fallback: it would cost more
     evaluations). ``progress``: called as ``progress(evaluations, residual)`` after each evaluation.
@@ -166,6 +183,10 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
             it.x = it.restart_from_best()
             continue
         it.record(Fx, res)
+        if estimate_below is not None and res <= estimate_below and res <= SECANT_CONTRACTION * it.prev:
+            error = it.value_error(Fx)
+            if error is not None and error <= tol:
+                return it.result(Fx, True, res, "secant", it.x, value_error=error)
         if it.since_best >= ACCEPT_STALL and accept_tol is not None:
             bound = accept_tol(it.best_x) if callable(accept_tol) else accept_tol
             if it.best_res <= bound:
@@ -273,6 +294,26 @@ class _Iteration:
         x = _anderson_step(x, f, self.dxs, self.dfs, self.eta) if self.anderson > 0 else x + self.eta * f
         self.x = np.asarray(self.project(x), float) if self.project is not None else x
 
+    def value_error(self, Fx):
+        """The secant estimate of ``‖F(x) − x*‖/‖x‖`` at the current iterate (the ``estimate_below`` rule of
+        :func:`solve_fixed_point`), or ``None`` when the Anderson pairs with this step's do not span the space
+        or do not explain the residual."""
+        if self.last is None or self.anderson <= 0:
+            return None
+        x, f = self.x, Fx - self.x
+        dxs = (self.dxs + [x - self.last[0]])[-self.anderson:]
+        dfs = (self.dfs + [f - self.last[1]])[-self.anderson:]
+        if len(dxs) < x.size:
+            return None
+        dX, dF = np.stack(dxs, 1), np.stack(dfs, 1)
+        sv = np.linalg.svd(dF, compute_uv=False)
+        if not np.all(np.isfinite(sv)) or sv[-1] <= SECANT_RANK * sv[0]:
+            return None
+        gamma = np.linalg.lstsq(dF, f, rcond=None)[0]
+        if np.linalg.norm(f - dF @ gamma) > SECANT_MISFIT * np.linalg.norm(f):
+            return None
+        return float(np.linalg.norm(x - dX @ gamma - Fx) / max(np.linalg.norm(x), 1e-8))
+
     def polish(self, F, x, tol, method):
         """The root polish from ``x``: the converged solution (``method``), or ``None``."""
         xr, rr, ne = _root_polish(F, x, tol)
@@ -280,9 +321,11 @@ class _Iteration:
         self.history.append(rr)
         return self.result(xr, True, rr, method, xr) if rr <= tol else None
 
-    def result(self, value, converged, res, method, at, accepted_below=None):
+    def result(self, value, converged, res, method, at, accepted_below=None, value_error=None):
         mem = (np.stack(self.dxs, 1), np.stack(self.dfs, 1)) if self.dxs else None
         status, message = self.status(converged, res, method, accepted_below)
+        if value_error is not None:
+            message += f"; secant estimate of the value's error {value_error:.2g}"
         return FixedPointSolution(value, converged, self.n_eval, res, method, tuple(self.history), mem, at,
                                   status, message)
 
@@ -342,14 +385,17 @@ class MemoizedMap:
 
 
 def predicted_start(previous, params, new_param):
-    """Warm start along a sweep: the secant extrapolation in ``log(parameter)`` through the last two
-    solutions (``previous``: their state vectors, ``params``: their parameter values), or the last
-    solution when only one is known. Halves the distance to the next fixed point on smooth curves.
+    """Warm start along a sweep: the extrapolation in ``log(parameter)`` through the last solutions
+    (``previous``: their state vectors, ``params``: their parameter values) — the parabola through the last three
+    when three are given, the secant through the last two otherwise — or the last solution when only one is known.
 
-    The step is at most one secant step (``t ∈ [0, 1]``) and is shortened so that no component moves
-    towards zero by more than half its value: overlaps that vanish at a transition (``Ŝ → 0`` at
-    large ``λ``) decay faster than linearly, and a start past zero (``V ≤ 0``) cost the Δ = 2
-    pre-training sweep 113 evaluations at one ``λ`` (measured; 5 with the guard)."""
+    The step is at most one step of the grid (``t ∈ [0, 1]`` in units of the last spacing in ``log(parameter)``;
+    beyond it the secant is used, shortened to one step). No component may move towards zero by more than half its
+    value: overlaps that vanish at a transition (``Ŝ → 0`` at large ``λ``) decay faster than linearly, and a start
+    past zero (``V ≤ 0``) cost the Δ = 2 pre-training sweep 113 evaluations at one ``λ`` (measured; 5 with the
+    guard); where the parabola would do that the secant is used, shortened by the same rule. The parabola's
+    error is third order in the grid step, the secant's second: on Figure 1's pre-training sweep (40 ``λ`` per
+    2.5 decades) the start's relative error is 2.5e-3–7e-3 against 2e-2–6e-2 (docs/theory.md §2.6)."""
     if not previous:
         return None
     x1 = np.asarray(previous[-1], float)
@@ -358,6 +404,14 @@ def predicted_start(previous, params, new_param):
     x0 = np.asarray(previous[-2], float)
     t = min(max(np.log(new_param / params[-1]) / np.log(params[-1] / params[-2]), 0.0), 1.0)
     d = x1 - x0
+    if len(previous) >= 3 and 0.0 < t and min(params[-3:]) > 0 and len(set(params[-3:])) == 3:
+        u = np.log(np.asarray(params[-3:], float))
+        u_new = u[-1] + t * (u[-1] - u[-2])  # the start's parameter, at most one step beyond the last
+        w = [np.prod([(u_new - u[j]) / (u[i] - u[j]) for j in range(3) if j != i]) for i in range(3)]
+        quad = sum(wi * np.asarray(xi, float) for wi, xi in zip(w, previous[-3:]))
+        step = quad - x1
+        if np.all(np.isfinite(quad)) and not np.any((step * x1 < 0) & (np.abs(step) > 0.5 * np.abs(x1))):
+            return quad
     shrinking = (d * x1 < 0) & (np.abs(d) > 0)
     if np.any(shrinking):
         t = min(t, float(np.min(0.5 * np.abs(x1[shrinking]) / np.abs(d[shrinking]))))

@@ -58,7 +58,7 @@ class PretrainingSolution:
         prox_residual: how well the channel's per-sample prox was solved (the Newton residual of the
             worst sample; 0 for the closed-form identity channel).
         seconds: wall-clock time of the solve.
-        method: the solver's route (``"damped"``, ``"damped+root"``, ``"root"``, or
+        method: the solver's route (``"damped"``, ``"damped+root"``, ``"root"``, ``"secant"`` or
             ``"stalled<=accept_tol"``; :class:`~state_evolution.fixed_point.FixedPointSolution`).
         history: the residual at every evaluation.
         memory: the solver's secant pairs, to seed a warm-started solve nearby.
@@ -310,7 +310,8 @@ def _solve(params, channel, init, tol, max_iter, damping, prior_draws, warn, fal
         F = state_map(channel)
         sol = solve_fixed_point(F, x0, tol=tol, max_iter=max_iter, damping=damping, project=project,
                                 fallback=fallback, accept_tol=max(tol, SAMPLED_ACCEPT_TOL) if sampled else None,
-                                memory=memory, deadline=deadline, progress=report)
+                                memory=memory, deadline=deadline, progress=report,
+                                estimate_below=SAMPLED_ACCEPT_TOL if sampled else None)
     if warn:
         warn_if_not_converged("pre-training state evolution", sol, tol)
     m, q, V = (float(v) for v in sol.value)
@@ -337,8 +338,8 @@ def sweep_pretraining(lams, alpha, delta, *, progress=True, **kwargs) -> list[Pr
     """Solve along a sequence of ``λ`` with warm starts (one channel, same fixed samples).
 
     Each point is the fixed point of :func:`solve_pretraining` (docs/theory.md §2.6). ``init`` applies
-    to the first ``λ``; each later one starts from the secant extrapolation of its two predecessors
-    (:func:`fixed_point.predicted_start`) with its predecessor's Anderson secant pairs (``memory``), and
+    to the first ``λ``; each later one starts from the extrapolation of its predecessors (the parabola through three,
+    in ``log λ``: :func:`fixed_point.predicted_start`) with its predecessor's Anderson secant pairs (``memory``), and
     is retried from its predecessor's fixed point when that fails.
 
     Args:
@@ -371,7 +372,7 @@ def sweep_pretraining(lams, alpha, delta, *, progress=True, **kwargs) -> list[Pr
                                n_test_samples=kwargs.get("n_test_samples", N_TEST_SAMPLES), seed=kwargs.get("seed", 0))
     out = []
     for lam in tqdm(lams, disable=not progress, desc="λ sweep"):
-        start = predicted_start([s.overlaps for s in out[-2:]], [s.params.lam for s in out[-2:]], lam)
+        start = predicted_start([s.overlaps for s in out[-3:]], [s.params.lam for s in out[-3:]], lam)
         try:
             sol = solve_pretraining(alpha, delta, lam, init=init if start is None else start, channel=channel,
                                     memory=out[-1].memory if out else None, **kwargs)

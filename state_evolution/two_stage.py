@@ -158,8 +158,8 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
 
     Pre-training is solved along ``lams`` (:func:`sweep_pretraining`: one channel, each ``λ`` started
     from its predecessor); for each ``λ`` the LoRA fixed point is solved for every ``λ'`` in
-    ``lam_primes`` (``inf`` allowed), each started from the secant extrapolation of the same ``λ'`` at the
-    two previous ``λ`` and seeded with the secant pairs of the previous ``λ``'s solve (``memory``).
+    ``lam_primes`` (``inf`` allowed), each started from the extrapolation of the same ``λ'`` at the previous
+    ``λ`` (the parabola through three in ``log λ``: :func:`~state_evolution.fixed_point.predicted_start`) and seeded with the secant pairs of the previous ``λ``'s solve (``memory``).
     ``max_iter``: evaluations per solve (a point that does not converge is reported with
     ``converged=False`` rather than holding up the sweep; warm-started solves need 3–10).
     ``on_point``: optional callback, called with the list of solutions of each ``λ`` (all its ``λ'``) as
@@ -214,7 +214,7 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
         channel = channel.with_pretraining(pre.m, pre.q, pre.rho0)
         lam = pre.params.lam
         for lp in lam_primes:
-            past = previous.get(lp, [])[-2:]
+            past = previous.get(lp, [])[-3:]
             init = predicted_start([x for _, x in past], [p for p, _ in past], lam)
             kw = dict(delta_prime=delta_prime, gamma=gamma, recalibrate=recalibrate and math.isfinite(lp),
                       channel=channel, warn=warn, max_iter=max_iter)

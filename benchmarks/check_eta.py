@@ -4,7 +4,7 @@
     python benchmarks/check_eta.py docs/figures [--workers 2]
 
 For each figure cached under ``<out>/cache/<figure>/<sweep>/`` (the records of ``run_points``, each with the
-``seconds`` it took), the sweeps are replayed in the order the figure runs them (theory, inset, simulations;
+``seconds`` it took), the sweeps are replayed in the order the figure runs them (simulations, theory, inset;
 a sweep starts when the previous one has finished), each point going to the first free worker as in the
 process pool. At the moment the finished *estimated* cost (``simulations.figures.common.estimated_cost``)
 first reaches 10 % of the total, the tracker's ETA (``simulations/campaigns/progress.py``: the estimates
@@ -23,7 +23,7 @@ from pathlib import Path
 from simulations.campaigns.progress import WorkTracker
 from simulations.figures.common import estimated_cost
 
-ORDER = ("theory", "theory_inset", "simulation")
+ORDER = ("simulation", "theory", "theory_inset")
 
 
 def replay_eta(records_by_sweep, workers, fraction=0.1):
@@ -66,10 +66,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", help="the --out folder of a reproduction")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--order", nargs="+", default=list(ORDER), choices=ORDER,
+                    help="the order in which the sweeps are replayed (default: the figures' own)")
     args = ap.parse_args(argv)
     for fig in sorted((Path(args.out) / "cache").iterdir()):
         sweeps = []
-        for name in ORDER:
+        for name in args.order:
             folder = fig / name
             if folder.is_dir():
                 recs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]

@@ -112,6 +112,9 @@ def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool =
         run.expect("theory_inset", [dict(setting, delta=d, lams=[0.0], lam_primes=list(cfg.inset_lam_primes), **mc)
                                     for d in cfg.deltas])
     run.expect("simulation", sim_points)
+    # the simulations first: at 10 % of the work the progress ETA has then calibrated the kind of point that is
+    # most of it (benchmarks/README.md, "Progress ETA")
+    sims = run.sweep("simulation", common.simulation_point, sim_points)
     curves = run.sweep("theory", common.theory_curve, theory_points)
     rows = common.theory_rows(curves, panel)
     finite = [lp for lp in cfg.lam_primes if math.isfinite(lp)]
@@ -124,7 +127,6 @@ def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool =
                             for d in cfg.deltas])
         inset_rows += common.theory_rows(insets, lambda p: _panel(p) + " inset")
 
-    sims = run.sweep("simulation", common.simulation_point, sim_points)
     rows = rows + inset_rows + common.simulation_rows(sims, panel)
     fig = plot(rows, cfg)
     return run.finish(fig, rows, notes=f"optimal λ per Δ (inset): {best}")

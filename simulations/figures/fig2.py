@@ -106,8 +106,8 @@ def reproduce_as(name, full: Config, quick_config: Config, out: Path, *, quick=F
                   for a in cfg.alphas for lam in cfg.lams for s in range(cfg.seeds)]
     run.expect("theory", theory_points)
     run.expect("simulation", sim_points)
+    sims = run.sweep("simulation", common.simulation_point, sim_points)  # first: the ETA calibrates on them early
     curves = run.sweep("theory", common.theory_curve, theory_points)
-    sims = run.sweep("simulation", common.simulation_point, sim_points)
     rows = common.theory_rows(curves, _panel) + common.simulation_rows(sims, _panel)
     return run.finish(plot(rows, cfg), rows)
 

@@ -94,8 +94,8 @@ def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool =
                        variants=variants(cfg)) for lam in cfg.lams for s in range(cfg.seeds)]
     run.expect("theory", theory_points)
     run.expect("simulation", sim_points)
+    sims = run.sweep("simulation", sweeps.simulation_point, sim_points)  # first: the ETA calibrates on them early
     theory = run.sweep("theory", sweeps.theory_point, theory_points)
-    sims = run.sweep("simulation", sweeps.simulation_point, sim_points)
     rows = sweeps.theory_rows(theory) + sweeps.simulation_rows(sims)
     rows += sweeps.gain_rows(rows, sims, "lam", "fresh")
     result = run.finish(plot(rows, cfg), rows)

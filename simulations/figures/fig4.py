@@ -93,8 +93,8 @@ def reproduce(out: Path, *, quick: bool = False, executor=None, progress: bool =
                   for ap in cfg.alpha_primes for s in range(cfg.seeds)]
     run.expect("theory", theory_points)
     run.expect("simulation", sim_points)
+    sims = run.sweep("simulation", sweeps.simulation_point, sim_points)  # first: the ETA calibrates on them early
     theory = run.sweep("theory", sweeps.theory_point, theory_points)
-    sims = run.sweep("simulation", sweeps.simulation_point, sim_points)
     rows = sweeps.theory_rows(theory) + sweeps.simulation_rows(sims)
     rows += sweeps.gain_rows(rows, sims, "alpha_prime", "random")
     best = best_strategies(rows, cfg)

@@ -389,8 +389,8 @@ def predicted_start(previous, params, new_param):
     (``previous``: their state vectors, ``params``: their parameter values) — the parabola through the last three
     when three are given, the secant through the last two otherwise — or the last solution when only one is known.
 
-    The step is at most one step of the grid (``t ∈ [0, 1]`` in units of the last spacing in ``log(parameter)``;
-    beyond it the secant is used, shortened to one step). No component may move towards zero by more than half its
+    The start lies at most one step of the grid beyond the last solution (``t ∈ [0, 1]`` in units of the last
+    spacing in ``log(parameter)``: a farther ``new_param`` gets the extrapolation to one step). No component may move towards zero by more than half its
     value: overlaps that vanish at a transition (``Ŝ → 0`` at large ``λ``) decay faster than linearly, and a start
     past zero (``V ≤ 0``) cost the Δ = 2 pre-training sweep 113 evaluations at one ``λ`` (measured; 5 with the
     guard); where the parabola would do that the secant is used, shortened by the same rule. The parabola's

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Replay a figure reproduction from its cache to check the progress bar's ETA (a script, not a test).
 
-    python benchmarks/check_eta.py docs/figures [--workers 2]
+    python benchmarks/check_eta.py DIR [--workers 2] [--order simulation theory theory_inset]
+
+``DIR`` is the ``--out`` folder of a reproduction, with its ``cache/`` (``docs/figures`` holds no cache).
 
 For each figure cached under ``<out>/cache/<figure>/<sweep>/`` (the records of ``run_points``, each with the
 ``seconds`` it took), the sweeps are replayed in the order the figure runs them (simulations, theory, inset;
@@ -65,7 +67,7 @@ def replay_eta(records_by_sweep, workers, fraction=0.1):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", help="the --out folder of a reproduction")
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="workers of the replayed pool (default 2)")
     ap.add_argument("--order", nargs="+", default=list(ORDER), choices=ORDER,
                     help="the order in which the sweeps are replayed (default: the figures' own)")
     args = ap.parse_args(argv)

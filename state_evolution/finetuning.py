@@ -60,7 +60,8 @@ UNINFORMATIVE_START = (0.0, 0.5, 0.5)
 START_RESPONSE_SHRINK = (1.0, 0.1, 0.01, 0.001)
 # Two branches whose (m', q') agree to this relative tolerance are the same fixed point ...
 SAME_BRANCH_RTOL = 1e-3
-# ... and two whose q' are both at or below this are both û = 0 for every purpose (E' moves by O(q'): 1e-8),
+# ... and two whose q' are both at or below this (or below what their solves resolve: _null_within_resolution) are
+# both û = 0 for every purpose (E' moves by O(q'): 1e-8),
 # whatever their m' (at most √(q'ρ_v) = 1e-4). At this scale the alignment is also undefined: NaN is returned
 # rather than a ratio of two vanishing numbers. Round-off gives q' ≈ 1e-16 at λ' = 100; a start that stalls on
 # its way to û = 0 at the Monte Carlo noise floor leaves q' ≈ 1e-11 with an "alignment" of 0.7 (survey point #9).
@@ -318,7 +319,8 @@ def solve_finetuning(pretrain_result: PretrainingSolution, alpha_prime, lam_prim
         seed: seed of the channel's samples.
         channel: reuse an existing :class:`~state_evolution.channel_lora.LoraChannel` (same setting).
         fallback: allow the root polish/fallback.
-        warn: emit a :class:`~state_evolution.fixed_point.ConvergenceWarning` when not converged.
+        warn: emit a :class:`~state_evolution.fixed_point.ConvergenceWarning` when not converged, and a
+            :class:`~state_evolution.branch_selection.BranchSelectionWarning` when the branch selection is not resolved.
         memory: secant pairs of a nearby solve (used by the first start).
         branches: also solve from the other starts and return the lowest-objective fixed point
             (``False``: the one start only, as warm-started sweeps do).
@@ -426,8 +428,17 @@ def _starts(init, recalibrate, branches) -> list:
     return unique
 
 
+def _null_within_resolution(sol) -> bool:
+    """Whether a one-start LoRA solution is ``û = 0`` within what its solve resolves: ``q' ≤ NULL_UPDATE_SCALE``, or
+    ``q'`` below the uncertainty of the fixed point, ``residual × ‖(m', q', V')‖`` (a solve stopped at relative
+    residual ``r`` places each component only to ~``r‖x‖``; a start on its way to ``û = 0`` stops with ``q'`` of
+    that size)."""
+    resolution = sol.residual * math.sqrt(sol.m ** 2 + sol.q ** 2 + sol.V ** 2) if math.isfinite(sol.residual) else 0.0
+    return sol.q <= max(NULL_UPDATE_SCALE, resolution)
+
+
 def _same_branch(a, b) -> bool:
-    if max(a.q, b.q) <= NULL_UPDATE_SCALE:  # both are û = 0 for every purpose (then |m'| ≤ √(q'ρ_v) ≤ 1e-4)
+    if _null_within_resolution(a) and _null_within_resolution(b):  # both û = 0 (then |m'| ≤ √(q'ρ_v) is as small)
         return True
     scale = max(abs(a.m), abs(b.m), a.q, b.q)
     return abs(a.m - b.m) <= SAME_BRANCH_RTOL * scale and abs(a.q - b.q) <= SAME_BRANCH_RTOL * scale

@@ -518,7 +518,8 @@ def solve_finetuning_rank(pretrain_result: PretrainingSolution, alpha_prime, lam
             among spare columns of equal norm, which no gauge fixes and along which the sampled map drifts
             (measured, softmax r = 4, r* = 1: 113 evaluations without it). A fixed point that breaks the symmetry
             among the spare columns is not searched for (``False``: the full iteration).
-        warn: warn when not converged.
+        warn: warn when not converged (``ConvergenceWarning``) or when the branch selection is not resolved
+            (``BranchSelectionWarning``).
         throw: raise :class:`~solvable_attention.status.SolveError` when not successful.
         time_limit: seconds all starts together may take (``None``: no limit); when reached, the best iterate
             is returned with ``Status.MAX_ITERATIONS`` (:mod:`state_evolution.solve_controls`).

@@ -154,12 +154,22 @@ def solve_fixed_point(F, x0, *, tol=1e-9, max_iter=500, damping=0.7, damping_min
     is ``‖J (I − J)⁻¹ (F(x) − x)‖/‖x‖`` exactly. The solve stops, ``method="secant"``, when that estimate is
     below ``tol`` — the same accuracy asked of the value — provided the last step cut the residual at least
     ``1/SECANT_CONTRACTION``-fold, the pairs span the space and the fit explains the residual
-    (docs/theory.md §2.6). ``None``: the residual alone decides. A wrong estimate costs at most the accuracy
-    ``estimate_below`` itself.
+    (docs/theory.md §2.6). The pairs must be at least as many as the components of ``x`` (``anderson ≥ len(x)``),
+    else the residual alone decides. ``None``: the residual alone decides. A wrong estimate returns a value at
+    residual ``≤ estimate_below``, as uncertain as a stalled iteration accepted at that residual (``accept_tol``):
+    ~``‖(I − J)⁻¹‖ · estimate_below``, not bounded by the residual when ``J`` has an eigenvalue near 1.
     ``deadline``: a :func:`time.monotonic` time after which no further evaluation starts; the best iterate is
     then returned, ``converged=False``, ``method="time_limit"`` (no root fallback: it would cost more
     evaluations). ``progress``: called as ``progress(evaluations, residual)`` after each evaluation.
+
+    Raises:
+        ValueError: ``estimate_below`` is neither ``None`` nor a positive finite number.
+        InvalidIterate: ``F`` cannot be evaluated at the first iterate.
+        FloatingPointError: ``F`` returned non-finite values.
     """
+    if estimate_below is not None and not (isinstance(estimate_below, (int, float)) and estimate_below > 0
+                                           and np.isfinite(estimate_below)):
+        raise ValueError(f"estimate_below must be a positive number or None, got {estimate_below!r}")
     x = np.asarray(x0, float)
     if project is not None:  # a start outside the domain (e.g. an extrapolated warm start) is projected first
         x = np.asarray(project(x), float)

@@ -182,7 +182,8 @@ def sweep_state_evolution(alpha, alpha_prime, delta, lams, lam_primes, *, progre
         seed: seed of the pre-training samples; the LoRA channel uses ``seed + FINETUNE_SEED_OFFSET`` (= 1).
         max_iter: map evaluations per solve (a point that does not converge is reported with
             ``converged=False`` rather than holding up the sweep; warm-started solves need 3–10).
-        warn: emit a :class:`~state_evolution.fixed_point.ConvergenceWarning` per unconverged solve.
+        warn: emit a :class:`~state_evolution.fixed_point.ConvergenceWarning` per unconverged solve (and a
+            :class:`~state_evolution.branch_selection.BranchSelectionWarning` per unresolved branch selection).
         on_point: optional callback, called with the list of solutions of each ``λ`` (all its ``λ'``) as
             soon as they are finished (progress reports, incremental saving).
         **setting: ``T, beta, kappa0, kappa, activation, noise`` as in :func:`solve_state_evolution`.

@@ -17,6 +17,7 @@ import pytest
 
 import state_evolution
 from simulations.campaigns.records import restore_inf
+from solvable_attention.status import Status
 from simulations.cli import main
 from state_evolution import solve_state_evolution
 
@@ -148,12 +149,13 @@ def test_not_converged_exits_1_and_says_which_stage(capsys, monkeypatch):
 
     def unconverged(*args, **kwargs):
         s = real(*args, **kwargs)
-        return dataclasses.replace(s, finetune=dataclasses.replace(s.finetune, converged=False, residual=1e-3))
+        return dataclasses.replace(s, finetune=dataclasses.replace(s.finetune, converged=False, residual=1e-3,
+                                                                   status=Status.MAX_ITERATIONS))
 
     monkeypatch.setattr(state_evolution, "solve_state_evolution", unconverged)
     assert main(ONE) == 1
     out = capsys.readouterr().out
-    assert _data_lines(out)[0].endswith("not converged (finetune residual 1.0e-03)")
+    assert _data_lines(out)[0].endswith("not converged (finetune max_iterations, residual 1.0e-03)")
     assert "0 of 1 points converged" in out
 
 

@@ -253,3 +253,20 @@ def test_starts_are_brought_into_the_domain_at_large_beta():
     assert f.alignment == pytest.approx(r.finetune.alignment, rel=0.02)
 
 
+
+
+def test_two_null_updates_within_their_solves_resolution_are_one_branch():
+    """Softmax, λ' = 9.13 (status survey #37): two starts stopped at û ≈ 0 with q' = 1.8e-12 and 6.3e-8, both below
+    what a solve at relative residual ~1e-5 resolves with V' ≈ 0.1 (~1e-6): one branch. An update with q' = 1e-3 is
+    resolved and distinct. Hand-made solutions: the outcome follows from the rule."""
+    from types import SimpleNamespace
+
+    from state_evolution.finetuning import _same_branch
+
+    a = SimpleNamespace(m=6e-8, q=1.8e-12, V=0.1, residual=1e-5)
+    b = SimpleNamespace(m=0.0, q=6.3e-8, V=0.1, residual=2e-5)
+    c = SimpleNamespace(m=0.01, q=1e-3, V=0.1, residual=1e-5)
+    assert _same_branch(a, b) and _same_branch(b, a)
+    assert not _same_branch(b, c) and not _same_branch(a, c)
+    tight = SimpleNamespace(m=0.0, q=6.3e-8, V=0.1, residual=1e-9)  # resolved to 1e-10: a real (tiny) update
+    assert not _same_branch(a, tight)

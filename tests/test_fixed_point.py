@@ -3,6 +3,7 @@ that depends on the evaluated point, warm starts along sweeps, and stalls at a s
 (state_evolution/fixed_point.py)."""
 
 import numpy as np
+import pytest
 
 from state_evolution.fixed_point import MemoizedMap, predicted_start, solve_fixed_point
 
@@ -256,3 +257,9 @@ def test_predicted_start_through_three_points_keeps_the_guard_towards_zero():
     start = predicted_start(xs, lams, 0.8)
     assert start[1] >= 0.04 - 1e-15  # never below half the last value
     np.testing.assert_allclose(start, predicted_start(xs[1:], lams[1:], 0.8))
+
+
+@pytest.mark.parametrize("bad", [-1.0, 0.0, float("nan"), "1e-4"])
+def test_estimate_below_must_be_a_positive_number(bad):
+    with pytest.raises(ValueError, match="estimate_below"):
+        solve_fixed_point(_nonlinear, np.zeros(3), tol=1e-5, estimate_below=bad)

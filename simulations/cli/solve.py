@@ -322,11 +322,13 @@ def status(record) -> str:
         record: the point's record (:func:`point_record`).
 
     Returns:
-        ``"converged"``, or ``"not converged (<stage> residual <r>, ...)"`` naming the stages that did not; with
+        ``"converged"``, or ``"not converged (<stage> <status>, residual <r>, ...)"`` naming the stages that did not
+        and their status (``unstable_fixed_point``, ``max_iterations``, ...); with
         ``"; branch selection not resolved"`` appended where the LoRA solve could not decide between two fixed
         points at its sample count (``selection_resolved``; the JSON record's message names both).
     """
-    failed = [f"{name} residual {record[name]['residual']:.1e}" for name in ("pretrain", "finetune")
+    failed = [f"{name} {record[name]['status']}, residual {record[name]['residual']:.1e}" if record[name].get("status")
+              else f"{name} residual {record[name]['residual']:.1e}" for name in ("pretrain", "finetune")
               if record[name] is not None and not record[name]["converged"]]
     text = "converged" if not failed else f"not converged ({', '.join(failed)})"
     if record.get("finetune") is not None and record["finetune"].get("selection_resolved") is False:

@@ -187,7 +187,8 @@ def figure1(args):
 
 def compare_curves(rows, previous, source):
     """``E'`` and the status of each ``(Δ, λ, λ')`` against a previous run's rows: the largest changes in units of
-    this run's Monte Carlo s.e. and relative, the points beyond 1 s.e., and the points whose convergence changed."""
+    this run's Monte Carlo s.e. and relative, the points beyond 1 s.e., and the points whose convergence changed
+    (``points = 0`` and ``None`` for the changes when the two runs share no point with a finite ``E'``)."""
     key = lambda r: (float(r["delta"]), round(float(r["lam"]), 12), str(r["lam_prime"]))  # noqa: E731
     before = {key(r): r for r in previous}
     changes = []
@@ -201,6 +202,9 @@ def compare_curves(rows, previous, source):
                             relative=d / abs(b["test_error_ft"]) if b["test_error_ft"] else np.nan,
                             in_se=d / se if se > 0 else np.nan, converged=r["converged"],
                             converged_before=b["converged"]))
+    if not changes:  # no point in common (another grid, or every E' non-finite): nothing to compare
+        return dict(source=source, points=0, max_abs_change_in_se=None, median_abs_change_in_se=None,
+                    max_abs_relative_change=None, beyond_one_se=[], convergence_changed=[])
     in_se = np.array([abs(c["in_se"]) for c in changes])
     rel = np.array([abs(c["relative"]) for c in changes])
     return dict(source=source, points=len(changes), max_abs_change_in_se=float(np.nanmax(in_se)),

@@ -30,6 +30,8 @@ from solvable_attention.status import Status, worst
 # selection between them is reported as not resolved (a 2σ margin: a one-sided 2 % chance that a resolved
 # selection picked the wrong branch because of the Monte Carlo error).
 RESOLUTION_SE = 2.0
+# The first and last words of that finding in a status message (the warning quotes it alone).
+_UNRESOLVED, _UNRESOLVED_END = "selection not resolved", "more n_samples shrink the s.e."
 
 
 class BranchSelectionWarning(UserWarning):
@@ -144,11 +146,11 @@ def select_branch(found, same_branch):
                  and d.objective - chosen.objective <= RESOLUTION_SE * objective_difference_se(d, chosen)]
         if close:
             d = close[0]
-            notes.append(f"selection not resolved: another fixed point's objective {d.objective:.6g} exceeds the "
+            notes.append(f"{_UNRESOLVED}: another fixed point's objective {d.objective:.6g} exceeds the "
                          f"returned {chosen.objective:.6g} by less than {RESOLUTION_SE:g} standard errors of the "
                          f"difference (s.e. {objective_difference_se(d, chosen):.2g}), so which branch the estimator "
                          f"reaches is not determined at this sample count; E' there {_test_error(d)} against "
-                         f"{_test_error(chosen)} here (see branches); more n_samples shrink the s.e.")
+                         f"{_test_error(chosen)} here (see branches); {_UNRESOLVED_END}")
     if len(distinct) > 1:
         notes.append(f"{len(distinct)} distinct fixed points found: objectives "
                      + ", ".join(f"{d.objective:.6g}" for d in distinct))
@@ -188,4 +190,13 @@ def warn_if_unresolved(name: str, solution) -> None:
         solution: a merged solution (:func:`merge_starts`).
     """
     if not getattr(solution, "selection_resolved", True):
-        warnings.warn(f"{name}: {solution.status_message}", BranchSelectionWarning, stacklevel=3)
+        warnings.warn(f"{name}: {_selection_note(solution.status_message)} (the whole finding: .status_message)",
+                      BranchSelectionWarning, stacklevel=3)
+
+
+def _selection_note(message: str) -> str:
+    """The "selection not resolved …" note of a merged status message (:func:`select_branch`), without the notes
+    of the returned branch's own solve; the whole message when the note is not in it."""
+    start = message.find(_UNRESOLVED)
+    end = message.find(_UNRESOLVED_END, start)
+    return message[start:end + len(_UNRESOLVED_END)] if start >= 0 and end >= 0 else message

@@ -128,8 +128,8 @@ class FinetuningSolution:
         q_hat: ``q̂'``, conjugate of ``q'``.
         V_hat: ``V̂'``, conjugate of ``V'``.
         rho_v: ``ρ_v = ‖v‖²/D = 1``.
-        alignment: ``|m'|/√(q' ρ_v)``; ``nan`` when ``q' ≤ NULL_UPDATE_SCALE`` (``û = 0`` for every purpose: no
-            direction) and at ``λ' = ∞``.
+        alignment: ``|m'|/√(q' ρ_v)``; ``nan`` when ``q'`` is at most :func:`null_update_resolution` (``û = 0`` for
+            every purpose: no direction) and at ``λ' = ∞``.
         test_error: ``E' = E‖σ(H(S(û))) − σ(H(S1))‖²_F`` per sequence.
         test_error_se: its Monte Carlo standard error.
         test_error_baseline: ``E'_0``, the test error without adaptation (``λ' = ∞``, ``û = 0``).
@@ -428,13 +428,29 @@ def _starts(init, recalibrate, branches) -> list:
     return unique
 
 
+def null_update_resolution(residual, order_parameters) -> float:
+    """The size below which a solve's update is ``û = 0`` for every purpose: ``NULL_UPDATE_SCALE``, or the
+    uncertainty of the fixed point when larger, ``residual × ‖x‖`` (docs/theory.md §4.6).
+
+    A solve stopped at relative residual ``r`` places each component of its order parameters ``x`` only to
+    ~``r‖x‖``; a start on its way to ``û = 0`` stops with ``q'`` (rank r: the eigenvalues of ``Q'``) of that size.
+
+    Args:
+        residual: the solve's final relative residual (non-finite: only ``NULL_UPDATE_SCALE`` counts).
+        order_parameters: the solution's order parameters, any shape (``(m', q', V')``; rank r: ``M', Q', V'``).
+
+    Returns:
+        ``max(NULL_UPDATE_SCALE, residual · ‖x‖)``.
+    """
+    if not math.isfinite(residual):
+        return NULL_UPDATE_SCALE
+    norm = math.sqrt(sum(float(np.sum(np.square(np.asarray(a, float)))) for a in order_parameters))
+    return max(NULL_UPDATE_SCALE, float(residual) * norm)
+
+
 def _null_within_resolution(sol) -> bool:
-    """Whether a one-start LoRA solution is ``û = 0`` within what its solve resolves: ``q' ≤ NULL_UPDATE_SCALE``, or
-    ``q'`` below the uncertainty of the fixed point, ``residual × ‖(m', q', V')‖`` (a solve stopped at relative
-    residual ``r`` places each component only to ~``r‖x‖``; a start on its way to ``û = 0`` stops with ``q'`` of
-    that size)."""
-    resolution = sol.residual * math.sqrt(sol.m ** 2 + sol.q ** 2 + sol.V ** 2) if math.isfinite(sol.residual) else 0.0
-    return sol.q <= max(NULL_UPDATE_SCALE, resolution)
+    """Whether a one-start LoRA solution is ``û = 0`` within what its solve resolves (:func:`null_update_resolution`)."""
+    return sol.q <= null_update_resolution(sol.residual, (sol.m, sol.q, sol.V))
 
 
 def _same_branch(a, b) -> bool:
@@ -547,9 +563,11 @@ def _assemble_solution(fine, channel, F, sol, noises, t0, start=()) -> Finetunin
     # zero-temperature free energy: the training objective per sample, ½ E‖Y' − σ‖² + λ' ‖û‖²/(2n')
     objective = 0.5 * ev.train_loss[0] + fine.lam_prime * qp / (2 * fine.alpha_prime)
     status, message = stage_status(sol, ev, ev.replicon)
-    alignment = abs(mp) / math.sqrt(qp) if qp > NULL_UPDATE_SCALE else float("nan")
-    if not qp > NULL_UPDATE_SCALE:
-        message += f"; q' = {qp:.3g} <= {NULL_UPDATE_SCALE:g}: û = 0 for every purpose, the alignment is undefined (nan)"
+    null = null_update_resolution(sol.residual, (mp, qp, Vp))
+    alignment = abs(mp) / math.sqrt(qp) if qp > null else float("nan")
+    if not qp > null:
+        message += (f"; q' = {qp:.3g} <= {null:.3g} (what the solve resolves): û = 0 for every purpose, the "
+                    "alignment is undefined (nan)")
     branch = Branch(start=start, m=mp, q=qp, V=Vp, alignment=alignment, test_error=errs["test_error"][0],
                     objective=objective, objective_se=0.5 * ev.train_loss[1], replicon=ev.replicon, status=status)
     return FinetuningSolution(

@@ -102,8 +102,11 @@ def test_merge_starts_records_an_unresolved_selection_and_the_solvers_warn():
     far = merge_starts([_Solution("low", 0.5), _Solution("far", 0.5 + 3 * diff_se)], _same, 1.0)
     assert near.selection_resolved is False and far.selection_resolved is True
     assert near.converged and near.iterations == 6 and len(near.branches) == 2
-    with pytest.warns(BranchSelectionWarning, match="selection not resolved"):
+    with pytest.warns(BranchSelectionWarning, match="selection not resolved") as record:
         warn_if_unresolved("LoRA", near)
+    text = str(record[0].message)  # the finding alone, not the returned branch's own solve notes
+    assert text.startswith("LoRA: selection not resolved") and "shrink the s.e." in text
+    assert near.status_message.split(";")[0] not in text
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_if_unresolved("LoRA", far)

@@ -213,3 +213,17 @@ def test_status_column_says_when_the_branch_selection_is_not_resolved():
     assert status(resolved) == "converged"
     assert status(unresolved) == "converged; branch selection not resolved"
     assert status({"pretrain": stage, "finetune": None}) == "converged"
+
+
+def test_footer_counts_unresolved_selections_among_the_converged_points():
+    """Three hand-made records: two converged (one with an unresolved selection), one not converged and unresolved
+    (not counted: only converged points are reported as such)."""
+    from simulations.cli.solve import footer
+
+    ok = {"converged": True, "residual": 1e-6}
+    records = [{"converged": True, "pretrain": ok, "finetune": dict(ok, selection_resolved=True)},
+               {"converged": True, "pretrain": ok, "finetune": dict(ok, selection_resolved=False)},
+               {"converged": False, "pretrain": ok, "finetune": dict(ok, converged=False, selection_resolved=False)}]
+    assert footer(records) == "2 of 3 points converged; 1 of them with the branch selection not resolved"
+    assert footer(records[:1]) == "1 of 1 points converged"
+    assert footer([{"converged": True, "pretrain": ok, "finetune": None}]) == "1 of 1 points converged"

@@ -270,3 +270,33 @@ def test_two_null_updates_within_their_solves_resolution_are_one_branch():
     assert not _same_branch(b, c) and not _same_branch(a, c)
     tight = SimpleNamespace(m=0.0, q=6.3e-8, V=0.1, residual=1e-9)  # resolved to 1e-10: a real (tiny) update
     assert not _same_branch(a, tight)
+
+
+def test_null_update_resolution_is_the_larger_of_the_floor_and_the_solves_uncertainty():
+    """``max(1e-8, residual · ‖x‖)``, hand-computed: residual 1e-5, x = (0, 3e-8, 0.4) → ‖x‖ = 0.4 → 4e-6; a tight
+    solve (residual 1e-12) falls back to the 1e-8 floor; a non-finite residual resolves nothing beyond the floor."""
+    from state_evolution.finetuning import NULL_UPDATE_SCALE, null_update_resolution
+
+    assert null_update_resolution(1e-5, (0.0, 3e-8, 0.4)) == pytest.approx(4e-6, rel=1e-6)
+    assert null_update_resolution(1e-12, (0.0, 3e-8, 0.4)) == NULL_UPDATE_SCALE
+    assert null_update_resolution(float("nan"), (0.0, 3e-8, 0.4)) == NULL_UPDATE_SCALE
+    # matrices count by their Frobenius norm: ‖(I₂, 0, 3·I₂)‖ = √20
+    assert null_update_resolution(1e-3, (np.eye(2), 0.0, 3 * np.eye(2))) == pytest.approx(1e-3 * math.sqrt(20))
+
+
+def test_rank_r_null_updates_within_their_solves_resolution_are_one_branch():
+    """The rank-r solver merges two U ≈ 0 starts by the same rule as rank one: Q' eigenvalues 2e-12 and 5e-8, both
+    below what residuals ~1e-5 with ‖(M', Q', V')‖ ≈ 0.2 resolve (~2e-6), are one branch; Q' eigenvalues of 1e-3
+    are resolved and distinct; a tight solve (residual 1e-10) resolves 5e-8 as a real update. Hand-made solutions."""
+    from types import SimpleNamespace
+
+    from state_evolution.finetuning_rank import _same_branch
+
+    def sol(q, m, residual):
+        Q, M, V = q * np.eye(2), m * np.eye(2), 0.1 * np.eye(2)
+        return SimpleNamespace(M=M, Q=Q, V=V, residual=residual, M_singular_values=(m, m), Q_eigenvalues=(q, q))
+
+    a, b, c = sol(2e-12, 1e-6, 1e-5), sol(5e-8, 0.0, 2e-5), sol(1e-3, 0.01, 1e-5)
+    assert _same_branch(a, b) and _same_branch(b, a)
+    assert not _same_branch(a, c) and not _same_branch(b, c)
+    assert not _same_branch(a, sol(5e-8, 0.0, 1e-10))

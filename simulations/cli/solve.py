@@ -108,7 +108,7 @@ def run(args) -> int:
     grid = grid_of(args)
     print(format_table(records, grid, args.pretrain_only))
     failed = sum(not r["converged"] for r in records)
-    print(f"{len(records) - failed} of {len(records)} points converged")
+    print(footer(records))
     metadata = run_metadata() if (args.json or args.csv) else {}
     if args.json:
         write_json_atomic(args.json, {"command": "solve", "grid": grid, "pretrain_only": args.pretrain_only,
@@ -313,6 +313,24 @@ def format_table(records, grid: dict, pretrain_only: bool) -> str:
     for row in rows:
         lines.append("  ".join(x.rjust(w) if i < len(row) - 1 else x for i, (x, w) in enumerate(zip(row, widths))))
     return "\n".join(lines)
+
+
+def footer(records) -> str:
+    """The line under the table: how many points converged, and how many of those leave their branch selection
+    unresolved (two fixed points whose objectives lie within the Monte Carlo error; ``selection_resolved``).
+
+    Args:
+        records: the points' records (:func:`point_record`).
+
+    Returns:
+        ``"<k> of <n> points converged"``, with ``"; <u> of them with the branch selection not resolved"`` when
+        ``u > 0``.
+    """
+    converged = [r for r in records if r["converged"]]
+    text = f"{len(converged)} of {len(records)} points converged"
+    unresolved = sum(1 for r in converged
+                     if r.get("finetune") is not None and r["finetune"].get("selection_resolved") is False)
+    return text + (f"; {unresolved} of them with the branch selection not resolved" if unresolved else "")
 
 
 def status(record) -> str:

@@ -58,10 +58,10 @@ UNINFORMATIVE_START = (0.0, 0.5, 0.5)
 # like the loss's curvature: identity activation at β = 4.6 (α = 0.27, Δ = 0.5, λ = 0.005, α' = 7.2, λ' = 0.65)
 # has V̂' ≈ 200 near the fixed point, where V' = 0.5 makes the ridge shift −51 and the map undefined.
 START_RESPONSE_SHRINK = (1.0, 0.1, 0.01, 0.001)
-# Two branches whose (m', q') agree to this relative tolerance are the same fixed point ...
+# Two branches whose (m', q') agree to this relative tolerance (or within what their two solves resolve:
+# fixed_point_resolution) are the same fixed point ...
 SAME_BRANCH_RTOL = 1e-3
-# ... and two whose q' are both at or below this (or below what their solves resolve: _null_within_resolution) are
-# both û = 0 for every purpose (E' moves by O(q'): 1e-8),
+# ... and two whose q' are both at or below this are both û = 0 for every purpose (E' moves by O(q'): 1e-8),
 # whatever their m' (at most √(q'ρ_v) = 1e-4). At this scale the alignment is also undefined: NaN is returned
 # rather than a ratio of two vanishing numbers. Round-off gives q' ≈ 1e-16 at λ' = 100; a start that stalls on
 # its way to û = 0 at the Monte Carlo noise floor leaves q' ≈ 1e-11 with an "alignment" of 0.7 (survey point #9).
@@ -128,8 +128,8 @@ class FinetuningSolution:
         q_hat: ``q̂'``, conjugate of ``q'``.
         V_hat: ``V̂'``, conjugate of ``V'``.
         rho_v: ``ρ_v = ‖v‖²/D = 1``.
-        alignment: ``|m'|/√(q' ρ_v)``; ``nan`` when ``q'`` is at most :func:`null_update_resolution` (``û = 0`` for
-            every purpose: no direction) and at ``λ' = ∞``.
+        alignment: ``|m'|/√(q' ρ_v)``; ``nan`` when ``q' ≤ NULL_UPDATE_SCALE`` (``û = 0`` for every purpose: no
+            direction) and at ``λ' = ∞``.
         test_error: ``E' = E‖σ(H(S(û))) − σ(H(S1))‖²_F`` per sequence.
         test_error_se: its Monte Carlo standard error.
         test_error_baseline: ``E'_0``, the test error without adaptation (``λ' = ∞``, ``û = 0``).
@@ -428,36 +428,37 @@ def _starts(init, recalibrate, branches) -> list:
     return unique
 
 
-def null_update_resolution(residual, order_parameters) -> float:
-    """The size below which a solve's update is ``û = 0`` for every purpose: ``NULL_UPDATE_SCALE``, or the
-    uncertainty of the fixed point when larger, ``residual × ‖x‖`` (docs/theory.md §4.6).
+def fixed_point_resolution(residual, order_parameters) -> float:
+    """How far a solve's order parameters may lie from its fixed point: ``residual × ‖x‖`` (docs/theory.md §4.6).
 
-    A solve stopped at relative residual ``r`` places each component of its order parameters ``x`` only to
-    ~``r‖x‖``; a start on its way to ``û = 0`` stops with ``q'`` (rank r: the eigenvalues of ``Q'``) of that size.
+    A solve stopped at relative residual ``r = ‖F(x) − x‖/‖x‖`` places its components only to ~``r‖x‖`` (up to the
+    conditioning of ``I − J``), so two solves whose values differ by less than the sum of theirs are not told apart.
+    A solve stopped above ``LORA_ACCEPT_MAX`` (where no fixed point is ever accepted) resolves no fixed point, and
+    counts ``0``: its distance to another branch is judged by the relative tolerance alone.
 
     Args:
-        residual: the solve's final relative residual (non-finite: only ``NULL_UPDATE_SCALE`` counts).
-        order_parameters: the solution's order parameters, any shape (``(m', q', V')``; rank r: ``M', Q', V'``).
+        residual: the solve's final relative residual.
+        order_parameters: the solution's order parameters, any shapes (``(m', q', V')``; rank r: ``M', Q', V'``).
 
     Returns:
-        ``max(NULL_UPDATE_SCALE, residual · ‖x‖)``.
+        ``residual · ‖x‖`` (Frobenius norm over all the entries); ``0`` for a residual above ``LORA_ACCEPT_MAX`` or
+        not finite.
     """
-    if not math.isfinite(residual):
-        return NULL_UPDATE_SCALE
+    if not (math.isfinite(residual) and residual <= LORA_ACCEPT_MAX):
+        return 0.0
     norm = math.sqrt(sum(float(np.sum(np.square(np.asarray(a, float)))) for a in order_parameters))
-    return max(NULL_UPDATE_SCALE, float(residual) * norm)
-
-
-def _null_within_resolution(sol) -> bool:
-    """Whether a one-start LoRA solution is ``û = 0`` within what its solve resolves (:func:`null_update_resolution`)."""
-    return sol.q <= null_update_resolution(sol.residual, (sol.m, sol.q, sol.V))
+    return float(residual) * norm
 
 
 def _same_branch(a, b) -> bool:
-    if _null_within_resolution(a) and _null_within_resolution(b):  # both û = 0 (then |m'| ≤ √(q'ρ_v) is as small)
+    """Two one-start solutions are one fixed point: both ``q' ≤ NULL_UPDATE_SCALE``, or ``m'`` and ``q'`` equal within
+    ``SAME_BRANCH_RTOL`` of their scale or within what the two solves resolve (:func:`fixed_point_resolution`)."""
+    if a.q <= NULL_UPDATE_SCALE and b.q <= NULL_UPDATE_SCALE:  # both û = 0 (then |m'| ≤ √(q'ρ_v) is as small)
         return True
     scale = max(abs(a.m), abs(b.m), a.q, b.q)
-    return abs(a.m - b.m) <= SAME_BRANCH_RTOL * scale and abs(a.q - b.q) <= SAME_BRANCH_RTOL * scale
+    tol = max(SAME_BRANCH_RTOL * scale, fixed_point_resolution(a.residual, (a.m, a.q, a.V))
+              + fixed_point_resolution(b.residual, (b.m, b.q, b.V)))
+    return abs(a.m - b.m) <= tol and abs(a.q - b.q) <= tol
 
 
 def _no_adaptation_solution(fine, channel, noises, t0) -> FinetuningSolution:
@@ -563,11 +564,9 @@ def _assemble_solution(fine, channel, F, sol, noises, t0, start=()) -> Finetunin
     # zero-temperature free energy: the training objective per sample, ½ E‖Y' − σ‖² + λ' ‖û‖²/(2n')
     objective = 0.5 * ev.train_loss[0] + fine.lam_prime * qp / (2 * fine.alpha_prime)
     status, message = stage_status(sol, ev, ev.replicon)
-    null = null_update_resolution(sol.residual, (mp, qp, Vp))
-    alignment = abs(mp) / math.sqrt(qp) if qp > null else float("nan")
-    if not qp > null:
-        message += (f"; q' = {qp:.3g} <= {null:.3g} (what the solve resolves): û = 0 for every purpose, the "
-                    "alignment is undefined (nan)")
+    alignment = abs(mp) / math.sqrt(qp) if qp > NULL_UPDATE_SCALE else float("nan")
+    if not qp > NULL_UPDATE_SCALE:
+        message += f"; q' = {qp:.3g} <= {NULL_UPDATE_SCALE:g}: û = 0 for every purpose, the alignment is undefined (nan)"
     branch = Branch(start=start, m=mp, q=qp, V=Vp, alignment=alignment, test_error=errs["test_error"][0],
                     objective=objective, objective_se=0.5 * ev.train_loss[1], replicon=ev.replicon, status=status)
     return FinetuningSolution(

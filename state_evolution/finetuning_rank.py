@@ -32,8 +32,8 @@ from solvable_attention.status import Status, raise_if_failed
 
 from .branch_selection import merge_starts, warn_if_unresolved
 from .channel_lora_rank import RankLoraChannel, polar_factor
-from .finetuning import (BRANCH_CHECK_MAX_ITER, LORA_ACCEPT_TOL, SAME_BRANCH_RTOL, START_RESPONSE_SHRINK,
-                         check_lora_tokens, noise_floor_acceptance, null_update_resolution)
+from .finetuning import (BRANCH_CHECK_MAX_ITER, LORA_ACCEPT_TOL, NULL_UPDATE_SCALE, SAME_BRANCH_RTOL,
+                         START_RESPONSE_SHRINK, check_lora_tokens, fixed_point_resolution, noise_floor_acceptance)
 from .fixed_point import SAMPLED_ACCEPT_TOL, SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_point, warn_if_not_converged
 from .pretraining import PretrainingSolution
 from .sampling import N_SAMPLES, N_TEST_SAMPLES
@@ -465,19 +465,18 @@ def rank_starts(rank, shift_rank, init=None):
     return starts
 
 
-def _null_within_resolution(sol) -> bool:
-    """Whether a one-start rank-r solution is ``U = 0`` within what its solve resolves: every eigenvalue of ``Q'``
-    at most :func:`~state_evolution.finetuning.null_update_resolution` (then ``‖M'‖`` is as small)."""
-    return max(abs(v) for v in sol.Q_eigenvalues) <= null_update_resolution(sol.residual, (sol.M, sol.Q, sol.V))
-
-
 def _same_branch(a, b) -> bool:
-    if _null_within_resolution(a) and _null_within_resolution(b):  # both are U = 0 for every purpose
-        return True
+    """Two one-start rank-r solutions are one fixed point: every singular value of ``M'`` and eigenvalue of ``Q'`` at
+    most ``NULL_UPDATE_SCALE`` in both, or the two spectra equal within ``SAME_BRANCH_RTOL`` of their scale or within
+    what the two solves resolve (:func:`~state_evolution.finetuning.fixed_point_resolution`)."""
     sa = np.array(list(a.M_singular_values) + list(a.Q_eigenvalues))
     sb = np.array(list(b.M_singular_values) + list(b.Q_eigenvalues))
     scale = max(float(np.max(np.abs(sa))), float(np.max(np.abs(sb))))
-    return bool(np.max(np.abs(sa - sb)) <= SAME_BRANCH_RTOL * scale)
+    if scale <= NULL_UPDATE_SCALE:  # both are U = 0 for every purpose
+        return True
+    tol = max(SAME_BRANCH_RTOL * scale, fixed_point_resolution(a.residual, (a.M, a.Q, a.V))
+              + fixed_point_resolution(b.residual, (b.M, b.Q, b.V)))
+    return bool(np.max(np.abs(sa - sb)) <= tol)
 
 
 def _check_coarse_samples(value) -> None:

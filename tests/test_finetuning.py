@@ -256,9 +256,12 @@ def test_starts_are_brought_into_the_domain_at_large_beta():
 
 
 def test_two_null_updates_within_their_solves_resolution_are_one_branch():
-    """Softmax, λ' = 9.13 (status survey #37): two starts stopped at û ≈ 0 with q' = 1.8e-12 and 6.3e-8, both below
-    what a solve at relative residual ~1e-5 resolves with V' ≈ 0.1 (~1e-6): one branch. An update with q' = 1e-3 is
-    resolved and distinct. Hand-made solutions: the outcome follows from the rule."""
+    """Softmax, λ' = 9.13 (status survey #37): two starts stopped at û ≈ 0 with q' = 1.8e-12 and 6.3e-8 differ by
+    less than what solves at relative residuals 1e-5 and 2e-5 with ‖(m', q', V')‖ ≈ 0.1 resolve (1e-6 + 2e-6): one
+    branch. An update with q' = 1e-3 is distinct; so is a small genuine update whose m' = 5e-3 lies far beyond the
+    resolution, though its q' = 2.5e-5 does not; two tight solves (residual 1e-9) tell q' = 6.3e-8 from û = 0; a
+    start stopped far from any fixed point (residual 0.05) resolves nothing. Hand-made solutions: the outcome
+    follows from the rule."""
     from types import SimpleNamespace
 
     from state_evolution.finetuning import _same_branch
@@ -266,28 +269,33 @@ def test_two_null_updates_within_their_solves_resolution_are_one_branch():
     a = SimpleNamespace(m=6e-8, q=1.8e-12, V=0.1, residual=1e-5)
     b = SimpleNamespace(m=0.0, q=6.3e-8, V=0.1, residual=2e-5)
     c = SimpleNamespace(m=0.01, q=1e-3, V=0.1, residual=1e-5)
+    small = SimpleNamespace(m=5e-3, q=2.5e-5, V=0.1, residual=1e-5)
     assert _same_branch(a, b) and _same_branch(b, a)
     assert not _same_branch(b, c) and not _same_branch(a, c)
-    tight = SimpleNamespace(m=0.0, q=6.3e-8, V=0.1, residual=1e-9)  # resolved to 1e-10: a real (tiny) update
-    assert not _same_branch(a, tight)
+    assert not _same_branch(a, small) and not _same_branch(b, small)
+    tight = SimpleNamespace(m=0.0, q=6.3e-8, V=0.1, residual=1e-9)
+    tight_null = SimpleNamespace(m=0.0, q=1e-12, V=0.1, residual=1e-9)
+    assert not _same_branch(tight_null, tight)
+    far = SimpleNamespace(m=0.0, q=0.02, V=0.1, residual=0.05)  # 0.05·‖x‖ would cover q' = 0.02; it does not count
+    assert not _same_branch(tight_null, far)
 
 
-def test_null_update_resolution_is_the_larger_of_the_floor_and_the_solves_uncertainty():
-    """``max(1e-8, residual · ‖x‖)``, hand-computed: residual 1e-5, x = (0, 3e-8, 0.4) → ‖x‖ = 0.4 → 4e-6; a tight
-    solve (residual 1e-12) falls back to the 1e-8 floor; a non-finite residual resolves nothing beyond the floor."""
-    from state_evolution.finetuning import NULL_UPDATE_SCALE, null_update_resolution
+def test_fixed_point_resolution_is_the_residual_times_the_norm():
+    """``residual · ‖x‖``, hand-computed: 1e-5 × ‖(0, 3e-8, 0.4)‖ = 4e-6; matrices by their Frobenius norm,
+    ‖(I₂, 0, 3·I₂)‖ = √20; nothing for a non-finite residual or one above LORA_ACCEPT_MAX (no fixed point there)."""
+    from state_evolution.finetuning import LORA_ACCEPT_MAX, fixed_point_resolution
 
-    assert null_update_resolution(1e-5, (0.0, 3e-8, 0.4)) == pytest.approx(4e-6, rel=1e-6)
-    assert null_update_resolution(1e-12, (0.0, 3e-8, 0.4)) == NULL_UPDATE_SCALE
-    assert null_update_resolution(float("nan"), (0.0, 3e-8, 0.4)) == NULL_UPDATE_SCALE
-    # matrices count by their Frobenius norm: ‖(I₂, 0, 3·I₂)‖ = √20
-    assert null_update_resolution(1e-3, (np.eye(2), 0.0, 3 * np.eye(2))) == pytest.approx(1e-3 * math.sqrt(20))
+    assert fixed_point_resolution(1e-5, (0.0, 3e-8, 0.4)) == pytest.approx(4e-6, rel=1e-6)
+    assert fixed_point_resolution(1e-3, (np.eye(2), 0.0, 3 * np.eye(2))) == pytest.approx(1e-3 * math.sqrt(20))
+    assert fixed_point_resolution(float("nan"), (0.0, 3e-8, 0.4)) == 0.0
+    assert fixed_point_resolution(2 * LORA_ACCEPT_MAX, (0.0, 3e-8, 0.4)) == 0.0
 
 
 def test_rank_r_null_updates_within_their_solves_resolution_are_one_branch():
-    """The rank-r solver merges two U ≈ 0 starts by the same rule as rank one: Q' eigenvalues 2e-12 and 5e-8, both
-    below what residuals ~1e-5 with ‖(M', Q', V')‖ ≈ 0.2 resolve (~2e-6), are one branch; Q' eigenvalues of 1e-3
-    are resolved and distinct; a tight solve (residual 1e-10) resolves 5e-8 as a real update. Hand-made solutions."""
+    """The rank-r solver merges two U ≈ 0 starts by the same rule as rank one: Q' eigenvalues 2e-12 and 5e-8 (M'
+    singular values 1e-6 and 0) differ by less than what residuals 1e-5 and 2e-5 with ‖(M', Q', V')‖ ≈ 0.14 resolve
+    (~4e-6): one branch. Q' eigenvalues of 1e-3 are distinct; two tight solves (residual 1e-10) tell 5e-8 from 0.
+    Hand-made solutions."""
     from types import SimpleNamespace
 
     from state_evolution.finetuning_rank import _same_branch
@@ -299,4 +307,4 @@ def test_rank_r_null_updates_within_their_solves_resolution_are_one_branch():
     a, b, c = sol(2e-12, 1e-6, 1e-5), sol(5e-8, 0.0, 2e-5), sol(1e-3, 0.01, 1e-5)
     assert _same_branch(a, b) and _same_branch(b, a)
     assert not _same_branch(a, c) and not _same_branch(b, c)
-    assert not _same_branch(a, sol(5e-8, 0.0, 1e-10))
+    assert not _same_branch(sol(1e-12, 0.0, 1e-10), sol(5e-8, 0.0, 1e-10))

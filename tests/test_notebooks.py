@@ -36,7 +36,13 @@ def jax_cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("jax_cache"))
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+# The figure notebooks call the same figure modules that tests/test_figures.py runs at tiny sizes; three of them are
+# run only with ``-m slow`` (70 s of the default run's time budget), fig2 stands for them in the default run.
+FIGURE_WRAPPERS_RUN_SLOW = {"fig1", "fig5", "fig6"}
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in FIGURE_WRAPPERS_RUN_SLOW else p
+                                  for p in NOTEBOOKS], ids=lambda p: p.stem)
 def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch, jax_cache):
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", jax_cache)
     monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

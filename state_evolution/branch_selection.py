@@ -133,8 +133,10 @@ def select_branch(found, same_branch):
     if chosen is not found[0] and not same_branch(chosen, found[0]):
         alignment = getattr(found[0], "alignment", None)
         said = f" (alignment {alignment:.3g})" if isinstance(alignment, float) else ""
-        notes.append(f"the first start reached a branch of objective {found[0].objective:.6g}{said}; returned the "
-                     f"lowest-objective branch ({chosen.objective:.6g})")
+        returned = (f"the lowest-objective branch of those at a fixed point ({chosen.objective:.6g})" if fixed else
+                    f"the start of smallest residual ({chosen.residual:.3g}; none reached a fixed point)")
+        notes.append(f"the first start reached a branch of objective {found[0].objective:.6g}{said}; returned "
+                     f"{returned}")
     lower = [d for d in distinct if d not in fixed
              and d.objective < chosen.objective - 2 * objective_difference_se(d, chosen)]
     if lower:

@@ -22,7 +22,7 @@ import numpy as np
 from solvable_attention.params import FinetuneParams
 from solvable_attention.status import Status, raise_if_failed
 
-from .branch_selection import merge_starts, warn_if_unresolved
+from .branch_selection import merge_starts, reached_fixed_point, warn_if_unresolved
 from .channel_identity import identity_weight
 from .channel_lora import LoraChannel
 from .fixed_point import SAMPLED_ACCEPT_TOL, SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_point, warn_if_not_converged
@@ -431,34 +431,47 @@ def _starts(init, recalibrate, branches) -> list:
 def fixed_point_resolution(residual, order_parameters) -> float:
     """How far a solve's order parameters may lie from its fixed point: ``residual × ‖x‖`` (docs/theory.md §4.6).
 
-    A solve stopped at relative residual ``r = ‖F(x) − x‖/‖x‖`` places its components only to ~``r‖x‖`` (up to the
-    conditioning of ``I − J``), so two solves whose values differ by less than the sum of theirs are not told apart.
-    A solve stopped above ``LORA_ACCEPT_MAX`` (where no fixed point is ever accepted) resolves no fixed point, and
-    counts ``0``: its distance to another branch is judged by the relative tolerance alone.
+    The residual of a solve is relative, ``r = ‖F(x) − x‖/‖x‖``, so ``r‖x‖`` is its last step ``‖F(x) − x‖``: up
+    to the conditioning of ``I − J``, how far ``x`` lies from the fixed point. Two solves whose solved vectors
+    differ by less than the sum of theirs are not told apart.
 
     Args:
         residual: the solve's final relative residual.
-        order_parameters: the solution's order parameters, any shapes (``(m', q', V')``; rank r: ``M', Q', V'``).
+        order_parameters: the solved vector's parts, any shapes (``(m', q', V'[, c])``; rank r: ``M', Q', V'``).
 
     Returns:
-        ``residual · ‖x‖`` (Frobenius norm over all the entries); ``0`` for a residual above ``LORA_ACCEPT_MAX`` or
-        not finite.
+        ``residual · ‖x‖`` (Euclidean norm over all the entries); ``0`` for a non-finite residual.
     """
-    if not (math.isfinite(residual) and residual <= LORA_ACCEPT_MAX):
+    if not math.isfinite(residual):
         return 0.0
     norm = math.sqrt(sum(float(np.sum(np.square(np.asarray(a, float)))) for a in order_parameters))
     return float(residual) * norm
 
 
+def _solved_vector(sol) -> np.ndarray:
+    """``(m', q', V')``, with ``c`` when it was solved for (recalibration): the vector the residual is relative to."""
+    params = getattr(sol, "params", None)
+    x = [sol.m, sol.q, sol.V] + ([sol.c] if getattr(params, "recalibrate", False) else [])
+    return np.array(x, float)
+
+
+def _resolution(sol) -> float:
+    """:func:`fixed_point_resolution` of a one-start solution that reached a fixed point; ``0`` for one stopped at the
+    iteration cap or outside the domain (it resolves no fixed point)."""
+    return fixed_point_resolution(sol.residual, (_solved_vector(sol),)) if reached_fixed_point(sol) else 0.0
+
+
 def _same_branch(a, b) -> bool:
-    """Two one-start solutions are one fixed point: both ``q' ≤ NULL_UPDATE_SCALE``, or ``m'`` and ``q'`` equal within
-    ``SAME_BRANCH_RTOL`` of their scale or within what the two solves resolve (:func:`fixed_point_resolution`)."""
+    """Two one-start solutions are one fixed point: both ``q' ≤ NULL_UPDATE_SCALE``; or ``m'`` and ``q'`` equal within
+    ``SAME_BRANCH_RTOL`` of their scale and ``V'`` within ``SAME_BRANCH_RTOL`` of its own; or the whole solved vectors ``(m', q', V'[, c])`` closer than what the two
+    solves resolve, ``‖x_a − x_b‖ ≤ res_a + res_b`` (:func:`fixed_point_resolution`; docs/theory.md §4.6)."""
     if a.q <= NULL_UPDATE_SCALE and b.q <= NULL_UPDATE_SCALE:  # both û = 0 (then |m'| ≤ √(q'ρ_v) is as small)
         return True
     scale = max(abs(a.m), abs(b.m), a.q, b.q)
-    tol = max(SAME_BRANCH_RTOL * scale, fixed_point_resolution(a.residual, (a.m, a.q, a.V))
-              + fixed_point_resolution(b.residual, (b.m, b.q, b.V)))
-    return abs(a.m - b.m) <= tol and abs(a.q - b.q) <= tol
+    if abs(a.m - b.m) <= SAME_BRANCH_RTOL * scale and abs(a.q - b.q) <= SAME_BRANCH_RTOL * scale \
+            and abs(a.V - b.V) <= SAME_BRANCH_RTOL * max(abs(a.V), abs(b.V)):
+        return True
+    return float(np.linalg.norm(_solved_vector(a) - _solved_vector(b))) <= _resolution(a) + _resolution(b)
 
 
 def _no_adaptation_solution(fine, channel, noises, t0) -> FinetuningSolution:

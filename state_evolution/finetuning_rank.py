@@ -30,7 +30,7 @@ import numpy as np
 from solvable_attention.params import FinetuneParams
 from solvable_attention.status import Status, raise_if_failed
 
-from .branch_selection import merge_starts, warn_if_unresolved
+from .branch_selection import merge_starts, reached_fixed_point, warn_if_unresolved
 from .channel_lora_rank import RankLoraChannel, polar_factor
 from .finetuning import (BRANCH_CHECK_MAX_ITER, LORA_ACCEPT_TOL, NULL_UPDATE_SCALE, SAME_BRANCH_RTOL,
                          START_RESPONSE_SHRINK, check_lora_tokens, fixed_point_resolution, noise_floor_acceptance)
@@ -465,18 +465,35 @@ def rank_starts(rank, shift_rank, init=None):
     return starts
 
 
+def _invariants(sol) -> np.ndarray:
+    """The gauge-invariant spectra of a one-start solution: singular values of ``M'``, eigenvalues of ``Q'`` and ``V'``."""
+    return np.concatenate([np.asarray(sol.M_singular_values, float), np.asarray(sol.Q_eigenvalues, float),
+                           np.linalg.eigvalsh(0.5 * (np.asarray(sol.V, float) + np.asarray(sol.V, float).T))])
+
+
+def _resolution(sol) -> float:
+    """:func:`~state_evolution.finetuning.fixed_point_resolution` of a start that reached a fixed point (``0`` at the
+    iteration cap or outside the domain), with the Frobenius norm of ``(M', Q', V')`` (the residual is relative to
+    the packed vector, whose norm is smaller by at most √2: a conservative bound)."""
+    return fixed_point_resolution(sol.residual, (sol.M, sol.Q, sol.V)) if reached_fixed_point(sol) else 0.0
+
+
 def _same_branch(a, b) -> bool:
-    """Two one-start rank-r solutions are one fixed point: every singular value of ``M'`` and eigenvalue of ``Q'`` at
-    most ``NULL_UPDATE_SCALE`` in both, or the two spectra equal within ``SAME_BRANCH_RTOL`` of their scale or within
-    what the two solves resolve (:func:`~state_evolution.finetuning.fixed_point_resolution`)."""
+    """Two one-start rank-r solutions are one fixed point by the rank-one rule on gauge invariants: every eigenvalue of
+    ``Q'`` at most ``NULL_UPDATE_SCALE`` in both; or the spectra of ``M'`` and ``Q'`` equal within ``SAME_BRANCH_RTOL``
+    of their scale and that of ``V'`` within ``SAME_BRANCH_RTOL`` of its own; or the spectra of ``M'``, ``Q'`` and ``V'`` closer than what the two solves resolve (the spectra
+    move by at most the matrices' change)."""
+    if max(abs(v) for v in a.Q_eigenvalues) <= NULL_UPDATE_SCALE and \
+            max(abs(v) for v in b.Q_eigenvalues) <= NULL_UPDATE_SCALE:  # both are U = 0 for every purpose
+        return True
     sa = np.array(list(a.M_singular_values) + list(a.Q_eigenvalues))
     sb = np.array(list(b.M_singular_values) + list(b.Q_eigenvalues))
     scale = max(float(np.max(np.abs(sa))), float(np.max(np.abs(sb))))
-    if scale <= NULL_UPDATE_SCALE:  # both are U = 0 for every purpose
+    va, vb = _invariants(a)[len(sa):], _invariants(b)[len(sb):]
+    if np.max(np.abs(sa - sb)) <= SAME_BRANCH_RTOL * scale \
+            and np.max(np.abs(va - vb)) <= SAME_BRANCH_RTOL * max(float(np.max(np.abs(va))), float(np.max(np.abs(vb)))):
         return True
-    tol = max(SAME_BRANCH_RTOL * scale, fixed_point_resolution(a.residual, (a.M, a.Q, a.V))
-              + fixed_point_resolution(b.residual, (b.M, b.Q, b.V)))
-    return bool(np.max(np.abs(sa - sb)) <= tol)
+    return float(np.linalg.norm(_invariants(a) - _invariants(b))) <= _resolution(a) + _resolution(b)
 
 
 def _check_coarse_samples(value) -> None:

@@ -255,56 +255,82 @@ def test_starts_are_brought_into_the_domain_at_large_beta():
 
 
 
+def _start(m, q, V, residual, status=None, **extra):
+    """A hand-made one-start LoRA solution with the fields the branch merging reads."""
+    from types import SimpleNamespace
+
+    from solvable_attention.status import Status
+
+    return SimpleNamespace(m=m, q=q, V=V, residual=residual, status=status or Status.CONVERGED, **extra)
+
+
 def test_two_null_updates_within_their_solves_resolution_are_one_branch():
-    """Softmax, λ' = 9.13 (status survey #37): two starts stopped at û ≈ 0 with q' = 1.8e-12 and 6.3e-8 differ by
-    less than what solves at relative residuals 1e-5 and 2e-5 with ‖(m', q', V')‖ ≈ 0.1 resolve (1e-6 + 2e-6): one
-    branch. An update with q' = 1e-3 is distinct; so is a small genuine update whose m' = 5e-3 lies far beyond the
-    resolution, though its q' = 2.5e-5 does not; two tight solves (residual 1e-9) tell q' = 6.3e-8 from û = 0; a
-    start stopped far from any fixed point (residual 0.05) resolves nothing. Hand-made solutions: the outcome
-    follows from the rule."""
+    """Softmax, λ' = 9.13 (status survey #37): two starts stopped at û ≈ 0 with q' = 1.8e-12 and 6.3e-8 (V' = 0.12)
+    differ by less than what solves at relative residuals 1e-5 and 2e-5 resolve (1.2e-6 + 2.4e-6): one branch.
+    Hand-made solutions, each case one the rule must get right and a variant of it would not."""
+    from solvable_attention.status import Status
+    from state_evolution.finetuning import _same_branch
+
+    a, b = _start(6e-8, 1.8e-12, 0.12, 1e-5), _start(0.0, 6.3e-8, 0.12, 2e-5)
+    assert _same_branch(a, b) and _same_branch(b, a)
+    assert not _same_branch(b, _start(0.01, 1e-3, 0.12, 1e-5))  # a resolved update
+    # a genuine small update: its q' (1e-6) lies within the resolution, its m' (1e-3) far beyond it
+    assert not _same_branch(a, _start(1e-3, 1e-6, 0.12, 1e-5))
+    # two tight solves (resolution ~1e-10) tell q' = 6.3e-8 from û = 0
+    assert not _same_branch(_start(0.0, 1e-12, 0.12, 1e-9), _start(0.0, 6.3e-8, 0.12, 1e-9))
+    # equal (m', q') to 1e-6 but V' apart by far more than the resolution (identity, α' = 0.3, λ' = 0.01 has two
+    # branches with V' = 21.6 and 173): V' is part of the solved vector
+    assert not _same_branch(_start(0.057, 1.62, 21.6, 1e-3), _start(0.057, 1.62 + 1e-6, 173.0, 1e-3))
+    # a start stopped at the iteration cap resolves no fixed point: 0.05·‖x‖ = 5e-3 would cover its q' = 3e-3
+    capped = _start(0.0, 3e-3, 0.1, 0.05, Status.MAX_ITERATIONS)
+    assert not _same_branch(_start(0.0, 1e-12, 0.1, 1e-9), capped)
+    assert _same_branch(_start(0.0, 1e-12, 0.1, 1e-9), _start(0.0, 3e-3, 0.1, 0.05))  # the same, converged there
+
+
+def test_the_resolution_of_a_recalibrated_solve_counts_c():
+    """With recalibration the residual is relative to ‖(m', q', V', c)‖ (c ≈ 1): two null starts with V' = 0.12 at
+    residual 2e-6 are 4e-7 apart in q', within 2·2e-6·‖(0, 0, 0.12, 1)‖ ≈ 4e-6 but not within 2·2e-6·0.12 ≈ 5e-7."""
     from types import SimpleNamespace
 
     from state_evolution.finetuning import _same_branch
 
-    a = SimpleNamespace(m=6e-8, q=1.8e-12, V=0.1, residual=1e-5)
-    b = SimpleNamespace(m=0.0, q=6.3e-8, V=0.1, residual=2e-5)
-    c = SimpleNamespace(m=0.01, q=1e-3, V=0.1, residual=1e-5)
-    small = SimpleNamespace(m=5e-3, q=2.5e-5, V=0.1, residual=1e-5)
-    assert _same_branch(a, b) and _same_branch(b, a)
-    assert not _same_branch(b, c) and not _same_branch(a, c)
-    assert not _same_branch(a, small) and not _same_branch(b, small)
-    tight = SimpleNamespace(m=0.0, q=6.3e-8, V=0.1, residual=1e-9)
-    tight_null = SimpleNamespace(m=0.0, q=1e-12, V=0.1, residual=1e-9)
-    assert not _same_branch(tight_null, tight)
-    far = SimpleNamespace(m=0.0, q=0.02, V=0.1, residual=0.05)  # 0.05·‖x‖ would cover q' = 0.02; it does not count
-    assert not _same_branch(tight_null, far)
+    params = SimpleNamespace(recalibrate=True)
+    a = _start(0.0, 2e-8, 0.12, 2e-6, c=1.0, params=params)
+    b = _start(0.0, 6e-7, 0.12, 2e-6, c=1.0, params=params)
+    assert _same_branch(a, b)
+    plain = SimpleNamespace(recalibrate=False)
+    assert not _same_branch(_start(0.0, 2e-8, 0.12, 2e-6, c=1.0, params=plain),
+                            _start(0.0, 6e-7, 0.12, 2e-6, c=1.0, params=plain))
 
 
 def test_fixed_point_resolution_is_the_residual_times_the_norm():
     """``residual · ‖x‖``, hand-computed: 1e-5 × ‖(0, 3e-8, 0.4)‖ = 4e-6; matrices by their Frobenius norm,
-    ‖(I₂, 0, 3·I₂)‖ = √20; nothing for a non-finite residual or one above LORA_ACCEPT_MAX (no fixed point there)."""
-    from state_evolution.finetuning import LORA_ACCEPT_MAX, fixed_point_resolution
+    ‖(I₂, 0, 3·I₂)‖ = √20; nothing for a non-finite residual."""
+    from state_evolution.finetuning import fixed_point_resolution
 
     assert fixed_point_resolution(1e-5, (0.0, 3e-8, 0.4)) == pytest.approx(4e-6, rel=1e-6)
     assert fixed_point_resolution(1e-3, (np.eye(2), 0.0, 3 * np.eye(2))) == pytest.approx(1e-3 * math.sqrt(20))
     assert fixed_point_resolution(float("nan"), (0.0, 3e-8, 0.4)) == 0.0
-    assert fixed_point_resolution(2 * LORA_ACCEPT_MAX, (0.0, 3e-8, 0.4)) == 0.0
 
 
 def test_rank_r_null_updates_within_their_solves_resolution_are_one_branch():
-    """The rank-r solver merges two U ≈ 0 starts by the same rule as rank one: Q' eigenvalues 2e-12 and 5e-8 (M'
-    singular values 1e-6 and 0) differ by less than what residuals 1e-5 and 2e-5 with ‖(M', Q', V')‖ ≈ 0.14 resolve
-    (~4e-6): one branch. Q' eigenvalues of 1e-3 are distinct; two tight solves (residual 1e-10) tell 5e-8 from 0.
-    Hand-made solutions."""
+    """The rank-r solver merges by the same rule on gauge invariants: Q' eigenvalues 2e-12 and 5e-8 (M' singular
+    values 1e-6 and 0, V' = 0.1·I) differ by less than what residuals 1e-5 and 2e-5 resolve (~4e-6): one branch.
+    Q' eigenvalues of 1e-3 are distinct; so are equal M', Q' with V' = 0.1·I against 0.5·I; two tight solves tell
+    5e-8 from 0; a start at the iteration cap resolves nothing. Hand-made solutions."""
     from types import SimpleNamespace
 
+    from solvable_attention.status import Status
     from state_evolution.finetuning_rank import _same_branch
 
-    def sol(q, m, residual):
-        Q, M, V = q * np.eye(2), m * np.eye(2), 0.1 * np.eye(2)
-        return SimpleNamespace(M=M, Q=Q, V=V, residual=residual, M_singular_values=(m, m), Q_eigenvalues=(q, q))
+    def sol(q, m, residual, v=0.1, status=Status.CONVERGED):
+        Q, M, V = q * np.eye(2), m * np.eye(2), v * np.eye(2)
+        return SimpleNamespace(M=M, Q=Q, V=V, residual=residual, status=status, M_singular_values=(m, m),
+                               Q_eigenvalues=(q, q))
 
-    a, b, c = sol(2e-12, 1e-6, 1e-5), sol(5e-8, 0.0, 2e-5), sol(1e-3, 0.01, 1e-5)
+    a, b = sol(2e-12, 1e-6, 1e-5), sol(5e-8, 0.0, 2e-5)
     assert _same_branch(a, b) and _same_branch(b, a)
-    assert not _same_branch(a, c) and not _same_branch(b, c)
+    assert not _same_branch(a, sol(1e-3, 0.01, 1e-5))
+    assert not _same_branch(sol(0.3, 0.2, 1e-3), sol(0.3, 0.2 + 1e-6, 1e-3, v=0.5))
     assert not _same_branch(sol(1e-12, 0.0, 1e-10), sol(5e-8, 0.0, 1e-10))
+    assert not _same_branch(sol(1e-12, 0.0, 1e-10), sol(2e-3, 0.0, 0.05, status=Status.MAX_ITERATIONS))

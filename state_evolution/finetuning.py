@@ -433,7 +433,7 @@ def fixed_point_resolution(residual, order_parameters) -> float:
 
     The residual of a solve is relative, ``r = ‖F(x) − x‖/‖x‖``, so ``r‖x‖`` is its last step ``‖F(x) − x‖``: up
     to the conditioning of ``I − J``, how far ``x`` lies from the fixed point. Two solves whose solved vectors
-    differ by less than the sum of theirs are not told apart.
+    differ by less than that are not told apart (a slowly contracting iteration can lie farther: ``r‖x‖/(1 − ρ)``).
 
     Args:
         residual: the solve's final relative residual.
@@ -461,17 +461,24 @@ def _resolution(sol) -> float:
     return fixed_point_resolution(sol.residual, (_solved_vector(sol),)) if reached_fixed_point(sol) else 0.0
 
 
+def _null_within_resolution(sol) -> bool:
+    """Whether a one-start solution is ``û = 0`` within what its solve resolves: ``q' ≤ NULL_UPDATE_SCALE``, or both
+    ``q'`` and ``|m'|`` within its resolution (:func:`_resolution`). ``m'`` tells a genuine small update from ``û = 0``:
+    near ``û = 0`` it is ``≈ m̂'V'``, far above the resolution where ``q' ≈ m'²`` is not."""
+    if sol.q <= NULL_UPDATE_SCALE:
+        return True
+    res = _resolution(sol)
+    return sol.q <= res and abs(sol.m) <= res
+
+
 def _same_branch(a, b) -> bool:
-    """Two one-start solutions are one fixed point: both ``q' ≤ NULL_UPDATE_SCALE``; or ``m'`` and ``q'`` equal within
-    ``SAME_BRANCH_RTOL`` of their scale and ``V'`` within ``SAME_BRANCH_RTOL`` of its own; or the whole solved vectors ``(m', q', V'[, c])`` closer than what the two
-    solves resolve, ``‖x_a − x_b‖ ≤ res_a + res_b`` (:func:`fixed_point_resolution`; docs/theory.md §4.6)."""
-    if a.q <= NULL_UPDATE_SCALE and b.q <= NULL_UPDATE_SCALE:  # both û = 0 (then |m'| ≤ √(q'ρ_v) is as small)
+    """Two one-start solutions are one fixed point: both ``û = 0`` within what their solves resolve
+    (:func:`_null_within_resolution`; the ``û = 0`` fixed point is one point, whatever ``V'`` a slowly converging
+    start stopped at), or ``m'`` and ``q'`` equal within ``SAME_BRANCH_RTOL`` of their scale (docs/theory.md §4.6)."""
+    if _null_within_resolution(a) and _null_within_resolution(b):
         return True
     scale = max(abs(a.m), abs(b.m), a.q, b.q)
-    if abs(a.m - b.m) <= SAME_BRANCH_RTOL * scale and abs(a.q - b.q) <= SAME_BRANCH_RTOL * scale \
-            and abs(a.V - b.V) <= SAME_BRANCH_RTOL * max(abs(a.V), abs(b.V)):
-        return True
-    return float(np.linalg.norm(_solved_vector(a) - _solved_vector(b))) <= _resolution(a) + _resolution(b)
+    return abs(a.m - b.m) <= SAME_BRANCH_RTOL * scale and abs(a.q - b.q) <= SAME_BRANCH_RTOL * scale
 
 
 def _no_adaptation_solution(fine, channel, noises, t0) -> FinetuningSolution:

@@ -465,12 +465,6 @@ def rank_starts(rank, shift_rank, init=None):
     return starts
 
 
-def _invariants(sol) -> np.ndarray:
-    """The gauge-invariant spectra of a one-start solution: singular values of ``M'``, eigenvalues of ``Q'`` and ``V'``."""
-    return np.concatenate([np.asarray(sol.M_singular_values, float), np.asarray(sol.Q_eigenvalues, float),
-                           np.linalg.eigvalsh(0.5 * (np.asarray(sol.V, float) + np.asarray(sol.V, float).T))])
-
-
 def _resolution(sol) -> float:
     """:func:`~state_evolution.finetuning.fixed_point_resolution` of a start that reached a fixed point (``0`` at the
     iteration cap or outside the domain), with the Frobenius norm of ``(M', Q', V')`` (the residual is relative to
@@ -478,22 +472,25 @@ def _resolution(sol) -> float:
     return fixed_point_resolution(sol.residual, (sol.M, sol.Q, sol.V)) if reached_fixed_point(sol) else 0.0
 
 
+def _null_within_resolution(sol) -> bool:
+    """``U = 0`` within what the solve resolves, by the rank-one rule on invariants: every eigenvalue of ``Q'`` at most
+    ``NULL_UPDATE_SCALE``, or every eigenvalue of ``Q'`` and singular value of ``M'`` within the resolution."""
+    q = max(abs(v) for v in sol.Q_eigenvalues)
+    if q <= NULL_UPDATE_SCALE:
+        return True
+    res = _resolution(sol)
+    return q <= res and max(abs(v) for v in sol.M_singular_values) <= res
+
+
 def _same_branch(a, b) -> bool:
-    """Two one-start rank-r solutions are one fixed point by the rank-one rule on gauge invariants: every eigenvalue of
-    ``Q'`` at most ``NULL_UPDATE_SCALE`` in both; or the spectra of ``M'`` and ``Q'`` equal within ``SAME_BRANCH_RTOL``
-    of their scale and that of ``V'`` within ``SAME_BRANCH_RTOL`` of its own; or the spectra of ``M'``, ``Q'`` and ``V'`` closer than what the two solves resolve (the spectra
-    move by at most the matrices' change)."""
-    if max(abs(v) for v in a.Q_eigenvalues) <= NULL_UPDATE_SCALE and \
-            max(abs(v) for v in b.Q_eigenvalues) <= NULL_UPDATE_SCALE:  # both are U = 0 for every purpose
+    """Two one-start rank-r solutions are one fixed point: both ``U = 0`` within what their solves resolve, or the
+    spectra of ``M'`` and ``Q'`` equal within ``SAME_BRANCH_RTOL`` of their scale (the rank-one rule on invariants)."""
+    if _null_within_resolution(a) and _null_within_resolution(b):
         return True
     sa = np.array(list(a.M_singular_values) + list(a.Q_eigenvalues))
     sb = np.array(list(b.M_singular_values) + list(b.Q_eigenvalues))
     scale = max(float(np.max(np.abs(sa))), float(np.max(np.abs(sb))))
-    va, vb = _invariants(a)[len(sa):], _invariants(b)[len(sb):]
-    if np.max(np.abs(sa - sb)) <= SAME_BRANCH_RTOL * scale \
-            and np.max(np.abs(va - vb)) <= SAME_BRANCH_RTOL * max(float(np.max(np.abs(va))), float(np.max(np.abs(vb)))):
-        return True
-    return float(np.linalg.norm(_invariants(a) - _invariants(b))) <= _resolution(a) + _resolution(b)
+    return bool(np.max(np.abs(sa - sb)) <= SAME_BRANCH_RTOL * scale)
 
 
 def _check_coarse_samples(value) -> None:

@@ -58,10 +58,10 @@ UNINFORMATIVE_START = (0.0, 0.5, 0.5)
 # like the loss's curvature: identity activation at β = 4.6 (α = 0.27, Δ = 0.5, λ = 0.005, α' = 7.2, λ' = 0.65)
 # has V̂' ≈ 200 near the fixed point, where V' = 0.5 makes the ridge shift −51 and the map undefined.
 START_RESPONSE_SHRINK = (1.0, 0.1, 0.01, 0.001)
-# Two branches whose (m', q') agree to this relative tolerance (or within what their two solves resolve:
-# fixed_point_resolution) are the same fixed point ...
+# Two branches whose (m', q') agree to this relative tolerance are the same fixed point ...
 SAME_BRANCH_RTOL = 1e-3
-# ... and two whose q' are both at or below this are both û = 0 for every purpose (E' moves by O(q'): 1e-8),
+# ... and two that are both û = 0 (null_within: q' at or below this, or q' and |m'| within what their solves
+# resolve, fixed_point_resolution) are one too. At or below this q' û = 0 for every purpose (E' moves by O(q'): 1e-8),
 # whatever their m' (at most √(q'ρ_v) = 1e-4). At this scale the alignment is also undefined: NaN is returned
 # rather than a ratio of two vanishing numbers. Round-off gives q' ≈ 1e-16 at λ' = 100; a start that stalls on
 # its way to û = 0 at the Monte Carlo noise floor leaves q' ≈ 1e-11 with an "alignment" of 0.7 (survey point #9).
@@ -461,14 +461,25 @@ def _resolution(sol) -> float:
     return fixed_point_resolution(sol.residual, (_solved_vector(sol),)) if reached_fixed_point(sol) else 0.0
 
 
+def null_within(q_size, m_size, resolution) -> bool:
+    """Whether an update is ``û = 0`` within what its solve resolves (docs/theory.md §4.6): ``q' ≤ NULL_UPDATE_SCALE``,
+    or both ``q'`` and ``|m'|`` within the resolution. ``m'`` tells a genuine small update from ``û = 0``: near
+    ``û = 0`` it is ``≈ m̂'V'``, far above the resolution where ``q' ≈ m'²`` is not.
+
+    Args:
+        q_size: ``q'`` (rank r: the largest eigenvalue of ``Q'`` in absolute value).
+        m_size: ``|m'|`` (rank r: the largest singular value of ``M'``).
+        resolution: :func:`fixed_point_resolution` of the solve (``0`` when it reached no fixed point).
+
+    Returns:
+        ``True`` when the update is ``û = 0`` within resolution.
+    """
+    return q_size <= NULL_UPDATE_SCALE or (q_size <= resolution and m_size <= resolution)
+
+
 def _null_within_resolution(sol) -> bool:
-    """Whether a one-start solution is ``û = 0`` within what its solve resolves: ``q' ≤ NULL_UPDATE_SCALE``, or both
-    ``q'`` and ``|m'|`` within its resolution (:func:`_resolution`). ``m'`` tells a genuine small update from ``û = 0``:
-    near ``û = 0`` it is ``≈ m̂'V'``, far above the resolution where ``q' ≈ m'²`` is not."""
-    if sol.q <= NULL_UPDATE_SCALE:
-        return True
-    res = _resolution(sol)
-    return sol.q <= res and abs(sol.m) <= res
+    """:func:`null_within` for a one-start LoRA solution."""
+    return null_within(sol.q, abs(sol.m), _resolution(sol))
 
 
 def _same_branch(a, b) -> bool:

@@ -32,8 +32,8 @@ from solvable_attention.status import Status, raise_if_failed
 
 from .branch_selection import merge_starts, reached_fixed_point, warn_if_unresolved
 from .channel_lora_rank import RankLoraChannel, polar_factor
-from .finetuning import (BRANCH_CHECK_MAX_ITER, LORA_ACCEPT_TOL, NULL_UPDATE_SCALE, SAME_BRANCH_RTOL,
-                         START_RESPONSE_SHRINK, check_lora_tokens, fixed_point_resolution, noise_floor_acceptance)
+from .finetuning import (BRANCH_CHECK_MAX_ITER, LORA_ACCEPT_TOL, SAME_BRANCH_RTOL, START_RESPONSE_SHRINK,
+                         check_lora_tokens, fixed_point_resolution, noise_floor_acceptance, null_within)
 from .fixed_point import SAMPLED_ACCEPT_TOL, SAMPLED_TOL, InvalidIterate, MemoizedMap, solve_fixed_point, warn_if_not_converged
 from .pretraining import PretrainingSolution
 from .sampling import N_SAMPLES, N_TEST_SAMPLES
@@ -473,13 +473,10 @@ def _resolution(sol) -> float:
 
 
 def _null_within_resolution(sol) -> bool:
-    """``U = 0`` within what the solve resolves, by the rank-one rule on invariants: every eigenvalue of ``Q'`` at most
-    ``NULL_UPDATE_SCALE``, or every eigenvalue of ``Q'`` and singular value of ``M'`` within the resolution."""
-    q = max(abs(v) for v in sol.Q_eigenvalues)
-    if q <= NULL_UPDATE_SCALE:
-        return True
-    res = _resolution(sol)
-    return q <= res and max(abs(v) for v in sol.M_singular_values) <= res
+    """``U = 0`` within what the solve resolves: the rank-one rule (:func:`~state_evolution.finetuning.null_within`)
+    on the largest eigenvalue of ``Q'`` and singular value of ``M'``."""
+    return null_within(max(abs(v) for v in sol.Q_eigenvalues), max(abs(v) for v in sol.M_singular_values),
+                       _resolution(sol))
 
 
 def _same_branch(a, b) -> bool:
